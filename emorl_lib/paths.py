@@ -17,8 +17,12 @@ PACKAGE_DATA = Path(__file__).resolve().parent / "data"
 
 
 def repo_root() -> Path:
-    """The kit's root; EMORL_HOME overrides it (e.g. a Drive folder on Colab)."""
-    return Path(os.environ.get("EMORL_HOME", REPO_ROOT)).resolve()
+    """The kit's root (params/, cache/, runs/, results/): EMORL_HOME, else the source checkout, else the cwd."""
+    if os.environ.get("EMORL_HOME"):
+        return Path(os.environ["EMORL_HOME"]).resolve()
+    if (REPO_ROOT / "params").is_dir():
+        return REPO_ROOT
+    return Path.cwd().resolve()
 
 
 def _resolve(p: str | Path, base: Path) -> Path:
