@@ -1,0 +1,386 @@
+"""Backbone registry: the real Qwen2-Audio-7B-Instruct and a tiny model of the same architecture.
+
+Both go through one loader, so the code a researcher runs on a GPU with the 7B model is the code the tests run on
+the CPU with the tiny one: same class (Qwen2AudioForConditionalGeneration), same processor, same chat template,
+same 4-bit / LoRA path. The tiny model is built deterministically from a config with a locally trained tokenizer
+(no hub access) and cached under `cache/models/`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from .paths import PACKAGE_DATA, Paths
+
+# Tokens the chat format and the reasoning format need. Audio/turn markers are special (never generated as text);
+# reasoning tags are ORDINARY tokens: TRL decodes completions with skip_special_tokens=True, which would strip
+# special ones before the rewards see them (pitfalls.md).
+SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|AUDIO|>", "<|audio_bos|>", "<|audio_eos|>")
+REASONING_TAGS = (
+    "<think>", "</think>", "<answer>", "</answer>", "<content>", "</content>",
+    "<acoustics>", "</acoustics>", "<summary>", "</summary>",
+)
+REAL_HUB_ID = "Qwen/Qwen2-Audio-7B-Instruct"
+TINY_BUILD_VERSION = 1
+
+
+def chat_template() -> str:
+    """The kit's chat template: tests `content['type'] == 'audio'` (the hub's tests for an `audio` key, which
+    `datasets` adds as None to every block, so the hub template silently drops audio)."""
+    return (PACKAGE_DATA / "chat_template.jinja").read_text()
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Config
+# ----------------------------------------------------------------------------------------------------------------
+@dataclass
+class LoraSettings:
+    enabled: bool = True
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.05
+    # transformers 5 nests the LLM under model.model.language_model; the audio encoder also has q/k/v_proj, so a
+    # regex on the language model's path adapts the LLM only (PEFT full-matches a string target against names).
+    target_modules: str = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
+
+
+@dataclass
+class TinySpec:
+    """Sizes of the tiny model; anything here changes the cached build's hash."""
+
+    vocab_size: int = 2048
+    hidden_size: int = 128
+    intermediate_size: int = 344
+    num_hidden_layers: int = 2
+    num_attention_heads: int = 4
+    num_key_value_heads: int = 2
+    max_position_embeddings: int = 2048
+    audio_d_model: int = 64
+    audio_layers: int = 2
+    audio_heads: int = 4
+    audio_ffn: int = 128
+    num_mel_bins: int = 128
+    chunk_seconds: int = 4  # the real model pads every clip to 30 s; 4 s keeps the tiny model cheap
+    seed: int = 0
+
+
+@dataclass
+class BackboneConfig:
+    """The `backbone` section of a profile."""
+
+    name: str = "tiny-qwen2-audio"  # a key of BACKBONES
+    path: str | None = None  # hub id or local folder (real model); None: the registry's default
+    dtype: str = "auto"  # auto | float32 | bfloat16 | float16 ; auto: bf16 where the GPU has it, fp16 (T4), fp32 CPU
+    load_in_4bit: bool = False
+    bnb_quant_type: str = "nf4"
+    bnb_double_quant: bool = True
+    bnb_compute_dtype: str = "auto"
+    # Kept in 16-bit when quantising: the small audio encoder and projector carry the acoustic cues. transformers 5
+    # matches these from the START of a module path (or as a regex, or a suffix), so give full paths.
+    quant_skip_modules: list[str] = field(
+        default_factory=lambda: ["lm_head", "model.audio_tower", "model.multi_modal_projector"])
+    device_map: str | None = "auto"  # auto: one GPU if there is one, else the CPU
+    attn_implementation: str | None = "sdpa"
+    lora: LoraSettings = field(default_factory=LoraSettings)
+    gradient_checkpointing: bool = False
+    tiny: TinySpec = field(default_factory=TinySpec)
+
+
+@dataclass
+class Backbone:
+    model: Any
+    processor: Any
+    config: BackboneConfig
+    model_dir: str
+
+    @property
+    def tokenizer(self):
+        return self.processor.tokenizer
+
+    @property
+    def device(self):
+        return next(self.model.parameters()).device
+
+
+@dataclass
+class BackboneSpec:
+    description: str
+    default_path: str | None
+    build: Callable[[BackboneConfig, Paths], Path] | None = None
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Tiny model
+# ----------------------------------------------------------------------------------------------------------------
+_TINY_WORDS = (
+    "neutral happy sad angry fear disgust surprise calm joy happiness excited sadness anger fearful scared "
+    "surprised disgusted frustrated emotion emotions speaker voice audio clip listen listened identify classify "
+    "what which the a an of in on is are was were with and or to for from by this that it its their his her "
+    "content acoustics summary answer think reasoning said says words word salient emotionally "
+    "pitch high low medium rising falling flat wide narrow range level loud quiet soft volume energy "
+    "fast slow moderate speed rate rhythm steady irregular tense breathy harsh clear quality bright dark "
+    "relative speaker's average normal above below very slightly strongly "
+    "transcript no none unknown suggests suggest indicates combined overall together views cues cue "
+    "choose one of from following only options candidates label output format reply respond "
+    "you are helpful assistant expert recognition speech emotional state "
+    "0 1 2 3 4 5 6 7 8 9 . , : ; ' \" ( ) - ?"
+)
+
+
+def _tokenizer_corpus() -> list[str]:
+    """Text the tiny tokenizer is trained on: the prompt and reasoning vocabulary (byte-level BPE still encodes
+    anything else, just in more pieces)."""
+    words = _TINY_WORDS.split()
+    lines = [_TINY_WORDS] * 20
+    tags = " ".join(REASONING_TAGS)
+    for w in words:  # with and without a leading space (after a tag or a newline there is none)
+        lines += [f"{tags} {w} {w.capitalize()} {w.upper()}", f"{w}\n{w.capitalize()}\n" * 5]
+    return lines
+
+
+def _tiny_hash(spec: TinySpec) -> str:
+    import transformers
+
+    blob = json.dumps(
+        {"spec": asdict(spec), "corpus": _tokenizer_corpus(), "template": chat_template(),
+         "v": TINY_BUILD_VERSION, "transformers": transformers.__version__},
+        sort_keys=True,
+    )
+    return hashlib.sha256(blob.encode()).hexdigest()[:10]
+
+
+def tiny_model_dir(paths: Paths, spec: TinySpec) -> Path:
+    return paths.models / f"tiny-qwen2-audio-{_tiny_hash(spec)}"
+
+
+def _build_tiny_tokenizer(spec: TinySpec):
+    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=spec.vocab_size - len(SPECIAL_TOKENS) - len(REASONING_TAGS),
+        special_tokens=list(SPECIAL_TOKENS),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(_tokenizer_corpus(), trainer)
+    tok.add_tokens([AddedToken(t, special=False, normalized=False) for t in REASONING_TAGS])
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        extra_special_tokens=["<|im_start|>", "<|AUDIO|>", "<|audio_bos|>", "<|audio_eos|>"],
+        model_max_length=spec.max_position_embeddings,
+        padding_side="left",
+        clean_up_tokenization_spaces=False,
+    )
+    fast.chat_template = chat_template()
+    return fast
+
+
+def build_tiny_qwen2_audio(cfg: BackboneConfig, paths: Paths) -> Path:
+    """Build (once) and cache the tiny model; returns its folder. Deterministic for a given TinySpec."""
+    spec = cfg.tiny
+    out = tiny_model_dir(paths, spec)
+    if (out / "config.json").exists():
+        return out
+    import torch
+    from transformers import (
+        GenerationConfig, Qwen2AudioConfig, Qwen2AudioForConditionalGeneration, Qwen2AudioProcessor,
+        WhisperFeatureExtractor,
+    )
+
+    tokenizer = _build_tiny_tokenizer(spec)
+    fe = WhisperFeatureExtractor(
+        feature_size=spec.num_mel_bins, sampling_rate=16000, hop_length=160,
+        chunk_length=spec.chunk_seconds, n_fft=400, padding_value=0.0, return_attention_mask=True,
+    )
+    processor = Qwen2AudioProcessor(feature_extractor=fe, tokenizer=tokenizer, chat_template=chat_template())
+    config = Qwen2AudioConfig(
+        audio_config={
+            "model_type": "qwen2_audio_encoder", "d_model": spec.audio_d_model, "encoder_layers": spec.audio_layers,
+            "encoder_attention_heads": spec.audio_heads, "encoder_ffn_dim": spec.audio_ffn,
+            "num_mel_bins": spec.num_mel_bins,
+            # must equal mel frames / 2 (pitfalls.md): 100 frames per second, halved by the encoder's stride-2 conv
+            "max_source_positions": spec.chunk_seconds * 100 // 2,
+        },
+        text_config={
+            "model_type": "qwen2", "vocab_size": len(tokenizer), "hidden_size": spec.hidden_size,
+            "intermediate_size": spec.intermediate_size, "num_hidden_layers": spec.num_hidden_layers,
+            "num_attention_heads": spec.num_attention_heads, "num_key_value_heads": spec.num_key_value_heads,
+            "max_position_embeddings": spec.max_position_embeddings, "tie_word_embeddings": False,
+            "bos_token_id": None, "eos_token_id": tokenizer.convert_tokens_to_ids("<|im_end|>"),
+            "pad_token_id": tokenizer.pad_token_id,
+        },
+        audio_token_index=tokenizer.convert_tokens_to_ids("<|AUDIO|>"),
+    )
+    torch.manual_seed(spec.seed)
+    model = Qwen2AudioForConditionalGeneration(config).eval()
+    model.generation_config = GenerationConfig(
+        eos_token_id=[tokenizer.convert_tokens_to_ids("<|im_end|>"), tokenizer.pad_token_id],
+        pad_token_id=tokenizer.pad_token_id, do_sample=False, max_new_tokens=256,
+    )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
+    try:
+        model.save_pretrained(tmp)
+        processor.save_pretrained(tmp)
+        (tmp / "emorl_build.json").write_text(json.dumps({"spec": asdict(spec), "version": TINY_BUILD_VERSION}))
+        if out.exists():  # another process finished first
+            shutil.rmtree(tmp)
+        else:
+            os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+BACKBONES: dict[str, BackboneSpec] = {
+    "qwen2-audio-7b-instruct": BackboneSpec(
+        "Qwen2-Audio-7B-Instruct (8.2B parameters), from the hub or a local folder", REAL_HUB_ID),
+    "tiny-qwen2-audio": BackboneSpec(
+        "Qwen2AudioForConditionalGeneration with a few million parameters, built locally (smoke runs)", None,
+        build_tiny_qwen2_audio),
+}
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Loading
+# ----------------------------------------------------------------------------------------------------------------
+def resolve_model_dir(cfg: BackboneConfig, paths: Paths) -> str:
+    if cfg.name not in BACKBONES:
+        raise KeyError(f"unknown backbone '{cfg.name}'; known: {sorted(BACKBONES)}")
+    spec = BACKBONES[cfg.name]
+    if cfg.path:
+        return str(cfg.path)
+    if spec.build is not None:
+        return str(spec.build(cfg, paths))
+    return str(spec.default_path)
+
+
+def resolve_dtype(name: str):
+    import torch
+
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.float32
+    try:
+        return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
+    except KeyError:
+        raise ValueError(f"backbone dtype '{name}': expected auto, float32, bfloat16 or float16") from None
+
+
+def load_processor(model_dir: str):
+    from transformers import AutoProcessor
+
+    processor = AutoProcessor.from_pretrained(model_dir)
+    processor.chat_template = chat_template()  # the kit's, also over the real model's hub template
+    processor.tokenizer.padding_side = "left"  # batched generation
+    return processor
+
+
+def disable_cpu_4bit_repack(model) -> int:
+    """bitsandbytes 0.50 on AVX512-BF16 CPUs repacks 4-bit weights in place on the first eval no-grad forward,
+    after which every training step fails (pitfalls.md). Returns the number of layers guarded."""
+    try:
+        import bitsandbytes as bnb
+    except ImportError:
+        return 0
+    n = 0
+    for m in model.modules():
+        if isinstance(m, bnb.nn.Linear4bit):
+            m.support_avx512bf16_for_cpu = False
+            n += 1
+    return n
+
+
+def _quantization_config(cfg: BackboneConfig):
+    from transformers import BitsAndBytesConfig
+
+    compute = resolve_dtype(cfg.bnb_compute_dtype if cfg.bnb_compute_dtype != "auto" else cfg.dtype)
+    return BitsAndBytesConfig(
+        load_in_4bit=True, bnb_4bit_quant_type=cfg.bnb_quant_type, bnb_4bit_use_double_quant=cfg.bnb_double_quant,
+        bnb_4bit_compute_dtype=compute, llm_int8_skip_modules=list(cfg.quant_skip_modules),
+    )
+
+
+def load_model(cfg: BackboneConfig, model_dir: str, adapter: str | None = None, trainable: bool = True):
+    """Base model (+ 4-bit) (+ a new LoRA, or a saved adapter). Never trust_remote_code; safetensors only."""
+    import torch
+    from transformers import Qwen2AudioForConditionalGeneration
+
+    dtype = resolve_dtype(cfg.dtype)
+    kwargs: dict[str, Any] = {"dtype": dtype, "use_safetensors": True, "trust_remote_code": False}
+    if cfg.attn_implementation:
+        kwargs["attn_implementation"] = cfg.attn_implementation
+    on_gpu = torch.cuda.is_available()
+    if cfg.device_map == "auto":
+        kwargs["device_map"] = {"": 0} if on_gpu else None
+    elif cfg.device_map:
+        kwargs["device_map"] = cfg.device_map
+    if cfg.load_in_4bit:
+        kwargs["quantization_config"] = _quantization_config(cfg)
+    model = Qwen2AudioForConditionalGeneration.from_pretrained(model_dir, **kwargs)
+    if cfg.load_in_4bit and not on_gpu:
+        disable_cpu_4bit_repack(model)
+    if trainable and cfg.load_in_4bit:
+        from peft import prepare_model_for_kbit_training
+
+        model = prepare_model_for_kbit_training(
+            model, use_gradient_checkpointing=cfg.gradient_checkpointing,
+            gradient_checkpointing_kwargs={"use_reentrant": False},
+        )
+    elif trainable and cfg.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.enable_input_require_grads()
+    if adapter:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, adapter, is_trainable=trainable)
+    elif trainable and cfg.lora.enabled:
+        from peft import LoraConfig, get_peft_model
+
+        lcfg = LoraConfig(
+            r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
+            target_modules=cfg.lora.target_modules, bias="none", task_type="CAUSAL_LM",
+        )
+        model = get_peft_model(model, lcfg)
+    if not trainable:
+        model.eval()
+        for p in model.parameters():
+            p.requires_grad_(False)
+    return model
+
+
+def load_backbone(
+    cfg: BackboneConfig, paths: Paths, adapter: str | os.PathLike | None = None, trainable: bool = True
+) -> Backbone:
+    """The one entry point: model + processor (kit chat template, left padding) for any registered backbone."""
+    model_dir = resolve_model_dir(cfg, paths)
+    processor = load_processor(model_dir)
+    model = load_model(cfg, model_dir, adapter=str(adapter) if adapter else None, trainable=trainable)
+    return Backbone(model=model, processor=processor, config=cfg, model_dir=model_dir)
+
+
+def trainable_parameters(model) -> tuple[int, int]:
+    """(trainable, total) parameter counts; 4-bit weights count as stored elements x 2."""
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = 0
+    for p in model.parameters():
+        n = p.numel()
+        if p.__class__.__name__ == "Params4bit":
+            n *= 2
+        total += n
+    return trainable, total
