@@ -1,0 +1,285 @@
+"""Rewards as plain callables with TRL's reward signature: `f(completions, **kwargs) -> list[float]`.
+
+TRL 1.16 (GRPOTrainer._calculate_rewards) calls each reward with `prompts=`, `completions=`, `completion_ids=`,
+every dataset column except `prompt` as a list aligned with completions (`label`, `candidates`, ...),
+`trainer_state=` (transformers.TrainerState: global_step, max_steps), `log_extra=` and `log_metric=`.
+It logs each reward under its `__name__` (rewards/<name>/mean). Completions are strings, or conversations
+`[{"role": "assistant", "content": "..."}]`.
+
+No completion, however malformed, makes a reward raise; each stays within its documented range. A missing
+`label` column or misaligned lengths are set-up errors and raise with a message saying so.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from .labels import UNIFIED
+from .parsing import parse_answer, structure_ok
+from .priors import Prior, PriorConfig, build_prior
+from .prompts import canonical_condition
+
+ALPHA_SCHEDULES = ("constant", "linear")
+ACCURACY_KINDS = ("eswr", "binary")
+
+
+@dataclass
+class RewardConfig:
+    """The `reward` section. Paper (paper.md): ESWR on Plutchik's wheel with gamma 0.7, plus a binary format reward;
+    alpha and its schedule are not known (parameters)."""
+
+    accuracy: str = "eswr"                   # eswr | binary
+    gamma: float = 0.7                       # partial credit only where S > gamma
+    alpha: float = 0.5                       # weight of partial credit (< 1; unverified)
+    alpha_schedule: str = "constant"         # constant | linear (alpha -> 0 at alpha_decay_end of training)
+    alpha_decay_end: float = 1.0             # fraction of max_steps where the linear decay reaches 0
+    prior: PriorConfig = field(default_factory=PriorConfig)
+    use_format: bool = True
+    accuracy_weight: float = 1.0
+    format_weight: float = 1.0
+    format_allow_whitespace: bool = True     # whitespace between tags still counts as an exact match
+    format_require_nonempty: bool = True     # every free-text tag must hold some text
+    require_answer_tag: bool = True          # accuracy needs <answer>; off: read the label from the whole text
+
+    def __post_init__(self) -> None:
+        if self.accuracy not in ACCURACY_KINDS:
+            raise ValueError(f"reward.accuracy '{self.accuracy}': expected one of {ACCURACY_KINDS}")
+        if self.alpha_schedule not in ALPHA_SCHEDULES:
+            raise ValueError(f"reward.alpha_schedule '{self.alpha_schedule}': expected one of {ALPHA_SCHEDULES}")
+        if not 0.0 <= self.alpha <= 1.0:
+            raise ValueError(f"reward.alpha {self.alpha} outside [0, 1]")
+        if not 0.0 <= self.gamma <= 1.0:
+            raise ValueError(f"reward.gamma {self.gamma} outside [0, 1]")
+        if not 0.0 < self.alpha_decay_end <= 1.0:
+            raise ValueError(f"reward.alpha_decay_end {self.alpha_decay_end} outside (0, 1]")
+
+
+def _column(kwargs: dict, name: str, n: int, required: bool) -> list:
+    col = kwargs.get(name)
+    if col is None:
+        if required:
+            raise ValueError(f"reward needs the dataset column '{name}' (got columns {sorted(kwargs)})")
+        return [None] * n
+    col = list(col)
+    if len(col) != n:
+        raise ValueError(f"column '{name}' has {len(col)} rows for {n} completions")
+    return col
+
+
+def _candidates(value: Any) -> Sequence[str] | None:
+    if isinstance(value, (list, tuple)) and all(isinstance(x, str) for x in value):
+        return value
+    return None
+
+
+def training_progress(trainer_state: Any) -> float:
+    """global_step / max_steps in [0, 1]; 0 when unknown (no state, or max_steps not set)."""
+    step = getattr(trainer_state, "global_step", None)
+    total = getattr(trainer_state, "max_steps", None)
+    try:
+        if step is None or not total or total <= 0:
+            return 0.0
+        return min(1.0, max(0.0, float(step) / float(total)))
+    except (TypeError, ValueError):
+        return 0.0
+
+
+def alpha_at(alpha: float, schedule: str, progress: float, decay_end: float = 1.0) -> float:
+    """alpha under its schedule: constant, or linear from alpha at progress 0 to 0 at `decay_end`."""
+    if schedule == "constant":
+        return alpha
+    return alpha * max(0.0, 1.0 - min(1.0, max(0.0, progress)) / decay_end)
+
+
+def eswr_value(pred: str | None, gold: str | None, prior: Prior, alpha: float, gamma: float) -> float:
+    """Paper Eq. 8: 1 on an exact match; alpha * S if S > gamma; else 0 (no label, unknown label: 0)."""
+    if pred is None or gold is None:
+        return 0.0
+    if pred == gold:
+        return 1.0
+    if not (prior.knows(pred) and prior.knows(gold)):
+        return 0.0
+    s = prior(pred, gold)
+    return alpha * s if s > gamma else 0.0
+
+
+class _Reward:
+    """Base of the reward callables: a `__name__` for TRL's logs and the shared column handling."""
+
+    __name__ = "reward"
+    low, high = 0.0, 1.0
+
+    def __call__(self, completions: Sequence[Any], **kwargs: Any) -> list[float]:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.__name__!r})"
+
+
+class AccuracyReward(_Reward):
+    """1 if the parsed label equals the gold `label`, else 0. Range [0, 1]."""
+
+    def __init__(self, require_tag: bool = True, name: str = "accuracy_reward"):
+        self.require_tag = require_tag
+        self.__name__ = name
+
+    def __call__(self, completions: Sequence[Any], **kwargs: Any) -> list[float]:
+        n = len(completions)
+        gold = _column(kwargs, "label", n, required=True)
+        cands = _column(kwargs, "candidates", n, required=False)
+        out = []
+        for c, g, cs in zip(completions, gold, cands):
+            p = parse_answer(c, _candidates(cs), self.require_tag)
+            out.append(1.0 if p.label is not None and p.label == g else 0.0)
+        return out
+
+
+class ESWRReward(_Reward):
+    """Emotion-similarity-weighted reward (paper Eq. 8). Range [0, 1]; partial credit at most alpha."""
+
+    def __init__(self, prior: Prior, alpha: float = 0.5, gamma: float = 0.7, schedule: str = "constant",
+                 decay_end: float = 1.0, require_tag: bool = True, name: str = "eswr_reward"):
+        if schedule not in ALPHA_SCHEDULES:
+            raise ValueError(f"alpha schedule '{schedule}': expected one of {ALPHA_SCHEDULES}")
+        self.prior, self.alpha, self.gamma = prior, alpha, gamma
+        self.schedule, self.decay_end, self.require_tag = schedule, decay_end, require_tag
+        self.__name__ = name
+
+    def current_alpha(self, trainer_state: Any = None) -> float:
+        return alpha_at(self.alpha, self.schedule, training_progress(trainer_state), self.decay_end)
+
+    def __call__(self, completions: Sequence[Any], **kwargs: Any) -> list[float]:
+        n = len(completions)
+        gold = _column(kwargs, "label", n, required=True)
+        cands = _column(kwargs, "candidates", n, required=False)
+        alpha = self.current_alpha(kwargs.get("trainer_state"))
+        log_metric = kwargs.get("log_metric")
+        if callable(log_metric):
+            log_metric(f"{self.__name__}/alpha", alpha)
+        out = []
+        for c, g, cs in zip(completions, gold, cands):
+            p = parse_answer(c, _candidates(cs), self.require_tag)
+            out.append(eswr_value(p.label, g if isinstance(g, str) else None, self.prior, alpha, self.gamma))
+        return out
+
+
+class FormatReward(_Reward):
+    """1 only when the completion is exactly the condition's layout (parsing.structure_ok), else 0."""
+
+    def __init__(self, condition: str, allow_whitespace: bool = True, require_nonempty: bool = True,
+                 name: str = "format_reward"):
+        self.condition = canonical_condition(condition)
+        self.allow_whitespace, self.require_nonempty = allow_whitespace, require_nonempty
+        self.__name__ = name
+
+    def __call__(self, completions: Sequence[Any], **kwargs: Any) -> list[float]:
+        return [1.0 if structure_ok(c, self.condition, self.allow_whitespace, self.require_nonempty) else 0.0
+                for c in completions]
+
+
+class WeightedSum(_Reward):
+    """sum_k w_k * f_k: one number per completion (what GRPO optimises when TRL sums weighted rewards)."""
+
+    def __init__(self, funcs: Sequence[_Reward], weights: Sequence[float], name: str = "total_reward"):
+        if len(funcs) != len(weights):
+            raise ValueError(f"{len(funcs)} rewards but {len(weights)} weights")
+        self.funcs, self.weights = list(funcs), [float(w) for w in weights]
+        self.low = sum(w * (f.low if w >= 0 else f.high) for f, w in zip(self.funcs, self.weights))
+        self.high = sum(w * (f.high if w >= 0 else f.low) for f, w in zip(self.funcs, self.weights))
+        self.__name__ = name
+
+    def __call__(self, completions: Sequence[Any], **kwargs: Any) -> list[float]:
+        total = [0.0] * len(completions)
+        for f, w in zip(self.funcs, self.weights):
+            for i, r in enumerate(f(completions, **kwargs)):
+                total[i] += w * r
+        return total
+
+
+def accuracy_reward(cfg: RewardConfig, labels: Sequence[str] = UNIFIED) -> _Reward:
+    """The configured accuracy term: ESWR with the configured prior, or binary accuracy."""
+    if cfg.accuracy == "binary":
+        return AccuracyReward(cfg.require_answer_tag)
+    prior = build_prior(cfg.prior, labels)
+    return ESWRReward(prior, cfg.alpha, cfg.gamma, cfg.alpha_schedule, cfg.alpha_decay_end,
+                      cfg.require_answer_tag, name=f"eswr_{prior.name}_reward")
+
+
+def build_rewards(cfg: RewardConfig, condition: str) -> tuple[list[Callable], list[float]]:
+    """Reward callables and their weights for GRPOTrainer(reward_funcs=..., args.reward_weights=...)."""
+    funcs: list[Callable] = [accuracy_reward(cfg)]
+    weights = [cfg.accuracy_weight]
+    if cfg.use_format:
+        funcs.append(FormatReward(condition, cfg.format_allow_whitespace, cfg.format_require_nonempty,
+                                  name=f"format_{canonical_condition(condition)}_reward"))
+        weights.append(cfg.format_weight)
+    return funcs, weights
+
+
+# --- Learning signal: how often a GRPO group gets no gradient -------------------------------------------------
+# A group of G completions whose rewards all tie has zero advantage (TRL logs frac_reward_zero_std). With a model's
+# per-class answer distribution P[gold, pred] and a reward table R[gold, pred], the G answers for one prompt are
+# independent draws, so P(tie | gold i) = sum over reward values r of (P(reward = r | i))^G.
+
+def reward_table(labels: Sequence[str], prior: Prior | None, alpha: float = 0.5, gamma: float = 0.7) -> np.ndarray:
+    """R[gold, pred] over `labels`: ESWR under `prior`, or binary accuracy when `prior` is None."""
+    if prior is None:
+        return np.eye(len(labels))
+    return np.array([[eswr_value(p, g, prior, alpha, gamma) for p in labels] for g in labels])
+
+
+def confusion_pattern(similarity: np.ndarray, accuracy: float, sharpness: float = 4.0) -> np.ndarray:
+    """A plausible answer distribution P[gold, pred]: `accuracy` on the diagonal, the rest spread over the other
+    classes in proportion to similarity**sharpness (0: errors uniform; large: errors go to the nearest class)."""
+    s = np.asarray(similarity, dtype=float)
+    if not 0.0 <= accuracy <= 1.0:
+        raise ValueError(f"accuracy {accuracy} outside [0, 1]")
+    k = len(s)
+    if k < 2:
+        return np.ones((k, k))
+    off = np.power(np.clip(s, 1e-12, 1.0), sharpness)
+    np.fill_diagonal(off, 0.0)
+    off = off / off.sum(axis=1, keepdims=True)
+    return accuracy * np.eye(k) + (1.0 - accuracy) * off
+
+
+def tie_share(answers: np.ndarray, rewards: np.ndarray, group_size: int, class_weights=None,
+              p_invalid: float = 0.0) -> float:
+    """Expected share of groups whose G rewards all tie (zero advantage), computed exactly.
+
+    `answers[i]`: the model's answer distribution for gold class i; `p_invalid`: chance an answer is unparseable
+    (reward 0); `class_weights`: how often each gold class is drawn (default uniform).
+    """
+    P = np.asarray(answers, dtype=float) * (1.0 - p_invalid)
+    R = np.asarray(rewards, dtype=float)
+    k = len(P)
+    w = np.full(k, 1.0 / k) if class_weights is None else np.asarray(class_weights, float) / np.sum(class_weights)
+    total = 0.0
+    for i in range(k):
+        mass: dict[float, float] = {0.0: p_invalid}
+        for j in range(k):
+            r = round(float(R[i, j]), 9)
+            mass[r] = mass.get(r, 0.0) + P[i, j]
+        total += w[i] * sum(q ** group_size for q in mass.values())
+    return float(total)
+
+
+def tie_share_mc(answers: np.ndarray, rewards: np.ndarray, group_size: int, n_groups: int = 20000,
+                 seed: int = 0, class_weights=None, p_invalid: float = 0.0) -> float:
+    """The same share by simulation (a check on `tie_share`)."""
+    rng = np.random.default_rng(seed)
+    P = np.asarray(answers, dtype=float)
+    R = np.asarray(rewards, dtype=float)
+    k = len(P)
+    w = np.full(k, 1.0 / k) if class_weights is None else np.asarray(class_weights, float) / np.sum(class_weights)
+    golds = rng.choice(k, size=n_groups, p=w)
+    ties = 0
+    for g in golds:
+        preds = rng.choice(k, size=group_size, p=P[g] / P[g].sum())
+        r = R[g, preds]
+        r = np.where(rng.random(group_size) < p_invalid, 0.0, r)
+        ties += bool(np.all(r == r[0]))
+    return ties / n_groups
