@@ -1,0 +1,35 @@
+"""Corpus loaders: each takes a corpus root as users download it and returns candidate rows plus a report.
+
+`LOADERS[name](root) -> (list[Candidate], CorpusReport)`; layouts are described in each module's docstring.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+from . import iemocap, meld, ravdess, savee
+from .report import CorpusReport, LayoutError, format_table, summary_rows
+from .rows import Candidate
+from .splits import folds, train_test
+
+Loader = Callable[[str | Path], tuple[list[Candidate], CorpusReport]]
+
+LOADERS: dict[str, Loader] = {
+    "iemocap": iemocap.load,
+    "meld": meld.load,
+    "ravdess": ravdess.load,
+    "savee": savee.load,
+}
+CORPORA: tuple[str, ...] = tuple(LOADERS)
+
+
+def load(corpus: str, root: str | Path) -> tuple[list[Candidate], CorpusReport]:
+    """Read `root` with the named corpus's loader; an unknown name is an error listing the known ones."""
+    if corpus not in LOADERS:
+        raise KeyError(f"unknown corpus {corpus!r}; known: {', '.join(CORPORA)}")
+    return LOADERS[corpus](root)
+
+
+__all__ = ["CORPORA", "LOADERS", "Candidate", "CorpusReport", "LayoutError", "folds", "format_table", "load",
+           "summary_rows", "train_test"]

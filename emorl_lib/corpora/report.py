@@ -1,0 +1,115 @@
+"""What a loader found, kept and skipped (and why): every dropped item is named, never silently lost."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from ..manifest import atomic_write_text
+
+
+class LayoutError(ValueError):
+    """A corpus root that does not hold the expected layout; the message names what was expected and found."""
+
+
+def listing(path: Path, limit: int = 12) -> str:
+    """A short 'found: a, b, c' listing of a folder, for layout errors."""
+    path = Path(path)
+    if not path.exists():
+        return "the folder does not exist"
+    if not path.is_dir():
+        return "it is a file, not a folder"
+    names = sorted(p.name + ("/" if p.is_dir() else "") for p in path.iterdir())
+    if not names:
+        return "found: nothing (empty folder)"
+    more = f", ... ({len(names) - limit} more)" if len(names) > limit else ""
+    return "found: " + ", ".join(names[:limit]) + more
+
+
+@dataclass
+class CorpusReport:
+    """Counts for one corpus. Invariant: found == kept + sum of skipped lists."""
+
+    corpus: str
+    root: str
+    found: int = 0
+    kept: int = 0
+    skipped: dict[str, list[str]] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    official_checked: bool = False
+    official_mismatches: list[str] = field(default_factory=list)
+    reused: int = 0
+    decoded: int = 0
+
+    def skip(self, reason: str, item: str) -> None:
+        """An item seen but not kept (counts towards `found`)."""
+        self.found += 1
+        self.skipped.setdefault(reason, []).append(item)
+
+    def keep(self, n: int = 1) -> None:
+        self.found += n
+        self.kept += n
+
+    def drop(self, reason: str, item: str) -> None:
+        """A kept item that turned out unusable later (e.g. its audio does not decode)."""
+        self.kept -= 1
+        self.skipped.setdefault(reason, []).append(item)
+
+    @property
+    def n_skipped(self) -> int:
+        return sum(len(v) for v in self.skipped.values())
+
+    def counts(self) -> dict[str, int]:
+        return {k: len(v) for k, v in sorted(self.skipped.items())}
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["skipped_counts"] = self.counts()
+        return d
+
+    def write(self, path: Path) -> Path:
+        atomic_write_text(Path(path), json.dumps(self.to_dict(), indent=1, ensure_ascii=False) + "\n")
+        return Path(path)
+
+
+def summary_rows(reports: list[CorpusReport]) -> list[dict]:
+    """One flat dict per corpus: found, kept, skipped, one column per skip reason (for a table)."""
+    reasons = sorted({r for rep in reports for r in rep.skipped})
+    rows = []
+    for rep in reports:
+        row = {"corpus": rep.corpus, "found": rep.found, "kept": rep.kept, "skipped": rep.n_skipped}
+        row.update({r: len(rep.skipped.get(r, [])) for r in reasons})
+        row["official"] = ("match" if not rep.official_mismatches else "MISMATCH") if rep.official_checked else "n/a"
+        rows.append(row)
+    return rows
+
+
+def format_table(reports: list[CorpusReport], max_listed: int = 20) -> str:
+    """Human-readable summary: a count table, then each skipped item by reason, then official-count checks."""
+    rows = summary_rows(reports)
+    if not rows:
+        return "(no corpora)\n"
+    cols = list(rows[0])
+    width = {c: max(len(c), *(len(str(r[c])) for r in rows)) for c in cols}
+    out = ["  ".join(c.ljust(width[c]) for c in cols), "  ".join("-" * width[c] for c in cols)]
+    out += ["  ".join(str(r[c]).ljust(width[c]) for c in cols) for r in rows]
+    for rep in reports:
+        out.append("")
+        out.append(f"[{rep.corpus}] root {rep.root}: found {rep.found}, kept {rep.kept}, skipped {rep.n_skipped}"
+                   f" (cache: {rep.decoded} decoded, {rep.reused} reused)")
+        for note in rep.notes:
+            out.append(f"  note: {note}")
+        for reason, items in sorted(rep.skipped.items()):
+            out.append(f"  skipped, {reason}: {len(items)}")
+            for it in items[:max_listed]:
+                out.append(f"    {it}")
+            if len(items) > max_listed:
+                out.append(f"    ... {len(items) - max_listed} more (full list in the json report)")
+        if rep.official_checked:
+            if rep.official_mismatches:
+                out.append("  !!! OFFICIAL COUNTS DO NOT MATCH:")
+                out += [f"  !!!   {m}" for m in rep.official_mismatches]
+            else:
+                out.append("  official counts: match")
+    return "\n".join(out) + "\n"
