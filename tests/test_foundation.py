@@ -1,0 +1,151 @@
+"""Foundation: pinned environment in sync, profiles, the notebook runner behind run_all.sh."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import nbformat
+import pytest
+import yaml
+
+from emorl_lib.config import ConfigError, from_dict, load_profile
+from emorl_lib.paths import REPO_ROOT
+
+# ---- environment -----------------------------------------------------------------------------------------------
+
+
+def _pins(lines):
+    out = {}
+    for line in lines:
+        line = line.split("#")[0].strip()
+        if line:
+            m = re.fullmatch(r"([A-Za-z0-9_.\-]+)==([^\s;]+)", line)
+            assert m, f"not an exact pin: {line!r}"
+            out[m.group(1).lower()] = m.group(2)
+    return out
+
+
+def test_environment_yml_and_requirements_pin_the_same_versions():
+    req = _pins((REPO_ROOT / "requirements.txt").read_text().splitlines())
+    req |= _pins((REPO_ROOT / "requirements-dev.txt").read_text().splitlines())
+    env = yaml.safe_load((REPO_ROOT / "environment.yml").read_text())
+    pip_block = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
+    conda = _pins(pip_block)
+    assert conda.pop("torch") == "2.13.0"
+    assert conda == req
+
+
+def test_installed_versions_match_the_pins():
+    from importlib.metadata import version
+
+    req = _pins((REPO_ROOT / "requirements.txt").read_text().splitlines())
+    for name in ("transformers", "trl", "peft", "bitsandbytes", "accelerate", "datasets"):
+        assert version(name) == req[name], name
+
+
+# ---- profiles --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Inner:
+    r: int = 8
+
+
+@dataclass
+class _Section:
+    lr: float = 1e-5
+    name: str = "x"
+    inner: _Inner = field(default_factory=_Inner)
+    tags: list[str] = field(default_factory=list)
+
+
+def test_from_dict_types_and_unknown_keys():
+    s = from_dict(_Section, {"lr": 1, "inner": {"r": 4}, "tags": ["a"]}, where="p.yaml: grpo")
+    assert s.lr == 1.0 and isinstance(s.lr, float) and s.inner.r == 4 and s.tags == ["a"]
+    with pytest.raises(ConfigError, match=r"p\.yaml: grpo.*unknown key\(s\) \['lrr'\]"):
+        from_dict(_Section, {"lrr": 1}, where="p.yaml: grpo")
+
+
+def test_profiles_extend_and_override(tmp_path, monkeypatch):
+    monkeypatch.setenv("EMORL_HOME", str(tmp_path))
+    (tmp_path / "params").mkdir()
+    (tmp_path / "params" / "base.yaml").write_text("grpo: {lr: 1.0e-5, name: a}\npaths: {runs: r}\n")
+    (tmp_path / "params" / "child.yaml").write_text("extends: base\ngrpo: {name: b}\n")
+    p = load_profile("child", overrides={"grpo": {"lr": 2e-5}})
+    g = p.section("grpo", _Section)
+    assert (g.lr, g.name) == (2e-5, "b")
+    assert p.paths.run == tmp_path / "r" / "child"
+    with pytest.raises(ConfigError, match="known profiles: base, child"):
+        load_profile("nope")
+
+
+def test_shipped_profiles_load():
+    for f in sorted((REPO_ROOT / "params").glob("*.yaml")):
+        prof = load_profile(f.stem)
+        assert prof.paths.results.name == f.stem
+
+
+# ---- runner ----------------------------------------------------------------------------------------------------
+
+
+def _notebook(path: Path, body: str):
+    nb = nbformat.v4.new_notebook()
+    params = nbformat.v4.new_code_cell('profile = "default"')
+    params.metadata["tags"] = ["parameters"]
+    nb.cells = [params, nbformat.v4.new_code_cell(body)]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, path)
+
+
+@pytest.fixture
+def toy_kit(tmp_path, monkeypatch):
+    monkeypatch.setenv("EMORL_HOME", str(tmp_path))
+    (tmp_path / "params").mkdir()
+    (tmp_path / "notebooks").mkdir()
+    (tmp_path / "params" / "default.yaml").write_text("paths: {results: results, runs: runs}\n")
+    log = tmp_path / "log.txt"
+    for key in ("01_first", "02_second"):
+        _notebook(tmp_path / "notebooks" / f"{key}.ipynb",
+                  f"open({str(log)!r}, 'a').write('{key} ' + profile + '\\n')")
+    return tmp_path, log
+
+
+def test_runner_runs_in_order_then_skips_current_stages(toy_kit, capsys):
+    from emorl_lib import runner
+
+    root, log = toy_kit
+    assert runner.main([]) == 0
+    assert log.read_text().split("\n")[:2] == ["01_first default", "02_second default"]
+    assert (root / "results" / "default" / "notebooks" / "02_second.ipynb").exists()
+    assert runner.main([]) == 0  # second run: nothing executes
+    assert log.read_text().count("01_first") == 1
+    assert "current, skipped" in capsys.readouterr().out
+    # an edit to stage 01 reruns 01 and everything after it
+    nb = root / "notebooks" / "01_first.ipynb"
+    nb.write_text(nb.read_text().replace("'a'", "'a' ") )
+    assert runner.main([]) == 0
+    assert log.read_text().count("01_first") == 2 and log.read_text().count("02_second") == 2
+    assert runner.main(["--force", "02"]) == 0
+    assert log.read_text().count("02_second") == 3 and log.read_text().count("01_first") == 2
+
+
+def test_runner_failure_names_notebook_cell_and_executed_copy(toy_kit, capsys):
+    from emorl_lib import runner
+
+    root, _ = toy_kit
+    _notebook(root / "notebooks" / "03_broken.ipynb", "raise ValueError('manifest missing')")
+    assert runner.main([]) == 1
+    err = capsys.readouterr().err
+    assert "03_broken.ipynb FAILED in cell" in err and "ValueError: manifest missing" in err
+    assert str(root / "results" / "default" / "notebooks" / "03_broken.ipynb") in err
+    assert not (root / "runs" / "default" / "stamps" / "03_broken.json").exists()
+
+
+def test_runner_rejects_unknown_notebook(toy_kit):
+    from emorl_lib import runner
+
+    with pytest.raises(SystemExit, match="no notebook '07'"):
+        runner.main(["default", "07"])
