@@ -1,0 +1,193 @@
+"""Data preparation: corpus roots -> 16 kHz mono wav cache -> manifests + reports (the `data` section).
+
+`prepare(profile)` is what the CLI (`emorl prepare`) and notebook 01 call. Per corpus it runs the loader,
+decodes every kept clip once into `cache/audio16k/<corpus>-<root hash>/<utt_id>.wav` (in parallel, reusing
+up-to-date copies), drops and lists clips that are undecodable, empty, silent or non-finite, and writes
+`runs/<profile>/manifests/<corpus>.jsonl` (schema: emorl_lib/manifest.py), `<corpus>.report.json`, the
+track-2 cross-corpus manifests, and `prepare_report.{json,txt}`. Every write is atomic.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import multiprocessing as mp
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from .audio import CacheResult, cache_clip
+from .config import ConfigError, Profile, load_profile, to_dict
+from .corpora import CORPORA, load as load_corpus
+from .corpora.crosscorpus import ATTRIBUTION, CrossReport, write_crosscorpus
+from .corpora.official import compare_official
+from .corpora.report import CorpusReport, format_table
+from .corpora.rows import Candidate
+from .manifest import Utterance, atomic_write_text, write_jsonl
+from .paths import Paths
+
+
+@dataclass
+class DataConfig:
+    """The `data` section of a profile."""
+
+    synthetic: bool = True          # generate synthetic corpora under cache/synthetic and use them as roots
+    synthetic_seed: int = 0
+    synthetic_size: float = 1.0     # size knob of the generator
+    corpora: list[str] = field(default_factory=lambda: list(CORPORA))
+    roots: dict[str, str | None] = field(default_factory=dict)  # real corpus roots (synthetic: false)
+    workers: int = 2                # processes decoding/resampling into the cache
+    silence_peak: float = 1e-4      # a clip whose peak |sample| is below this (-80 dBFS) counts as silent
+
+    def __post_init__(self) -> None:
+        unknown = [c for c in self.corpora if c not in CORPORA]
+        if unknown:
+            raise ValueError(f"corpora: unknown {unknown}; known: {list(CORPORA)}")
+        bad_roots = [c for c in self.roots if c not in CORPORA]
+        if bad_roots:
+            raise ValueError(f"roots: unknown corpus {bad_roots}; known: {list(CORPORA)}")
+
+
+@dataclass
+class Prepared:
+    """What `prepare` wrote, and the reports it wrote them with."""
+
+    paths: Paths
+    cfg: DataConfig
+    roots: dict[str, Path]
+    manifests: dict[str, Path] = field(default_factory=dict)
+    reports: dict[str, CorpusReport] = field(default_factory=dict)
+    crosscorpus: dict[str, Path] = field(default_factory=dict)
+    cross_reports: dict[str, CrossReport] = field(default_factory=dict)
+    report_txt: Path | None = None
+
+    def table(self) -> str:
+        lines = [format_table(list(self.reports.values()))]
+        if self.cross_reports:
+            lines.append("cross-corpus test sets:")
+            lines += [f"  {r.summary()}" for r in self.cross_reports.values()]
+        return "\n".join(lines) + "\n"
+
+
+def cache_dir(paths: Paths, corpus: str, root: Path) -> Path:
+    """One cache folder per (corpus, root): a synthetic and a real corpus never share cached clips."""
+    h = hashlib.sha1(str(Path(root).resolve()).encode()).hexdigest()[:8]
+    return paths.audio16k / f"{corpus}-{h}"
+
+
+def _pool_context():
+    # fork is cheap and safe here (workers only run numpy/soundfile/PyAV); elsewhere the platform default.
+    return mp.get_context("fork") if sys.platform.startswith("linux") else mp.get_context()
+
+
+def build_cache(jobs: list[tuple[str, str, str, float]], workers: int, desc: str = "decode",
+                progress: bool = True) -> list[CacheResult]:
+    """Run `audio.cache_clip` over jobs (key, source, target, silence_peak), in `workers` processes."""
+    bar = tqdm(total=len(jobs), desc=desc, unit="clip", disable=not progress or not jobs)
+    out: list[CacheResult] = []
+    try:
+        if workers <= 1 or len(jobs) < 2:
+            for j in jobs:
+                out.append(cache_clip(j))
+                bar.update()
+        else:
+            with _pool_context().Pool(workers) as pool:
+                for r in pool.imap_unordered(cache_clip, jobs, chunksize=4):
+                    out.append(r)
+                    bar.update()
+    finally:
+        bar.close()
+    return out
+
+
+def cache_candidates(cands: list[Candidate], report: CorpusReport, target_dir: Path, cfg: DataConfig,
+                     progress: bool = True) -> list[Utterance]:
+    """Decode candidates into `target_dir` (reusing fresh copies) and return manifest rows for the usable ones;
+    unusable clips move from kept to skipped in `report`, each listed with the reason."""
+    target_dir.mkdir(parents=True, exist_ok=True)
+    for stale in target_dir.glob(".*.tmp"):  # left by a killed worker; never mistaken for a clip
+        stale.unlink(missing_ok=True)
+    jobs = [(c.utt_id, c.source, str(target_dir / f"{c.utt_id}.wav"), cfg.silence_peak) for c in cands]
+    fresh, todo = [], []
+    for j in jobs:
+        dst, src = Path(j[2]), Path(j[1])
+        try:
+            up_to_date = dst.exists() and dst.stat().st_mtime >= src.stat().st_mtime
+        except OSError:
+            up_to_date = False
+        (fresh if up_to_date else todo).append(j)
+    results = [cache_clip(j) for j in fresh]  # cheap: reads the wav header only
+    results += build_cache(todo, cfg.workers, desc=f"{report.corpus}: decode to 16 kHz", progress=progress)
+    by_key = {r.key: r for r in results}
+    rows: list[Utterance] = []
+    for c in cands:
+        r = by_key[c.utt_id]
+        if r.reason:
+            report.drop(r.reason, f"{c.utt_id}: {r.detail or c.source}")
+            continue
+        report.reused += r.reused
+        report.decoded += not r.reused
+        rows.append(c.to_utterance(str((target_dir / f"{c.utt_id}.wav").resolve()), r.duration))
+    return rows
+
+
+def prepare_corpus(corpus: str, root: str | Path, paths: Paths, cfg: DataConfig, check_official: bool,
+                   progress: bool = True) -> tuple[list[Utterance], CorpusReport]:
+    """Load one corpus, build its cache, write its manifest and report; returns the rows and report."""
+    cands, report = load_corpus(corpus, root)
+    rows = cache_candidates(cands, report, cache_dir(paths, corpus, Path(report.root)), cfg, progress)
+    if check_official:
+        report.official_checked = True
+        report.official_mismatches = compare_official(corpus, rows)
+        if report.official_mismatches:
+            msg = "\n".join(f"!!! {m}" for m in report.official_mismatches)
+            print(f"!!! {corpus}: kept clips do not match the official counts (protocols.md):\n{msg}",
+                  file=sys.stderr)
+    write_jsonl(paths.manifests / f"{corpus}.jsonl", rows)
+    report.write(paths.manifests / f"{corpus}.report.json")
+    return rows, report
+
+
+def resolve_roots(cfg: DataConfig, paths: Paths) -> dict[str, Path]:
+    """Corpus roots: freshly generated synthetic trees, or the real roots named in the profile."""
+    if cfg.synthetic:
+        from .synthetic import generate_all
+
+        made = generate_all(paths.synthetic, seed=cfg.synthetic_seed, size=cfg.synthetic_size,
+                            corpora=list(cfg.corpora))
+        return {c: Path(made[c]) for c in cfg.corpora}
+    missing = [c for c in cfg.corpora if not cfg.roots.get(c)]
+    if missing:
+        raise ConfigError(f"data.roots has no root for {missing} (synthetic: false needs the real corpus folders; "
+                          f"set data.roots.<corpus> in the profile or pass --corpus/--root)")
+    return {c: Path(str(cfg.roots[c])).expanduser() for c in cfg.corpora}
+
+
+def prepare(profile: str | Profile = "default", overrides: dict | None = None, progress: bool = True
+            ) -> Prepared:
+    """Build caches, manifests, reports and cross-corpus manifests for the profile's corpora."""
+    prof = profile if isinstance(profile, Profile) else load_profile(profile)
+    prof = prof.with_overrides(overrides)
+    cfg = prof.section("data", DataConfig)
+    paths = prof.paths.ensure()
+    out = Prepared(paths=paths, cfg=cfg, roots=resolve_roots(cfg, paths))
+    all_rows: dict[str, list[Utterance]] = {}
+    for corpus in cfg.corpora:
+        rows, rep = prepare_corpus(corpus, out.roots[corpus], paths, cfg, check_official=not cfg.synthetic,
+                                   progress=progress)
+        all_rows[corpus] = rows
+        out.manifests[corpus] = paths.manifests / f"{corpus}.jsonl"
+        out.reports[corpus] = rep
+        out.crosscorpus[corpus], out.cross_reports[corpus] = write_crosscorpus(corpus, rows, paths.manifests)
+    summary = {
+        "profile": prof.name, "data": to_dict(cfg), "roots": {c: str(r) for c, r in out.roots.items()},
+        "corpora": {c: r.to_dict() for c, r in out.reports.items()},
+        "crosscorpus": {c: r.to_dict() for c, r in out.cross_reports.items()},
+        "crosscorpus_attribution": ATTRIBUTION,
+    }
+    atomic_write_text(paths.manifests / "prepare_report.json", json.dumps(summary, indent=1, ensure_ascii=False) + "\n")
+    out.report_txt = paths.manifests / "prepare_report.txt"
+    atomic_write_text(out.report_txt, out.table())
+    return out

@@ -1,0 +1,163 @@
+# --- data loaders (issue 3): cache build, manifests, reports, incremental runs, CLI ---
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import yaml
+
+from emorl_lib import audio, prep
+from emorl_lib.cli import main as cli_main
+from emorl_lib.config import ConfigError
+from emorl_lib.corpora import LayoutError
+from emorl_lib.manifest import FIELDS, read_jsonl, read_manifest
+from emorl_lib.paths import Paths
+from emorl_lib.prep import DataConfig, cache_dir, prepare_corpus
+
+
+def make_paths(tmp_path: Path) -> Paths:
+    return Paths("t", tmp_path / "cache", tmp_path / "runs" / "t", tmp_path / "results" / "t").ensure()
+
+
+def savee_tree(root: Path, defects: bool = True) -> Path:
+    """Original SAVEE layout with good clips, plus (optionally) corrupt, empty, silent and NaN ones."""
+    rng = np.random.default_rng(0)
+    for spk in ("DC", "JE", "JK", "KL"):
+        for name in ("n01", "a01", "sa01"):
+            p = root / "AudioData" / spk / f"{name}.wav"
+            p.parent.mkdir(parents=True, exist_ok=True)
+            sf.write(p, 0.2 * rng.standard_normal(int(44100 * 0.4)).astype(np.float32), 44100)
+    if defects:
+        d = root / "AudioData" / "DC"
+        (d / "h01.wav").write_bytes(b"RIFF....WAVEjunk")
+        sf.write(d / "h02.wav", np.zeros(0, np.float32), 44100)
+        sf.write(d / "h03.wav", np.zeros(44100, np.float32), 44100)
+        x = 0.1 * np.ones(4410, np.float32)
+        x[5] = np.inf
+        sf.write(d / "h04.wav", x, 44100, subtype="FLOAT")
+    return root
+
+
+def test_prepare_corpus_skips_and_lists_bad_clips_and_writes_schema(tmp_path):
+    paths = make_paths(tmp_path)
+    root = savee_tree(tmp_path / "SAVEE")
+    rows, rep = prepare_corpus("savee", root, paths, DataConfig(workers=1), check_official=False, progress=False)
+    assert len(rows) == 12 and rep.kept == 12 and rep.found == 16
+    assert rep.found == rep.kept + rep.n_skipped
+    assert rep.counts() == {audio.UNDECODABLE: 1, audio.EMPTY: 1, audio.SILENT: 1, audio.NONFINITE: 1}
+    assert rep.skipped[audio.SILENT][0].startswith("DC_h03:")
+    manifest = paths.manifests / "savee.jsonl"
+    raw = list(read_jsonl(manifest))
+    assert all(set(r) == set(FIELDS) for r in raw)
+    got = read_manifest(manifest)
+    assert sorted(u.utt_id for u in got) == sorted(u.utt_id for u in rows)
+    for u in got:
+        info = sf.info(u.wav)
+        assert info.samplerate == 16000 and info.channels == 1
+        assert abs(u.duration - info.frames / 16000) < 1e-3 and abs(u.duration - 0.4) < 1e-3
+        assert Path(u.wav).parent == cache_dir(paths, "savee", Path(rep.root)) and Path(u.source).is_file()
+    saved = json.loads((paths.manifests / "savee.report.json").read_text())
+    assert saved["skipped_counts"][audio.EMPTY] == 1 and saved["kept"] == 12
+
+
+def test_second_run_reuses_cache_and_matches(tmp_path):
+    paths = make_paths(tmp_path)
+    root = savee_tree(tmp_path / "SAVEE", defects=False)
+    cfg = DataConfig(workers=2)
+    rows1, rep1 = prepare_corpus("savee", root, paths, cfg, check_official=False, progress=False)
+    assert rep1.decoded == 12 and rep1.reused == 0
+    mtimes = {u.wav: Path(u.wav).stat().st_mtime_ns for u in rows1}
+    rows2, rep2 = prepare_corpus("savee", root, paths, cfg, check_official=False, progress=False)
+    assert rep2.decoded == 0 and rep2.reused == 12
+    assert [u.to_json() for u in rows1] == [u.to_json() for u in rows2]
+    assert mtimes == {u.wav: Path(u.wav).stat().st_mtime_ns for u in rows2}
+
+
+def test_interrupt_leaves_no_half_written_wav_or_manifest(tmp_path, monkeypatch):
+    paths = make_paths(tmp_path)
+    root = savee_tree(tmp_path / "SAVEE", defects=False)
+    calls = {"n": 0}
+    real = audio.cache_clip
+
+    def flaky(job):
+        calls["n"] += 1
+        if calls["n"] == 5:
+            raise KeyboardInterrupt
+        return real(job)
+
+    monkeypatch.setattr(prep, "cache_clip", flaky)
+    with pytest.raises(KeyboardInterrupt):
+        prepare_corpus("savee", root, paths, DataConfig(workers=1), check_official=False, progress=False)
+    assert not (paths.manifests / "savee.jsonl").exists()
+    target = cache_dir(paths, "savee", (root / "AudioData").resolve())
+    done = sorted(target.iterdir())
+    assert len(done) == 4 and all(sf.info(p).frames > 0 for p in done)
+    (target / ".DC_a01.wav.x.tmp").write_bytes(b"half")  # what a killed worker could leave
+    monkeypatch.setattr(prep, "cache_clip", real)
+    rows, rep = prepare_corpus("savee", root, paths, DataConfig(workers=1), check_official=False, progress=False)
+    assert len(rows) == 12 and rep.reused == 4 and rep.decoded == 8
+    assert not list(target.glob(".*.tmp"))
+
+
+def test_official_check_runs_for_real_roots_and_flags_mismatch(tmp_path, capsys):
+    paths = make_paths(tmp_path)
+    root = savee_tree(tmp_path / "SAVEE", defects=False)
+    _, rep = prepare_corpus("savee", root, paths, DataConfig(workers=1), check_official=True, progress=False)
+    assert rep.official_checked and "savee total[all]: expected 480, got 12" in rep.official_mismatches
+    assert "!!!" in capsys.readouterr().err
+    _, rep = prepare_corpus("savee", root, paths, DataConfig(workers=1), check_official=False, progress=False)
+    assert not rep.official_checked and rep.official_mismatches == []
+
+
+def write_profile(tmp_path: Path, data: dict) -> Path:
+    p = tmp_path / "prof.yaml"
+    p.write_text(yaml.safe_dump({
+        "paths": {"cache": str(tmp_path / "cache"), "runs": str(tmp_path / "runs"),
+                  "results": str(tmp_path / "results")},
+        "data": data}))
+    return p
+
+
+def test_prepare_with_real_roots_writes_manifests_reports_and_crosscorpus(tmp_path):
+    root = savee_tree(tmp_path / "SAVEE")
+    prof = write_profile(tmp_path, {"synthetic": False, "corpora": ["savee"], "roots": {"savee": str(root)},
+                                    "workers": 1})
+    out = prep.prepare(prof, progress=False)
+    m = out.paths.manifests
+    assert out.manifests == {"savee": m / "savee.jsonl"} and (m / "prepare_report.json").is_file()
+    txt = (m / "prepare_report.txt").read_text()
+    assert "savee" in txt and "audio silent" in txt and "DC_h03" in txt and "OFFICIAL COUNTS DO NOT MATCH" in txt
+    assert "EmoBox" in txt  # the track-2 attribution travels with anything printed about the lists
+    cross = out.cross_reports["savee"]
+    resolved = [json.loads(l)["utt_id"] for l in (m / "crosscorpus_savee.jsonl").read_text().splitlines()]
+    assert cross.entries == 240 and cross.resolved == len(resolved) and len(cross.unresolved) == 240 - len(resolved)
+    assert set(resolved) <= {"DC_n01", "DC_a01", "DC_sa01", "JE_n01", "JE_a01", "JE_sa01", "JK_n01", "JK_a01",
+                             "JK_sa01", "KL_n01", "KL_a01", "KL_sa01"}
+    saved = json.loads((m / "crosscorpus_savee.report.json").read_text())
+    assert len(saved["unresolved"]) == len(cross.unresolved) and "EmoBox" in saved["attribution"]
+
+
+def test_prepare_without_root_or_with_wrong_root_says_what_is_expected(tmp_path):
+    prof = write_profile(tmp_path, {"synthetic": False, "corpora": ["iemocap"], "workers": 1})
+    with pytest.raises(ConfigError, match=r"data.roots has no root for \['iemocap'\]"):
+        prep.prepare(prof, progress=False)
+    with pytest.raises(ConfigError, match="unknown"):
+        prep.prepare(prof, {"data": {"corpora": ["crema"]}}, progress=False)
+    (tmp_path / "wrong" / "Session1x").mkdir(parents=True)
+    with pytest.raises(LayoutError, match=r"expected Session1..Session5/ .* found: Session1x/"):
+        prep.prepare(prof, {"data": {"roots": {"iemocap": str(tmp_path / "wrong")}}}, progress=False)
+
+
+def test_cli_prepare_real_root_and_wrong_root(tmp_path, capsys, monkeypatch):
+    root = savee_tree(tmp_path / "SAVEE", defects=False)
+    prof = write_profile(tmp_path, {"synthetic": True, "workers": 1})
+    assert cli_main(["prepare", "--profile", str(prof), "--corpus", "savee", "--root", str(root), "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "savee" in out and "found" in out and (tmp_path / "runs" / "prof" / "manifests" / "savee.jsonl").is_file()
+    rc = cli_main(["prepare", "--profile", str(prof), "--corpus", "savee", "--root", str(tmp_path / "nope"), "--quiet"])
+    err = capsys.readouterr().err
+    assert rc == 1 and "SAVEE: expected AudioData/" in err and "does not exist" in err
+    assert cli_main(["prepare", "--profile", str(prof), "--root", str(root)]) == 2
