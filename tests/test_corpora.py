@@ -295,6 +295,8 @@ def test_track2_lists_are_balanced_and_ids_map():
         assert len(entries) == 240
         assert {l: sum(e["label"] == l for e in entries) for l in labels.FOUR_CLASS} == dict.fromkeys(labels.FOUR_CLASS, 60)
     assert entry_utt_id("meld", "audio/dia933_utt6.wav") == "train_dia933_utt6"
+    assert entry_utt_id("meld", "audio/final_videos_testdia100_utt5.wav") == "test_dia100_utt5"
+    assert entry_utt_id("meld", "audio/xdia1_utt2.wav") is None
     assert entry_utt_id("savee", "JK/sa09.wav") == "JK_sa09"
     assert entry_utt_id("iemocap", "happy/Ses02F_impro03_F019.wav") == "Ses02F_impro03_F019"
     assert "EmoBox" in ATTRIBUTION and "MIT" in ATTRIBUTION
@@ -313,7 +315,7 @@ def test_resolve_track2_reports_every_unresolved_entry():
     assert rep.entries == 5 and rep.resolved == 1 and len(rep.unresolved) == 4
     reasons = {u["entry"]: u["reason"] for u in rep.unresolved}
     assert reasons["audio/dia2_utt0.wav"].startswith("label mismatch")
-    assert "only in the test split" in reasons["audio/dia3_utt0.wav"]
+    assert "same dia/utt in split(s): test (angry)" in reasons["audio/dia3_utt0.wav"]
     assert reasons["audio/dia4_utt0.wav"].startswith("not in the manifest")
     assert reasons["audio/bogus.wav"] == "malformed file name"
     assert "UNRESOLVED" in rep.summary() and "EmoBox" in rep.summary()

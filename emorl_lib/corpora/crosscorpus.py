@@ -19,7 +19,8 @@ from ..paths import PACKAGE_DATA
 
 ATTRIBUTION = ("EmoBox track-2 lists (emo-box/EmoBox, MIT licence; Ma et al., INTERSPEECH 2024, "
                "arXiv 2406.07162)")
-MELD_ENTRY = re.compile(r"dia(\d+)_utt(\d+)$")
+# Two MELD entries name final_videos_test copies: those are test-split clips (plain names are train clips).
+MELD_ENTRY = re.compile(r"^(final_videos_test)?dia(\d+)_utt(\d+)$")
 
 
 def track2_path(corpus: str) -> Path:
@@ -31,13 +32,16 @@ def track2_entries(corpus: str) -> list[dict]:
 
 
 def entry_utt_id(corpus: str, wav_filename: str) -> str | None:
-    """The manifest utt_id an entry names (MELD: always the train split), or None if the name is malformed."""
+    """The manifest utt_id an entry names, or None if the name is malformed. MELD: a plain dia*_utt* name is
+    the train split (dialogue ids up to 1026); a final_videos_testdia*_utt* name is the test split."""
     p = Path(wav_filename)
     if corpus in ("iemocap", "ravdess"):
         return p.stem
     if corpus == "meld":
-        m = MELD_ENTRY.search(p.stem)
-        return f"train_dia{m.group(1)}_utt{m.group(2)}" if m else None
+        m = MELD_ENTRY.match(p.stem)
+        if not m:
+            return None
+        return f"{'test' if m.group(1) else 'train'}_dia{m.group(2)}_utt{m.group(3)}"
     if corpus == "savee":
         return f"{p.parent.name}_{p.stem}" if p.parent.name else None
     raise KeyError(corpus)
@@ -61,12 +65,21 @@ class CrossReport:
         return s + f"  [{ATTRIBUTION}]"
 
 
+def _elsewhere(uid: str, elsewhere: dict[str, list[str]]) -> str:
+    others = [s for s in elsewhere.get(uid.split("_", 1)[1], []) if not s.startswith(uid.split("_", 1)[0])]
+    return f"; same dia/utt in split(s): {', '.join(others)}" if others else ""
+
+
 def resolve_track2(corpus: str, rows: Sequence[Utterance], entries: list[dict] | None = None
                    ) -> tuple[list[Utterance], CrossReport]:
     """Manifest rows for each track-2 entry, in the list's order, and a report of every unresolved entry."""
     entries = track2_entries(corpus) if entries is None else entries
     by_id = {r.utt_id: r for r in rows}
-    other_split = {r.utt_id.split("_", 1)[1]: r.split for r in rows if corpus == "meld" and r.split != "train"}
+    # MELD ids repeat across splits: name the other splits holding the same dia/utt when an entry fails.
+    elsewhere: dict[str, list[str]] = {}
+    if corpus == "meld":
+        for r in rows:
+            elsewhere.setdefault(r.utt_id.split("_", 1)[1], []).append(f"{r.split} ({r.label4 or r.label})")
     rep = CrossReport(corpus, entries=len(entries))
     out: list[Utterance] = []
     for e in entries:
@@ -76,13 +89,11 @@ def resolve_track2(corpus: str, rows: Sequence[Utterance], entries: list[dict] |
         if uid is None:
             rep.unresolved.append({"entry": name, "reason": "malformed file name"})
         elif row is None:
-            reason = "not in the manifest (not found, or skipped by the loader)"
-            if corpus == "meld" and uid.split("_", 1)[1] in other_split:
-                reason += f"; present only in the {other_split[uid.split('_', 1)[1]]} split"
-            rep.unresolved.append({"entry": name, "reason": reason})
+            rep.unresolved.append({"entry": name, "reason": "not in the manifest (not found, or skipped by the "
+                                                            "loader)" + _elsewhere(uid, elsewhere)})
         elif row.label4 != e.get("label"):
-            rep.unresolved.append({"entry": name, "reason": f"label mismatch: list {e.get('label')!r}, "
-                                                            f"manifest {row.label4!r} ({row.native_label})"})
+            rep.unresolved.append({"entry": name, "reason": f"label mismatch: list {e.get('label')!r}, manifest "
+                                   f"{row.label4!r} ({row.native_label})" + _elsewhere(uid, elsewhere)})
         else:
             out.append(row)
     rep.resolved = len(out)
