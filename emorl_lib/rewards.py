@@ -283,3 +283,44 @@ def tie_share_mc(answers: np.ndarray, rewards: np.ndarray, group_size: int, n_gr
         r = np.where(rng.random(group_size) < p_invalid, 0.0, r)
         ties += bool(np.all(r == r[0]))
     return ties / n_groups
+
+
+def wrong_answer_rewards(priors: dict[str, Prior], label_sets: dict[str, Sequence[str]], gammas: Sequence[float],
+                         alpha: float = 1.0) -> "pd.DataFrame":
+    """Every wrong (gold, pred) pair of each label set: its similarity under each prior and its ESWR reward at
+    each threshold (alpha = 1 shows S itself where credit is given)."""
+    import pandas as pd
+
+    rows = []
+    for set_name, labels in label_sets.items():
+        for prior_name, prior in priors.items():
+            for gold in labels:
+                for pred in labels:
+                    if pred == gold:
+                        continue
+                    s = prior(pred, gold)
+                    for g in gammas:
+                        rows.append({"label_set": set_name, "prior": prior_name, "gamma": g, "gold": gold,
+                                     "pred": pred, "similarity": s, "reward": alpha * s if s > g else 0.0})
+    return pd.DataFrame(rows)
+
+
+def tie_share_sweep(labels: Sequence[str], answer_similarity: np.ndarray, reward_priors: dict[str, Prior | None],
+                    accuracies: Sequence[float], group_sizes: Sequence[int], alpha: float = 0.5, gamma: float = 0.7,
+                    sharpness: float = 4.0, p_invalid: float = 0.0) -> "pd.DataFrame":
+    """Share of zero-advantage groups for each reward (None = binary) over model accuracy and group size G.
+
+    The model's answers follow `confusion_pattern(answer_similarity, accuracy, sharpness)`: which classes it
+    confuses is set by `answer_similarity`, independently of the reward's prior.
+    """
+    import pandas as pd
+
+    rows = []
+    tables = {name: reward_table(labels, p, alpha, gamma) for name, p in reward_priors.items()}
+    for acc in accuracies:
+        P = confusion_pattern(answer_similarity, acc, sharpness)
+        for G in group_sizes:
+            for name, R in tables.items():
+                rows.append({"reward": name, "accuracy": acc, "G": G,
+                             "tie_share": tie_share(P, R, G, p_invalid=p_invalid)})
+    return pd.DataFrame(rows)
