@@ -1,0 +1,106 @@
+"""The experiment matrix: which models a profile trains and evaluates, and where each one's files live.
+
+One place names every run, so that training (notebooks 03, 04), evaluation (05) and figures (06) agree on
+adapter folders, log files and prediction files. The paper's tables need, per in-corpus corpus:
+  main:      zero-shot base model, SFT, GRPO + binary reward, GRPO + ESWR, GRPO + ESWR + ESR
+  ablations: ESWR on/off (with ESR); IR / EUR / ESR prompts (with ESWR)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .paths import Paths
+
+STAGES = ("zeroshot", "sft", "grpo")
+
+
+@dataclass
+class ExperimentsConfig:
+    """The `experiments` section of a profile."""
+
+    corpora: list[str] = field(default_factory=lambda: ["iemocap", "meld"])  # in-corpus training corpora
+    iemocap_folds: list[int] = field(default_factory=lambda: [1, 2, 3, 4, 5])  # leave-one-session-out test folds
+    # GRPO runs: each (reward, condition). Binary-vs-ESWR and IR/EUR/ESR ablations come from this list.
+    grpo_runs: list[list[str]] = field(default_factory=lambda: [
+        ["binary", "IR"], ["eswr", "IR"], ["binary", "ESR"], ["eswr", "ESR"], ["eswr", "EUR"]])
+    sft_conditions: list[str] = field(default_factory=lambda: ["IR", "EUR", "ESR"])  # SFT warm-ups to train
+    sft_before_grpo: bool = True  # GRPO starts from the SFT adapter of the same condition (paper: unknown)
+    cross_corpus: bool = True  # evaluate each trained model on the other corpora's balanced 4-class sets
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One trained (or zero-shot) model: corpus, fold (IEMOCAP) and recipe."""
+
+    corpus: str
+    stage: str  # zeroshot | sft | grpo
+    condition: str  # IR | EUR | ESR
+    reward: str | None = None  # binary | eswr (grpo only)
+    fold: int | None = None  # IEMOCAP test session; None for MELD (official split)
+
+    @property
+    def name(self) -> str:
+        parts = [self.corpus + (f"-f{self.fold}" if self.fold is not None else ""), self.stage]
+        if self.reward:
+            parts.append(self.reward)
+        parts.append(self.condition)
+        return "_".join(parts)  # e.g. iemocap-f1_grpo_eswr_ESR, meld_sft_ESR, meld_zeroshot_IR
+
+    def adapter_dir(self, paths: Paths) -> Path | None:
+        """The final LoRA adapter (None for the zero-shot base model)."""
+        return None if self.stage == "zeroshot" else paths.checkpoints / self.name / "final"
+
+    def checkpoint_dir(self, paths: Paths) -> Path:
+        return paths.checkpoints / self.name
+
+    def log_csv(self, paths: Paths) -> Path:
+        return paths.logs / f"{self.name}.csv"
+
+    def predictions(self, paths: Paths, test_set: str) -> Path:
+        """Raw outputs + parsed labels of this model on `test_set` (e.g. 'iemocap-f1', 'meld-test', 'xc-savee')."""
+        return paths.predictions / self.name / f"{test_set}.jsonl"
+
+    def sft_parent(self, cfg: ExperimentsConfig) -> "RunSpec | None":
+        """The SFT run a GRPO run starts from, if any."""
+        if self.stage != "grpo" or not cfg.sft_before_grpo:
+            return None
+        return RunSpec(self.corpus, "sft", self.condition, None, self.fold)
+
+
+def _folds(cfg: ExperimentsConfig, corpus: str) -> list[int | None]:
+    return list(cfg.iemocap_folds) if corpus == "iemocap" else [None]
+
+
+def sft_runs(cfg: ExperimentsConfig) -> list[RunSpec]:
+    return [RunSpec(c, "sft", cond, None, f) for c in cfg.corpora for f in _folds(cfg, c) for cond in cfg.sft_conditions]
+
+
+def grpo_runs(cfg: ExperimentsConfig) -> list[RunSpec]:
+    return [RunSpec(c, "grpo", cond, reward, f)
+            for c in cfg.corpora for f in _folds(cfg, c) for reward, cond in cfg.grpo_runs]
+
+
+def zeroshot_runs(cfg: ExperimentsConfig) -> list[RunSpec]:
+    conds = sorted({cond for _, cond in cfg.grpo_runs} | set(cfg.sft_conditions))
+    return [RunSpec(c, "zeroshot", cond, None, f) for c in cfg.corpora for f in _folds(cfg, c) for cond in conds]
+
+
+def all_runs(cfg: ExperimentsConfig) -> list[RunSpec]:
+    return zeroshot_runs(cfg) + sft_runs(cfg) + grpo_runs(cfg)
+
+
+def validate(cfg: ExperimentsConfig) -> None:
+    """Fail early, naming the bad entry, rather than after an hour of training."""
+    for entry in cfg.grpo_runs:
+        if len(entry) != 2 or entry[0] not in ("binary", "eswr") or entry[1] not in ("IR", "EUR", "ESR"):
+            raise ValueError(f"experiments.grpo_runs: {entry!r} is not [binary|eswr, IR|EUR|ESR]")
+    if cfg.sft_before_grpo:
+        missing = sorted({cond for _, cond in cfg.grpo_runs} - set(cfg.sft_conditions))
+        if missing:
+            raise ValueError(f"experiments: sft_before_grpo needs SFT runs for condition(s) {missing} "
+                             "(add them to sft_conditions, or set sft_before_grpo: false)")
+    for f in cfg.iemocap_folds:
+        if f not in (1, 2, 3, 4, 5):
+            raise ValueError(f"experiments.iemocap_folds: {f} is not a session 1-5")
