@@ -157,3 +157,19 @@ def test_tie_share_exact_matches_simulation_and_eswr_reduces_ties():
 def test_confusion_pattern_rows_are_distributions():
     P = confusion_pattern(similarity_matrix(va_prior(), UNIFIED), accuracy=0.7, sharpness=3)
     assert np.allclose(P.sum(axis=1), 1) and np.allclose(np.diag(P), 0.7) and (P >= 0).all()
+
+
+def test_wrong_answer_table_and_sweep():
+    from emorl_lib.rewards import tie_share_sweep, wrong_answer_rewards
+    priors = {"plutchik": plutchik_prior(), "va": va_prior()}
+    df = wrong_answer_rewards(priors, {"iemocap": FOUR_CLASS, "meld": CORPUS_LABELS["meld"]}, [0.7], alpha=0.5)
+    assert len(df) == 2 * (4 * 3 + 7 * 6)
+    assert df[(df.label_set == "iemocap") & (df.prior == "plutchik")].reward.eq(0).all()
+    meld = df[(df.label_set == "meld") & (df.prior == "plutchik") & (df.reward > 0)]
+    assert len(meld) == 8 and np.allclose(meld.reward, 0.5 * NEIGHBOUR)
+    labs = CORPUS_LABELS["meld"]
+    sw = tie_share_sweep(labs, similarity_matrix(va_prior(), labs), {"binary": None, "eswr": plutchik_prior()},
+                         [0.3], [2, 6])
+    assert set(sw.columns) >= {"reward", "accuracy", "G", "tie_share"} and len(sw) == 4
+    six = sw[sw.G == 6].set_index("reward").tie_share
+    assert six["eswr"] < six["binary"]
