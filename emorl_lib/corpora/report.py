@@ -85,15 +85,23 @@ def summary_rows(reports: list[CorpusReport]) -> list[dict]:
     return rows
 
 
-def format_table(reports: list[CorpusReport], max_listed: int = 20) -> str:
-    """Human-readable summary: a count table, then each skipped item by reason, then official-count checks."""
-    rows = summary_rows(reports)
-    if not rows:
-        return "(no corpora)\n"
+def _table(rows: list[dict]) -> list[str]:
     cols = list(rows[0])
     width = {c: max(len(c), *(len(str(r[c])) for r in rows)) for c in cols}
     out = ["  ".join(c.ljust(width[c]) for c in cols), "  ".join("-" * width[c] for c in cols)]
-    out += ["  ".join(str(r[c]).ljust(width[c]) for c in cols) for r in rows]
+    return out + ["  ".join(str(r[c]).ljust(width[c]) for c in cols) for r in rows]
+
+
+def format_table(reports: list[CorpusReport], max_listed: int = 20) -> str:
+    """Human-readable summary: counts per corpus, skips per (corpus, reason), then each skipped item."""
+    if not reports:
+        return "(no corpora)\n"
+    main = [{k: r[k] for k in ("corpus", "found", "kept", "skipped", "official")} for r in summary_rows(reports)]
+    out = _table(main)
+    by_reason = [{"corpus": rep.corpus, "skip reason": reason, "count": n}
+                 for rep in reports for reason, n in rep.counts().items()]
+    if by_reason:
+        out += [""] + _table(by_reason)
     for rep in reports:
         out.append("")
         out.append(f"[{rep.corpus}] root {rep.root}: found {rep.found}, kept {rep.kept}, skipped {rep.n_skipped}"
