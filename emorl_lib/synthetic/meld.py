@@ -1,0 +1,153 @@
+"""Synthetic MELD.Raw/: the three CSVs, AAC-in-mp4 clips (48 kHz, 2 or 6 channels) and the two known defects.
+
+CSV encoding: UTF-8 (what `pandas.read_csv` assumes), holding curly apostrophes, an accented word and, in some
+rows, cp1252 mojibake of the apostrophe ("â€™"), as real MELD text has; loaders must open it with an explicit
+encoding. Dialogues are sparse: only some utterance ids of a dialogue exist (the real ones are contiguous).
+Track-2 entries go to train, except the two named `final_videos_testdia{D}_utt{U}`: those are test clips, written
+under both names.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+import zlib
+from pathlib import Path
+
+from . import text
+from .clips import Clip, render_all, rng_for
+from ..manifest import atomic_write_text
+from .track2 import track2_included
+
+ROOT_NAME = "MELD.Raw"
+HEADER = ["Sr No.", "Utterance", "Speaker", "Emotion", "Sentiment", "Dialogue_ID", "Utterance_ID", "Season",
+          "Episode", "StartTime", "EndTime"]
+EMOTIONS = ("neutral", "joy", "sadness", "anger", "surprise", "fear", "disgust")
+VOICE_OF = {"neutral": "neutral", "joy": "happy", "sadness": "sad", "anger": "angry", "surprise": "surprise",
+            "fear": "fear", "disgust": "disgust"}
+TRACK2_EMOTION = {"neutral": "neutral", "happy": "joy", "sad": "sadness", "angry": "anger"}
+GENDER = {"Monica": "F", "Rachel": "F", "Phoebe": "F", "Joey": "M", "Ross": "M", "Chandler": "M", "Mark": "M",
+          "Janice": "F", "Mr. Geller": "M", "Gunther": "M", "Emily": "F"}
+SPLITS = {  # split -> (CSV path, clip folder, number of dialogues in the real split)
+    "train": ("train/train_sent_emo.csv", "train/train_splits", 1039),
+    "dev": ("dev_sent_emo.csv", "dev_splits_complete", 114),
+    "test": ("test_sent_emo.csv", "output_repeated_splits_test", 280),
+}
+UNDECODABLE = ("train", 125, 3)   # real defect: in the CSV, its mp4 does not decode
+MISSING = ("dev", 110, 7)         # real defect: in the CSV, its mp4 is absent
+FILLERS_AT_SIZE_1 = 30            # per split, besides the track-2 utterances (train)
+N_FINAL_VIDEOS = 3                # test clips also present as final_videos_testdia{D}_utt{U}.mp4
+TRACK2_NAME = re.compile(r"^(final_videos_test)?dia(\d+)_utt(\d+)\.wav$")
+
+
+def _sentiment(emotion: str, rng) -> str:
+    if emotion == "neutral":
+        return "neutral"
+    if emotion == "joy":
+        return "positive"
+    if emotion == "surprise":
+        return ("positive", "negative")[rng.integers(2)]
+    return "negative"
+
+
+def _utterance_text(seed: int, split: str, d: int, u: int) -> str:
+    s = text.utterance(rng_for(seed, "meld", "text", split, str(d), str(u)))
+    if zlib.crc32(f"{split}{d}_{u}".encode()) % 10 == 0:
+        s = s.replace("’", "â€™")  # mojibake of a curly apostrophe, as in real MELD text
+    return s
+
+
+def plan(seed: int, size: float) -> dict[str, list[tuple[int, int, str, str]]]:
+    """split -> [(dialogue, utterance, speaker, emotion)] sorted by dialogue and utterance."""
+    rows: dict[str, list[tuple[int, int, str, str]]] = {s: [] for s in SPLITS}
+    for r in track2_included("meld", size):
+        m = TRACK2_NAME.match(Path(r["wav_filename"]).name)
+        if not m:
+            raise ValueError(f"track-2 MELD entry {r['wav_filename']!r} is not audio/[final_videos_test]dia<D>_utt<U>")
+        split = "test" if m.group(1) else "train"  # final_videos_test* names are test clips
+        rows[split].append((int(m.group(2)), int(m.group(3)), r["speaker"], TRACK2_EMOTION[r["label"]]))
+    n_fill = max(8, int(round(FILLERS_AT_SIZE_1 * size)))
+    speakers = sorted(GENDER)
+    for split, (_, _, n_dia) in SPLITS.items():
+        rng = rng_for(seed, "meld", "plan", split)
+        taken = {(d, u) for d, u, _, _ in rows[split]}
+        dias = {d for d, _ in taken}
+        defect = [x for x in (UNDECODABLE, MISSING) if x[0] == split]
+        for _, d, u in defect:
+            rows[split].append((d, u, "Chandler" if split == "train" else "Rachel", "neutral"))
+            taken.add((d, u))
+            dias.add(d)
+        emos = [EMOTIONS[i % len(EMOTIONS)] for i in range(n_fill - len(defect))]
+        rng.shuffle(emos)
+        i = 0
+        while i < len(emos):
+            d = int(rng.integers(n_dia))
+            if d in dias:
+                continue
+            dias.add(d)
+            for u in range(min(int(rng.integers(2, 5)), len(emos) - i)):
+                rows[split].append((d, u, speakers[rng.integers(len(speakers))], emos[i]))
+                taken.add((d, u))
+                i += 1
+        rows[split].sort()
+    return rows
+
+
+def _clock(seconds: float) -> str:
+    h, rem = divmod(seconds, 3600)
+    m, s = divmod(rem, 60)
+    return f"{int(h):02d}:{int(m):02d}:{int(s):02d},{int(round((s % 1) * 1000)) % 1000:03d}"
+
+
+def clips(seed: int, size: float) -> tuple[dict, list[Clip]]:
+    rows = plan(seed, size)
+    out = []
+    for split, items in rows.items():
+        folder = SPLITS[split][1]
+        for d, u, spk, emo in items:
+            if (split, d, u) in (UNDECODABLE, MISSING):
+                continue
+            key = f"{split}/dia{d}_utt{u}"
+            dur = float(rng_for(seed, "meld", "duration", key).uniform(1.0, 3.0))
+            ch = 6 if zlib.crc32(key.encode()) % 5 == 0 else 2
+            out.append(Clip(f"{folder}/dia{d}_utt{u}.mp4", "meld", VOICE_OF[emo], spk, GENDER[spk], duration=dur,
+                            channels=ch))
+    return rows, out
+
+
+def write(root: Path, seed: int, size: float, workers: int) -> dict[str, int]:
+    """Write the synthetic MELD tree under root (= .../MELD.Raw). Returns counts."""
+    rows, jobs = clips(seed, size)
+    durations = render_all(jobs, seed, root, workers, desc="MELD")
+    counts: dict[str, int] = {}
+    for split, items in rows.items():
+        csv_path, folder, _ = SPLITS[split]
+        buf = io.StringIO()
+        w = csv.writer(buf, lineterminator="\n")
+        w.writerow(HEADER)
+        rng = rng_for(seed, "meld", "csv", split)
+        for n, (d, u, spk, emo) in enumerate(items, 1):
+            season, episode = int(rng.integers(1, 11)), int(rng.integers(1, 25))
+            start = float(rng.uniform(10, 1300))
+            dur = durations.get(f"{folder}/dia{d}_utt{u}.mp4", 2.0)
+            w.writerow([n, _utterance_text(seed, split, d, u), spk, emo, _sentiment(emo, rng), d, u, season,
+                        episode, _clock(start), _clock(start + dur)])
+        atomic_write_text(root / csv_path, buf.getvalue())
+        counts[f"{split}_rows"] = len(items)
+    # Defects: an mp4 that does not decode (bytes that look like the start of an mp4, then garbage) and a missing one.
+    _, d, u = UNDECODABLE
+    junk = rng_for(seed, "meld", "garbage").integers(0, 256, 4096, dtype="uint8").tobytes()
+    (root / SPLITS["train"][1] / f"dia{d}_utt{u}.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + junk)
+    # final_videos_test duplicates (same bytes) of a few test clips and of the track-2 entries named so.
+    test_dir = root / SPLITS["test"][1]
+    finals = {(d, u) for d, u, _, _ in rows["test"][:N_FINAL_VIDEOS]}
+    for r in track2_included("meld", size):
+        m = TRACK2_NAME.match(Path(r["wav_filename"]).name)
+        if m.group(1):
+            finals.add((int(m.group(2)), int(m.group(3))))
+    for d, u in sorted(finals):
+        (test_dir / f"final_videos_testdia{d}_utt{u}.mp4").write_bytes((test_dir / f"dia{d}_utt{u}.mp4").read_bytes())
+    counts["clips"] = len(jobs)
+    counts["final_videos"] = len(finals)
+    return counts
