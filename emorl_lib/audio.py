@@ -105,7 +105,8 @@ def write_wav_atomic(path: str | Path, y: np.ndarray, sr: int = SAMPLE_RATE) -> 
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
-        sf.write(tmp, np.clip(y, -1.0, 1.0), sr, subtype="PCM_16", format="WAV")
+        pcm = np.round(np.clip(y, -1.0, 1.0) * 32767.0).astype(np.int16)  # our own conversion: faster, no wrap
+        sf.write(tmp, pcm, sr, subtype="PCM_16", format="WAV")
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
