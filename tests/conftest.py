@@ -41,3 +41,18 @@ def tone_wav(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("audio") / "tone.wav"
     sf.write(path, x, sr)
     return path
+
+
+# ---- synthetic corpora (emorl_lib/synthetic) ------------------------------------------------------------------
+SYNTHETIC_TEST_SIZE = 0.1  # small: a few dozen clips per corpus; every track-2 class still has entries
+
+
+@pytest.fixture(scope="session")
+def synthetic_corpora(tmp_path_factory) -> dict[str, Path]:
+    """corpus -> root of a small synthetic corpus in the real layout, generated once per session (seed 0).
+
+    The SAVEE flat re-upload layout is at `emorl_lib.synthetic.savee_flat_root(root.parent)`.
+    """
+    from emorl_lib.synthetic import generate_all
+
+    return generate_all(tmp_path_factory.mktemp("synthetic"), seed=0, size=SYNTHETIC_TEST_SIZE)
