@@ -319,3 +319,66 @@ def test_resolve_track2_reports_every_unresolved_entry():
     assert reasons["audio/dia4_utt0.wav"].startswith("not in the manifest")
     assert reasons["audio/bogus.wav"] == "malformed file name"
     assert "UNRESOLVED" in rep.summary() and "EmoBox" in rep.summary()
+
+
+# ---------------------------------------------------------------- the synthetic corpora (real layouts)
+@pytest.fixture(scope="module")
+def loaded(synthetic_corpora):
+    return {c: load(c, root) for c, root in synthetic_corpora.items()}
+
+
+def test_synthetic_iemocap_keeping_logic_and_speakers(loaded, synthetic_corpora):
+    rows, rep = loaded["iemocap"]
+    assert rows and {r.native_label for r in rows} <= {"neu", "hap", "exc", "ang", "sad"}
+    assert all(r.label == "happy" for r in rows if r.native_label == "exc")
+    assert any(r.native_label == "exc" for r in rows) and any(r.native_label == "hap" for r in rows)
+    dropped = {k for k in rep.skipped if k.startswith("label ")}
+    assert {"label fru not kept", "label xxx not kept"} <= dropped
+    for r in rows:
+        assert r.speaker == r.utt_id[:5] + r.utt_id.rsplit("_", 1)[1][0] and r.gender == r.speaker[-1]
+        assert r.fold == int(r.utt_id[4]) and r.transcript
+    apple = [p for p in synthetic_corpora["iemocap"].rglob("._*")]
+    assert apple, "the synthetic tree should hold macOS ._ files for this test to mean anything"
+    listed = [it for items in rep.skipped.values() for it in items] + [r.source for r in rows]
+    assert not any("/._" in it for it in listed)
+    assert rep.found == rep.kept + rep.n_skipped
+
+
+def test_synthetic_meld_defects_duplicates_and_splits(loaded):
+    rows, rep = loaded["meld"]
+    ids = {r.utt_id for r in rows}
+    assert "dev_dia110_utt7" not in ids and rep.skipped["no audio file"][0].startswith("dev_dia110_utt7")
+    assert "train_dia125_utt3" in ids  # the loader keeps it; its audio fails at decode time (test_prep)
+    assert {r.split for r in rows} == {"train", "dev", "test"}
+    assert not any("final_videos_test" in Path(r.source).name for r in rows)
+    assert any("final_videos_test" in n for n in rep.notes)
+    assert all(r.transcript and "\u2019" not in r.transcript and "\u00e2" not in r.transcript for r in rows)
+
+
+def test_synthetic_ravdess_filters_and_fold_membership(loaded):
+    rows, rep = loaded["ravdess"]
+    assert all(r.utt_id.startswith("03-01-") for r in rows)
+    assert rep.skipped["song, not speech (channel 02)"] and rep.skipped["video file, not audio-only (modality 01/02)"]
+    for r in rows:
+        actor = int(r.utt_id[-2:])
+        assert actor in RAVDESS_TEST_ACTORS[r.fold] and r.gender == ("M" if actor % 2 else "F")
+    assert {r.fold for r in rows} == set(RAVDESS_TEST_ACTORS)
+
+
+def test_synthetic_savee_both_layouts_and_folds(loaded, synthetic_corpora):
+    from emorl_lib.synthetic import savee_flat_root
+
+    rows, rep = loaded["savee"]
+    flat, rep_flat = savee.load(savee_flat_root(synthetic_corpora["savee"].parent))
+    key = lambda rs: sorted((r.utt_id, r.native_label, r.fold) for r in rs)
+    assert key(rows) == key(flat) and rows
+    assert "original" in rep.notes[0] and "flat" in rep_flat.notes[0]
+    assert all(SAVEE_TEST_SPEAKERS[r.fold] == r.speaker for r in rows)
+
+
+def test_synthetic_iemocap_folds_are_sessions(loaded):
+    rows, _ = loaded["iemocap"]
+    for k in folds("iemocap"):
+        tr, te = train_test(rows, "iemocap", k)
+        assert te and all(r.utt_id.startswith(f"Ses0{k}") for r in te)
+        assert not any(r.utt_id.startswith(f"Ses0{k}") for r in tr) and len(tr) + len(te) == len(rows)

@@ -161,3 +161,60 @@ def test_cli_prepare_real_root_and_wrong_root(tmp_path, capsys, monkeypatch):
     err = capsys.readouterr().err
     assert rc == 1 and "SAVEE: expected AudioData/" in err and "does not exist" in err
     assert cli_main(["prepare", "--profile", str(prof), "--root", str(root)]) == 2
+
+
+# ---------------------------------------------------------------- full prepare on the synthetic corpora
+@pytest.fixture(scope="module")
+def prepared(synthetic_corpora, tmp_path_factory):
+    """prepare() with synthetic: true, its cache/synthetic pointing at the session's generated corpora."""
+    from conftest import SYNTHETIC_TEST_SIZE
+
+    tmp = tmp_path_factory.mktemp("prep")
+    (tmp / "cache").mkdir()
+    (tmp / "cache" / "synthetic").symlink_to(synthetic_corpora["iemocap"].parent)
+    prof = write_profile(tmp, {"synthetic": True, "synthetic_seed": 0, "synthetic_size": SYNTHETIC_TEST_SIZE,
+                               "workers": 2})
+    return prof, prep.prepare(prof, progress=False)
+
+
+def test_synthetic_prepare_skips_meld_defects_and_writes_every_manifest(prepared):
+    _, out = prepared
+    assert set(out.manifests) == {"iemocap", "meld", "ravdess", "savee"}
+    meld = out.reports["meld"]
+    assert meld.skipped[audio.UNDECODABLE][0].startswith("train_dia125_utt3:")
+    assert meld.skipped["no audio file"][0].startswith("dev_dia110_utt7")
+    for corpus, path in out.manifests.items():
+        rows = read_manifest(path)
+        rep = out.reports[corpus]
+        assert len(rows) == rep.kept > 0 and rep.found == rep.kept + rep.n_skipped
+        assert not rep.official_checked  # synthetic corpora are not held to the official counts
+        assert all(Path(u.wav).is_file() and u.duration > 0 for u in rows)
+    mp4 = next(u for u in read_manifest(out.manifests["meld"]))
+    info = sf.info(mp4.wav)
+    assert mp4.source.endswith(".mp4") and info.samplerate == 16000 and info.channels == 1
+
+
+def test_synthetic_track2_resolution_and_unresolved_report(prepared):
+    from conftest import SYNTHETIC_TEST_SIZE
+    from emorl_lib.synthetic import track2_included
+
+    _, out = prepared
+    for corpus, rep in out.cross_reports.items():
+        included = {e["wav_filename"] for e in track2_included(corpus, SYNTHETIC_TEST_SIZE)}
+        rows = read_manifest(out.crosscorpus[corpus])
+        unresolved = {u["entry"] for u in rep.unresolved}
+        # every entry the small corpus holds resolves (fillers may happen to hold more); the rest are each listed
+        assert rep.entries == 240 and rep.resolved == len(rows) >= len(included)
+        assert rep.resolved + len(rep.unresolved) == 240 and not unresolved & included
+        assert all(u["reason"].startswith(("not in the manifest", "label mismatch")) for u in rep.unresolved)
+        assert {r.label4 for r in rows} == {"neutral", "happy", "sad", "angry"}
+    meld_rows = read_manifest(out.crosscorpus["meld"])
+    assert all(r.split == "train" or r.utt_id in ("test_dia100_utt5", "test_dia12_utt3") for r in meld_rows)
+
+
+def test_synthetic_second_prepare_reuses_the_cache(prepared):
+    prof, first = prepared
+    again = prep.prepare(prof, progress=False)
+    for corpus, rep in again.reports.items():
+        assert rep.decoded == 0 and rep.reused == rep.kept == first.reports[corpus].kept
+    assert again.manifests["iemocap"].read_text() == first.manifests["iemocap"].read_text()

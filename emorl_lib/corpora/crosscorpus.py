@@ -66,7 +66,10 @@ class CrossReport:
 
 
 def _elsewhere(uid: str, elsewhere: dict[str, list[str]]) -> str:
-    others = [s for s in elsewhere.get(uid.split("_", 1)[1], []) if not s.startswith(uid.split("_", 1)[0])]
+    if not elsewhere or "_" not in uid:
+        return ""
+    split, key = uid.split("_", 1)
+    others = [s for s in elsewhere.get(key, []) if not s.startswith(split)]
     return f"; same dia/utt in split(s): {', '.join(others)}" if others else ""
 
 
