@@ -1,0 +1,165 @@
+"""Batched greedy generation over a test set, resumable: one jsonl line per utterance, appended as it comes.
+
+Every prediction keeps the raw output next to the parsed label, so a parser change can be re-scored without
+re-generating. A rerun reads the file, skips finished ids and appends the rest (a half-written last line from a
+killed run is ignored and its utterance redone). Prompts are left-padded (the kit's processor) and decoded
+greedily with the KV cache; `seconds` is the batch's wall time shared equally among its utterances.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from ..audio import AudioError, SAMPLE_RATE, load_16k
+from ..parsing import parse_answer
+from ..prompts import PromptConfig, build_messages, canonical_condition
+from .testsets import TestSet
+
+AUDIO_ERROR = "audio_error"  # parse reason of an utterance whose audio could not be read (counts as wrong)
+
+
+@dataclass
+class Prediction:
+    utt_id: str
+    gold: str | None
+    raw: str
+    label: str | None
+    reason: str
+    n_tokens: int
+    seconds: float
+    batch_size: int
+    condition: str
+
+
+@dataclass
+class Generated:
+    text: str
+    n_tokens: int
+
+
+def eos_ids(backbone) -> set[int]:
+    """Token ids that end a completion (generation config's eos list, plus the tokenizer's eos and pad)."""
+    ids = backbone.model.generation_config.eos_token_id
+    ids = set(ids if isinstance(ids, (list, tuple)) else [ids] if ids is not None else [])
+    tok = backbone.tokenizer
+    ids |= {i for i in (tok.eos_token_id, tok.pad_token_id) if i is not None}
+    return ids
+
+
+def encode(processor, messages: Sequence[list[dict]], audios: Sequence[np.ndarray]):
+    """Chat-template text + audio features for a batch (left padded). Audio goes in as arrays decoded by the
+    kit's audio module, so any format it reads works and errors are ours to count."""
+    texts = [processor.apply_chat_template(m, tokenize=False, add_generation_prompt=True) for m in messages]
+    return processor(text=texts, audio=list(audios), sampling_rate=SAMPLE_RATE, return_tensors="pt", padding=True)
+
+
+def generate_batch(backbone, messages: Sequence[list[dict]], audios: Sequence[np.ndarray], max_new_tokens: int
+                   ) -> list[Generated]:
+    """Greedy completions for one batch: the text (special tokens dropped, reasoning tags kept: they are ordinary
+    tokens) and how many tokens each generated up to and including its end token."""
+    import torch
+
+    inputs = encode(backbone.processor, messages, audios).to(backbone.device)
+    model_dtype = next(backbone.model.parameters()).dtype
+    if "input_features" in inputs and model_dtype in (torch.float16, torch.bfloat16):
+        inputs["input_features"] = inputs["input_features"].to(model_dtype)
+    with torch.inference_mode():
+        out = backbone.model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False, use_cache=True,
+                                      temperature=None, top_p=None, top_k=None)
+    new = out[:, inputs["input_ids"].shape[1]:].cpu()
+    stop = eos_ids(backbone)
+    results = []
+    for seq in new.tolist():
+        n = len(seq)
+        for i, t in enumerate(seq):
+            if t in stop:
+                n = i + 1
+                break
+        text = backbone.tokenizer.decode(seq[:n], skip_special_tokens=True)
+        results.append(Generated(text, n))
+    return results
+
+
+def read_predictions(path: Path) -> list[dict]:
+    """Finished predictions; a torn last line (a killed run) is skipped, a torn line elsewhere is an error."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    lines = path.read_text(encoding="utf-8").splitlines()
+    out = []
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            if n == len(lines):
+                break
+            raise ValueError(f"{path}:{n}: not a JSON line (a corrupt predictions file: delete it to redo)") from None
+    return out
+
+
+def _repair_tail(path: Path) -> None:
+    """Drop a torn last line so appends start on a clean line."""
+    if not path.exists():
+        return
+    data = path.read_bytes()
+    if data and not data.endswith(b"\n"):
+        cut = data.rfind(b"\n") + 1
+        with path.open("r+b") as f:
+            f.truncate(cut)
+
+
+def predict_set(backbone, test_set: TestSet, prompt_cfg: PromptConfig, condition: str, out_path: Path,
+                batch_size: int = 8, max_new_tokens: int = 256, require_answer_tag: bool = False,
+                progress: bool = True) -> list[dict]:
+    """Predictions for every utterance of `test_set` (in its order), generating only the ones `out_path` lacks."""
+    from tqdm.auto import tqdm
+
+    cond = canonical_condition(condition)
+    cands = test_set.candidates
+    if prompt_cfg.transcript:
+        lacking = [r.utt_id for r in test_set.rows if not r.transcript]
+        if lacking:
+            raise ValueError(f"prompt.transcript is on but {len(lacking)} utterance(s) of {test_set.name} have no "
+                             f"transcript (e.g. {lacking[:3]})")
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    _repair_tail(out_path)
+    done = {p["utt_id"]: p for p in read_predictions(out_path)}
+    todo = [r for r in test_set.rows if r.utt_id not in done]
+    bar = tqdm(total=len(test_set.rows), initial=len(test_set.rows) - len(todo), desc=f"{out_path.parent.name}/"
+               f"{test_set.name}", unit="utt", disable=not progress, leave=False)
+    with out_path.open("a", encoding="utf-8") as f:
+        for start in range(0, len(todo), batch_size):
+            chunk = todo[start:start + batch_size]
+            ok_rows, audios, preds = [], [], []
+            for r in chunk:
+                try:
+                    audios.append(load_16k(r.wav))
+                    ok_rows.append(r)
+                except AudioError as e:
+                    preds.append(Prediction(r.utt_id, test_set.gold(r), "", None, f"{AUDIO_ERROR}: {e.reason}", 0,
+                                            0.0, 0, cond))
+            if ok_rows:
+                msgs = [build_messages(prompt_cfg, r.wav, cands, r.transcript, cond) for r in ok_rows]
+                t0 = time.perf_counter()
+                gens = generate_batch(backbone, msgs, audios, max_new_tokens)
+                per = (time.perf_counter() - t0) / len(ok_rows)
+                for r, g in zip(ok_rows, gens):
+                    parsed = parse_answer(g.text, cands, require_tag=require_answer_tag)
+                    preds.append(Prediction(r.utt_id, test_set.gold(r), g.text, parsed.label, parsed.reason,
+                                            g.n_tokens, per, len(ok_rows), cond))
+            for p in preds:
+                f.write(json.dumps(asdict(p), ensure_ascii=False) + "\n")
+                done[p.utt_id] = asdict(p)
+            f.flush()
+            bar.update(len(chunk))
+    bar.close()
+    return [done[r.utt_id] for r in test_set.rows]

@@ -1,0 +1,251 @@
+"""Evaluate a profile's experiment matrix (experiments.py) and collect every score from the prediction files.
+
+`run_matrix` loads the base model once, scores the zero-shot runs, then puts each trained adapter that exists on
+top of it in turn (and takes it off again), writing predictions to RunSpec.predictions(paths, test_set).
+`collect` needs no model: it reads whatever prediction files exist, so tables and figures can be rebuilt at
+any time, and a run whose adapter or predictions are missing is reported as missing, never crashed on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import platform
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..backbones import Backbone, BackboneConfig, load_backbone
+from ..config import Profile, load_profile, to_dict
+from ..experiments import ExperimentsConfig, RunSpec, all_runs, validate
+from ..manifest import atomic_write_text
+from ..paths import Paths
+from ..prompts import PromptConfig
+from .config import EvalConfig
+from .generate import predict_set, read_predictions
+from .metrics import FoldMean, Scores, fold_mean, score
+from .testsets import (TestSet, crosscorpus_corpora, crosscorpus_set, crosscorpus_targets, in_corpus_name,
+                       in_corpus_set, is_crosscorpus, test_corpus)
+
+
+@dataclass
+class Settings:
+    """Everything evaluation reads from a profile."""
+
+    profile: Profile
+    paths: Paths
+    exp: ExperimentsConfig
+    eval: EvalConfig
+    prompt: PromptConfig
+    backbone: BackboneConfig
+
+    @classmethod
+    def load(cls, profile: str | Profile = "default", overrides: dict | None = None) -> "Settings":
+        prof = profile if isinstance(profile, Profile) else load_profile(profile)
+        prof = prof.with_overrides(overrides)
+        exp = prof.section("experiments", ExperimentsConfig)
+        validate(exp)
+        return cls(prof, prof.paths.ensure(), exp, prof.section("eval", EvalConfig),
+                   prof.section("prompt", PromptConfig), prof.section("backbone", BackboneConfig))
+
+    @property
+    def synthetic(self) -> bool:
+        return bool((self.profile.sections.get("data") or {}).get("synthetic", False))
+
+
+def adapter_ready(run: RunSpec, paths: Paths) -> bool:
+    d = run.adapter_dir(paths)
+    return d is None or (d / "adapter_config.json").exists()
+
+
+def test_set_names(run: RunSpec, s: Settings) -> list[str]:
+    """The sets a run is scored on: its in-corpus fold/split, then the other corpora's cross-corpus sets."""
+    names = [in_corpus_name(run, s.eval.meld_split)]
+    first_fold = s.exp.iemocap_folds[0] if s.exp.iemocap_folds else None
+    if s.exp.cross_corpus and (run.fold is None or s.eval.crosscorpus_all_folds or run.fold == first_fold):
+        names += ["xc-" + c for c in crosscorpus_targets(run.corpus, crosscorpus_corpora(s.paths))]
+    return names
+
+
+def load_test_set(name: str, run: RunSpec, s: Settings) -> TestSet:
+    if is_crosscorpus(name):
+        return crosscorpus_set(s.paths, test_corpus(name), s.eval.max_utterances, s.eval.seed)
+    return in_corpus_set(s.paths, run, s.eval.max_utterances, s.eval.seed, s.eval.meld_split)
+
+
+@contextlib.contextmanager
+def with_adapter(backbone: Backbone, adapter: Path | None):
+    """The backbone with a saved LoRA adapter on top for the duration of the block, then the bare base again
+    (one base load for a whole matrix of adapters: minutes saved per adapter with a 7B model)."""
+    if adapter is None:
+        yield backbone
+        return
+    from peft import PeftModel
+
+    peft_model = PeftModel.from_pretrained(backbone.model, str(adapter), is_trainable=False)
+    peft_model.eval()
+    try:
+        yield dataclasses.replace(backbone, model=peft_model)
+    finally:
+        backbone.model = peft_model.unload()
+
+
+@dataclass
+class MatrixReport:
+    evaluated: list[tuple[str, str, int]] = field(default_factory=list)   # (run, test set, utterances)
+    missing: list[tuple[str, str]] = field(default_factory=list)          # (run, why)
+    skipped: list[tuple[str, str, str]] = field(default_factory=list)     # (run, test set, why)
+
+    def summary(self) -> str:
+        lines = [f"evaluated {len(self.evaluated)} (run, test set) pairs; {len(self.missing)} runs missing; "
+                 f"{len(self.skipped)} pairs skipped"]
+        lines += [f"  missing {r}: {why}" for r, why in self.missing]
+        lines += [f"  skipped {r} on {t}: {why}" for r, t, why in self.skipped]
+        return "\n".join(lines)
+
+
+def run_matrix(settings: Settings, stages: list[str] | None = None, runs: list[RunSpec] | None = None,
+               progress: bool = True, backbone: Backbone | None = None) -> MatrixReport:
+    """Generate predictions for every run (of `stages`) whose model exists, on every set it is scored on."""
+    s = settings
+    runs = [r for r in (runs or all_runs(s.exp)) if stages is None or r.stage in stages]
+    rep = MatrixReport()
+    ready = []
+    for r in runs:
+        if adapter_ready(r, s.paths):
+            ready.append(r)
+        else:
+            rep.missing.append((r.name, f"no adapter at {r.adapter_dir(s.paths)}"))
+    if not ready:
+        return rep
+    bb = backbone or load_backbone(s.backbone, s.paths, trainable=False)
+    for r in ready:
+        with with_adapter(bb, r.adapter_dir(s.paths)) as model:
+            for name in test_set_names(r, s):
+                try:
+                    ts = load_test_set(name, r, s)
+                    preds = predict_set(model, ts, s.prompt, r.condition, r.predictions(s.paths, name),
+                                        s.eval.batch_size, s.eval.max_new_tokens[r.condition],
+                                        s.eval.require_answer_tag, progress)
+                except (FileNotFoundError, ValueError) as e:
+                    rep.skipped.append((r.name, name, str(e)))
+                    continue
+                rep.evaluated.append((r.name, name, len(preds)))
+    return rep
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Collecting scores from prediction files
+# ----------------------------------------------------------------------------------------------------------------
+@dataclass
+class Entry:
+    run: RunSpec
+    test_set: str
+    n_expected: int
+    n_total: int                  # the set's size before max_utterances
+    scores: Scores | None         # None: predictions missing or incomplete
+    status: str                   # ok | missing | incomplete (k/n)
+    seconds: float = float("nan")   # mean wall seconds per utterance
+    tokens: float = float("nan")    # mean generated tokens per utterance
+    batch_size: float = float("nan")
+
+
+@dataclass
+class ScoreBook:
+    settings: Settings
+    entries: dict[tuple[str, str], Entry]
+
+    def get(self, run: RunSpec, test_set: str) -> Entry | None:
+        return self.entries.get((run.name, test_set))
+
+    def in_corpus(self, corpus: str, stage: str, condition: str, reward: str | None = None
+                  ) -> tuple[Scores | FoldMean | None, str]:
+        """A recipe's in-corpus result: MELD's test split, or the mean over IEMOCAP's configured folds; with a
+        note when folds are missing."""
+        s = self.settings
+        if corpus != "iemocap":
+            run = RunSpec(corpus, stage, condition, reward, None)
+            e = self.get(run, in_corpus_name(run, s.eval.meld_split))
+            return (e.scores if e and e.scores else None), ("" if e and e.scores else (e.status if e else "missing"))
+        per = {}
+        for f in s.exp.iemocap_folds:
+            run = RunSpec(corpus, stage, condition, reward, f)
+            e = self.get(run, in_corpus_name(run))
+            if e and e.scores:
+                per[f] = e.scores
+        if not per:
+            return None, "missing"
+        note = "" if len(per) == len(s.exp.iemocap_folds) else \
+            f"mean of {len(per)}/{len(s.exp.iemocap_folds)} folds ({', '.join(map(str, sorted(per)))})"
+        return fold_mean(per, s.eval.ci), note
+
+    def cross(self, train: str, test: str, stage: str, condition: str, reward: str | None = None
+              ) -> tuple[float, int]:
+        """Accuracy (%) of the recipe trained on `train` on `test`'s 4-class set (mean over the IEMOCAP folds that
+        were scored), and how many models it averages; (nan, 0) when none."""
+        folds = self.settings.exp.iemocap_folds if train == "iemocap" else [None]
+        vals = []
+        for f in folds:
+            e = self.get(RunSpec(train, stage, condition, reward, f), "xc-" + test)
+            if e and e.scores:
+                vals.append(100 * e.scores.wa)
+        return (float(np.mean(vals)), len(vals)) if vals else (float("nan"), 0)
+
+
+def collect(settings: Settings, progress: bool = False) -> ScoreBook:
+    """Score every (run, test set) of the matrix from its prediction file (no model needed)."""
+    from tqdm.auto import tqdm
+
+    s = settings
+    entries: dict[tuple[str, str], Entry] = {}
+    sets: dict[tuple[str, str], TestSet | None] = {}
+    pairs = [(r, t) for r in all_runs(s.exp) for t in test_set_names(r, s)]
+    for run, name in tqdm(pairs, desc="scoring", disable=not progress, leave=False):
+        key = (name, in_corpus_name(run) if not is_crosscorpus(name) else name)
+        if key not in sets:
+            try:
+                sets[key] = load_test_set(name, run, s)
+            except (FileNotFoundError, ValueError):
+                sets[key] = None
+        ts = sets[key]
+        path = run.predictions(s.paths, name)
+        if ts is None:
+            entries[(run.name, name)] = Entry(run, name, 0, 0, None, "no test set")
+            continue
+        preds = {p["utt_id"]: p for p in read_predictions(path)}
+        have = [preds[r.utt_id] for r in ts.rows if r.utt_id in preds]
+        if len(have) < len(ts.rows):
+            status = "missing" if not have else f"incomplete ({len(have)}/{len(ts.rows)})"
+            entries[(run.name, name)] = Entry(run, name, len(ts.rows), ts.n_total, None, status)
+            continue
+        sc = score([ts.gold(r) for r in ts.rows], [p["label"] for p in have], ts.candidates,
+                   s.eval.bootstrap, s.eval.seed, s.eval.ci)
+        timed = [p for p in have if p.get("batch_size", 0) > 0]
+        entries[(run.name, name)] = Entry(
+            run, name, len(ts.rows), ts.n_total, sc, "ok",
+            float(np.mean([p["seconds"] for p in timed])) if timed else float("nan"),
+            float(np.mean([p["n_tokens"] for p in timed])) if timed else float("nan"),
+            float(np.mean([p["batch_size"] for p in timed])) if timed else float("nan"))
+    return ScoreBook(s, entries)
+
+
+def environment(settings: Settings) -> dict:
+    """What produced the numbers: profile, backbone, data, device (stated in every report)."""
+    import torch
+
+    s = settings
+    return {
+        "profile": s.profile.name, "profile_file": str(s.profile.path), "backbone": s.backbone.name,
+        "backbone_path": s.backbone.path, "load_in_4bit": s.backbone.load_in_4bit, "synthetic_data": s.synthetic,
+        "max_utterances": s.eval.max_utterances, "eval": to_dict(s.eval), "prompt_transcript": s.prompt.transcript,
+        "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"CPU ({platform.processor() or platform.machine()})",
+        "torch_threads": torch.get_num_threads(),
+    }
+
+
+def write_environment(settings: Settings) -> Path:
+    path = settings.paths.tables / "eval_environment.json"
+    atomic_write_text(path, json.dumps(environment(settings), indent=1) + "\n")
+    return path
