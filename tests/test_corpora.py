@@ -162,6 +162,14 @@ def test_meld_prefers_plain_name_over_final_videos_copy_and_official_folders(tmp
     assert any("dev_sent_emo.csv" in n for n in rep.notes)  # a missing split is said, not silent
 
 
+def test_meld_wav_copies_directly_beside_the_csv(tmp_path):
+    root = tmp_path / "MELD.Raw"
+    meld_csv(root / "test_sent_emo.csv", [(4, 2, "sadness", "x")])
+    tone(root / "dia4_utt2.wav")
+    rows, rep = meld.load(root)
+    assert [(r.utt_id, Path(r.source).name) for r in rows] == [("test_dia4_utt2", "dia4_utt2.wav")]
+
+
 def test_meld_wrong_root_and_bad_header(tmp_path):
     (tmp_path / "videos").mkdir()
     with pytest.raises(LayoutError, match=r"expected train_sent_emo.csv .* found: videos/"):
