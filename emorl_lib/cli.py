@@ -56,8 +56,74 @@ def add_prepare(sub) -> None:
     p.set_defaults(func=_run_prepare)
 
 
+def _run_evaluate(args: argparse.Namespace) -> int:
+    from .evaluation.matrix import Settings, collect, run_matrix, write_environment
+    from .evaluation.tables import write_all
+
+    overrides = {"eval": {"max_utterances": args.max_utterances}} if args.max_utterances else None
+    try:
+        s = Settings.load(args.profile, overrides)
+        if not args.tables_only:
+            print(run_matrix(s, stages=args.stage, progress=not args.quiet).summary())
+        write_environment(s)
+        written = write_all(collect(s))
+    except (FileNotFoundError, ValueError, KeyError) as e:
+        print(f"emorl evaluate: {e}", file=sys.stderr)
+        return 1
+    print("written:\n  " + "\n  ".join(str(p) for p in written))
+    return 0
+
+
+def add_evaluate(sub) -> None:
+    p = sub.add_parser("evaluate", help="score zero-shot + every trained adapter of the profile; write tables")
+    _profile_args(p)
+    p.add_argument("--stage", action="append", choices=["zeroshot", "sft", "grpo"],
+                   help="evaluate only runs of this stage (repeatable); default: all")
+    p.add_argument("--max-utterances", type=int, help="per test set (smoke run; stated in every table)")
+    p.add_argument("--tables-only", action="store_true", help="no generation: rebuild tables from predictions")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=_run_evaluate)
+
+
+def _run_infer(args: argparse.Namespace) -> int:
+    from .backbones import BackboneConfig
+    from .config import load_profile
+    from .evaluation.config import EvalConfig
+    from .evaluation.infer import infer_folder
+    from .prompts import PromptConfig
+
+    try:
+        prof = load_profile(args.profile)
+        ecfg = prof.section("eval", EvalConfig)
+        res = infer_folder(args.input, args.out, adapter=args.adapter, condition=args.condition,
+                           labels=args.labels.split(",") if args.labels else None,
+                           backbone_cfg=prof.section("backbone", BackboneConfig),
+                           prompt_cfg=prof.section("prompt", PromptConfig), paths=prof.paths,
+                           batch_size=args.batch_size or ecfg.batch_size,
+                           max_new_tokens_by_condition=ecfg.max_new_tokens,
+                           require_answer_tag=ecfg.require_answer_tag, progress=not args.quiet)
+    except (FileNotFoundError, ValueError, KeyError) as e:
+        print(f"emorl infer: {e}", file=sys.stderr)
+        return 1
+    print(res.summary())
+    return 0
+
+
+def add_infer(sub) -> None:
+    p = sub.add_parser("infer", help="label a folder of audio files (wav, flac, mp3, mp4, ...) with emotion + reasoning")
+    _profile_args(p)
+    p.add_argument("--input", required=True, help="folder of audio files (searched recursively)")
+    p.add_argument("--adapter", help="a saved LoRA adapter folder (default: the base model, zero-shot)")
+    p.add_argument("--condition", choices=["IR", "EUR", "ESR"], help="prompt condition (default: the profile's)")
+    p.add_argument("--labels", help="comma-separated candidate labels (default: the seven of MELD)")
+    p.add_argument("--out", default="emotions.csv", help="CSV to write; a .jsonl is written beside it")
+    p.add_argument("--batch-size", type=int, help="default: eval.batch_size")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_run_infer)
+
+
 # Stages register here: name -> function adding its subparser.
-SUBCOMMANDS: list[Callable] = [add_prepare]
+SUBCOMMANDS: list[Callable] = [add_prepare, add_evaluate, add_infer]
 
 
 def build_parser() -> argparse.ArgumentParser:
