@@ -163,3 +163,26 @@ def predict_set(backbone, test_set: TestSet, prompt_cfg: PromptConfig, condition
             bar.update(len(chunk))
     bar.close()
     return [done[r.utt_id] for r in test_set.rows]
+
+
+def batching_benchmark(backbone, test_set: TestSet, prompt_cfg: PromptConfig, condition: str, max_new_tokens: int,
+                       batch_sizes: Sequence[int] = (1, 8), workdir: Path | None = None) -> list[dict]:
+    """Utterances per second for each batch size on the same utterances (fresh prediction files), and whether
+    every batched output equals the one-by-one output (greedy decoding should not depend on padding)."""
+    import tempfile
+
+    rows, outputs = [], {}
+    with tempfile.TemporaryDirectory(dir=workdir) as tmp:
+        for bs in batch_sizes:
+            t0 = time.perf_counter()
+            preds = predict_set(backbone, test_set, prompt_cfg, condition, Path(tmp) / f"b{bs}.jsonl", bs,
+                                max_new_tokens, progress=False)
+            wall = time.perf_counter() - t0
+            outputs[bs] = [p["raw"] for p in preds]
+            rows.append({"condition": canonical_condition(condition), "batch_size": bs, "utterances": len(preds),
+                         "seconds": wall, "utt_per_second": len(preds) / wall,
+                         "tokens_per_utt": float(np.mean([p["n_tokens"] for p in preds]))})
+    ref = outputs[batch_sizes[0]]
+    for r in rows:
+        r["same_text_as_batch_" + str(batch_sizes[0])] = sum(a == b for a, b in zip(outputs[r["batch_size"]], ref))
+    return rows

@@ -1,0 +1,255 @@
+"""Figures for the paper's tables and the training logs; each function takes data, returns a Figure (or None when
+there is nothing to draw), and `save` writes PNG + PDF under results/<profile>/figures/."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Mapping
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+from ..experiments import RunSpec, grpo_runs, sft_runs
+from ..labels import CORPUS_LABELS
+from ..priors import build_prior, similarity_matrix
+from .crosscorpus import NAMES
+from .matrix import ScoreBook
+from .metrics import METRICS, UNPARSEABLE
+from .tables import IN_CORPUS, METRIC_NAMES, Recipe
+
+
+def save(fig, figures_dir: Path, name: str) -> list[Path]:
+    figures_dir = Path(figures_dir)
+    figures_dir.mkdir(parents=True, exist_ok=True)
+    out = [figures_dir / f"{name}.{ext}" for ext in ("png", "pdf")]
+    for p in out:
+        fig.savefig(p, bbox_inches="tight", dpi=150)
+    return out
+
+
+def _title_note(book: ScoreBook) -> str:
+    s = book.settings
+    bits = []
+    if s.synthetic or s.backbone.name.startswith("tiny"):
+        bits.append("SMOKE: tiny model, synthetic data")
+    if s.eval.max_utterances is not None:
+        bits.append(f"<= {s.eval.max_utterances} utt/set")
+    return f" [{'; '.join(bits)}]" if bits else ""
+
+
+def pooled_confusion(book: ScoreBook, corpus: str, rec: Recipe) -> tuple[np.ndarray, tuple[str, ...]] | None:
+    """A recipe's in-corpus confusion counts (IEMOCAP: summed over its folds)."""
+    s = book.settings
+    folds = s.exp.iemocap_folds if corpus == "iemocap" else [None]
+    total, labels = None, None
+    for f in folds:
+        run = RunSpec(corpus, rec.stage, rec.condition, rec.reward, f)
+        name = f"{corpus}-f{f}" if f is not None else f"{corpus}-{s.eval.meld_split}"
+        e = book.get(run, name)
+        if e and e.scores:
+            total = e.scores.confusion if total is None else total + e.scores.confusion
+            labels = e.scores.labels
+    return (total, labels) if total is not None else None
+
+
+def confusion_grid(book: ScoreBook, rows: list[Recipe], corpora=IN_CORPUS):
+    """Row-normalised confusion matrices (recall on the diagonal; last column unparseable)."""
+    cells = [(r, c, pooled_confusion(book, c, r)) for r in rows for c in corpora]
+    cells = [x for x in cells if x[2] is not None]
+    if not cells:
+        return None
+    n = len(cells)
+    cols = min(n, 4)
+    nrows = int(np.ceil(n / cols))
+    fig, axes = plt.subplots(nrows, cols, figsize=(4.2 * cols, 3.9 * nrows), squeeze=False)
+    for ax, (rec, corpus, (cm, labels)) in zip(axes.flat, cells):
+        norm = cm / np.maximum(cm.sum(1, keepdims=True), 1)
+        ax.imshow(norm, vmin=0, vmax=1, cmap="Blues")
+        for i in range(norm.shape[0]):
+            for j in range(norm.shape[1]):
+                ax.text(j, i, f"{norm[i, j]:.2f}", ha="center", va="center", fontsize=6,
+                        color="white" if norm[i, j] > 0.6 else "black")
+        ax.set_xticks(range(len(labels) + 1), [*labels, UNPARSEABLE], rotation=60, fontsize=7)
+        ax.set_yticks(range(len(labels)), labels, fontsize=7)
+        ax.set_xlabel("predicted", fontsize=8)
+        ax.set_ylabel("gold", fontsize=8)
+        ax.set_title(f"{rec.label} ({rec.condition})\n{NAMES[corpus]}, n={int(cm.sum())}", fontsize=8)
+    for ax in list(axes.flat)[n:]:
+        ax.axis("off")
+    fig.suptitle("Confusion matrices (row-normalised)" + _title_note(book), fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def transfer_heatmaps(mats: Mapping[str, pd.DataFrame], reference: pd.DataFrame | None = None, note: str = ""):
+    panels = {k: v.drop(columns=["mean"], errors="ignore") for k, v in mats.items()
+              if v.drop(columns=["mean"], errors="ignore").notna().any().any()}
+    if reference is not None:
+        panels["EmoBox Whisper-large-v3 (reference)"] = reference
+    if not panels:
+        return None
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels), 3.4), squeeze=False)
+    for ax, (title, m) in zip(axes.flat, panels.items()):
+        v = m.to_numpy(dtype=float)
+        ax.imshow(np.ma.masked_invalid(v), vmin=0, vmax=100, cmap="viridis")
+        for i in range(v.shape[0]):
+            for j in range(v.shape[1]):
+                ax.text(j, i, "—" if not np.isfinite(v[i, j]) else f"{v[i, j]:.1f}", ha="center", va="center",
+                        fontsize=7, color="white" if np.isfinite(v[i, j]) and v[i, j] < 60 else "black")
+        ax.set_xticks(range(v.shape[1]), [NAMES.get(c, c) for c in m.columns], rotation=45, fontsize=7)
+        ax.set_yticks(range(v.shape[0]), [NAMES.get(c, c) for c in m.index], fontsize=7)
+        ax.set_xlabel("test set", fontsize=8)
+        ax.set_ylabel("trained on", fontsize=8)
+        ax.set_title(title, fontsize=8)
+    fig.suptitle("Cross-corpus accuracy (%), balanced 4-class sets (chance 25)" + note, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def metric_bars(numbers: pd.DataFrame, title: str, corpora=IN_CORPUS):
+    """Grouped bars (UA, WA, F1) with 95 % CI whiskers, one panel per corpus, from a results table's CSV frame."""
+    if numbers.empty or not any(numbers.get(f"{c}_{m}", pd.Series(dtype=float)).notna().any()
+                                for c in corpora for m in METRICS):
+        return None
+    fig, axes = plt.subplots(1, len(corpora), figsize=(5.5 * len(corpora), 3.6), squeeze=False, sharey=True)
+    x = np.arange(len(numbers))
+    w = 0.8 / len(METRICS)
+    for ax, c in zip(axes.flat, corpora):
+        for k, m in enumerate(METRICS):
+            v = numbers[f"{c}_{m}"].to_numpy(dtype=float)
+            lo = numbers[f"{c}_{m}_lo"].to_numpy(dtype=float)
+            hi = numbers[f"{c}_{m}_hi"].to_numpy(dtype=float)
+            err = np.vstack([np.nan_to_num(v - lo), np.nan_to_num(hi - v)])
+            ax.bar(x + (k - 1) * w, np.nan_to_num(v), w, yerr=err, capsize=2, label=METRIC_NAMES[m])
+            for xi, vi in zip(x + (k - 1) * w, v):
+                if not np.isfinite(vi):
+                    ax.text(xi, 1, "—", ha="center", fontsize=7)
+        ax.set_xticks(x, numbers["row"], rotation=30, ha="right", fontsize=7)
+        ax.set_title(NAMES[c], fontsize=9)
+        ax.set_ylim(0, 100)
+        ax.set_ylabel("%")
+    axes.flat[0].legend(fontsize=7)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def cost_bars(cost: pd.DataFrame, note: str = ""):
+    if cost.empty:
+        return None
+    lab = cost.condition + " " + cost.stage + cost.reward.map(lambda r: f" {r}" if r else "")
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
+    axes[0].bar(lab, cost.seconds_per_utt)
+    axes[0].set_ylabel("seconds / utterance")
+    axes[1].bar(lab, cost.tokens_per_utt, color="tab:orange")
+    axes[1].set_ylabel("generated tokens / utterance")
+    for ax in axes:
+        ax.tick_params(axis="x", rotation=45, labelsize=7)
+    fig.suptitle("Inference cost by prompt condition" + note, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Training logs
+# ----------------------------------------------------------------------------------------------------------------
+def read_log(path: Path) -> pd.DataFrame | None:
+    """A run's per-step log CSV (column `step` plus TRL's log keys), or None when absent/empty."""
+    path = Path(path)
+    if not path.exists():
+        return None
+    df = pd.read_csv(path)
+    if df.empty or "step" not in df.columns:
+        return None
+    return df.sort_values("step")
+
+
+def grpo_logs(book: ScoreBook) -> dict[RunSpec, pd.DataFrame]:
+    s = book.settings
+    return {r: d for r in grpo_runs(s.exp) if (d := read_log(r.log_csv(s.paths))) is not None}
+
+
+def sft_logs(book: ScoreBook) -> dict[RunSpec, pd.DataFrame]:
+    s = book.settings
+    return {r: d for r in sft_runs(s.exp) if (d := read_log(r.log_csv(s.paths))) is not None}
+
+
+def accuracy_column(df: pd.DataFrame) -> str | None:
+    """TRL logs each reward function as rewards/<name>/mean; the accuracy one is whichever name says so."""
+    cols = [c for c in df.columns if c.startswith("rewards/") and c.endswith("/mean")]
+    for key in ("accuracy", "eswr", "binary"):
+        for c in cols:
+            if key in c.lower():
+                return c
+    return None
+
+
+def training_curves(logs: Mapping[RunSpec, pd.DataFrame], smooth: int = 1, note: str = ""):
+    """GRPO curves, ESWR (solid) vs binary (dashed): total reward, accuracy reward, share of zero-std groups, KL,
+    completion length."""
+    if not logs:
+        return None
+    keys = [("reward", "total reward"), ("__acc__", "accuracy reward (mean)"),
+            ("frac_reward_zero_std", "share of groups with zero reward std"), ("kl", "KL to reference"),
+            ("completions/mean_length", "completion length (tokens)")]
+    fig, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 3.4), squeeze=False)
+    colors = {}
+    for run, df in logs.items():
+        base = f"{run.corpus}{'-f' + str(run.fold) if run.fold else ''} {run.condition}"
+        color = colors.setdefault(base, f"C{len(colors) % 10}")
+        for ax, (col, title) in zip(axes.flat, keys):
+            c = accuracy_column(df) if col == "__acc__" else col
+            if c is None or c not in df.columns:
+                continue
+            y = df[c].rolling(smooth, min_periods=1).mean() if smooth > 1 else df[c]
+            ax.plot(df["step"], y, color=color, ls="-" if run.reward == "eswr" else "--",
+                    label=f"{base} {run.reward}")
+            ax.set_title(title, fontsize=8)
+            ax.set_xlabel("step", fontsize=8)
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, labels, fontsize=7, loc="lower center", ncol=min(4, len(labels)),
+                   bbox_to_anchor=(0.5, -0.12))
+    fig.suptitle("GRPO training: ESWR (solid) vs binary reward (dashed)" + note, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def sft_curves(logs: Mapping[RunSpec, pd.DataFrame], note: str = ""):
+    logs = {r: d for r, d in logs.items() if "loss" in d.columns}
+    if not logs:
+        return None
+    fig, ax = plt.subplots(figsize=(5, 3.4))
+    for run, df in logs.items():
+        d = df.dropna(subset=["loss"])
+        ax.plot(d["step"], d["loss"], label=run.name)
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.legend(fontsize=6)
+    ax.set_title("SFT warm-up loss" + note, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def prior_heatmaps(reward_cfg, corpora=IN_CORPUS):
+    """The reward's similarity prior S over each in-corpus label set, with the gamma threshold marked (cells
+    above gamma earn partial credit)."""
+    fig, axes = plt.subplots(1, len(corpora), figsize=(4.3 * len(corpora), 3.8), squeeze=False)
+    for ax, c in zip(axes.flat, corpora):
+        labels = list(CORPUS_LABELS[c])
+        prior = build_prior(reward_cfg.prior, labels)
+        labels = [l for l in labels if prior.knows(l)]
+        m = similarity_matrix(prior, labels)
+        ax.imshow(m, vmin=0, vmax=1, cmap="viridis")
+        for i in range(len(labels)):
+            for j in range(len(labels)):
+                credit = i != j and m[i, j] > reward_cfg.gamma
+                ax.text(j, i, f"{m[i, j]:.2f}" + ("*" if credit else ""), ha="center", va="center", fontsize=7,
+                        color="black" if m[i, j] > 0.6 else "white")
+        ax.set_xticks(range(len(labels)), labels, rotation=45, fontsize=7)
+        ax.set_yticks(range(len(labels)), labels, fontsize=7)
+        ax.set_title(f"{reward_cfg.prior.kind} prior, {NAMES[c]}", fontsize=8)
+    fig.suptitle(f"Similarity prior S (* = partial credit: S > gamma = {reward_cfg.gamma})", fontsize=9)
+    fig.tight_layout()
+    return fig
