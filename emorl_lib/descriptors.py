@@ -15,7 +15,8 @@ YIN gives no voicing decision, so a frame counts as voiced when the autocorrelat
 
 Why speaker-relative: a female speaker's "normal" pitch is a male speaker's "high". `speaker_zscores` turns each
 descriptor into a z-score against the speaker's own utterances in the corpus, falling back to the corpus when a
-speaker has fewer than `min_speaker_utts`. `level_word` maps a z-score to low/normal/high by the thresholds.
+speaker has fewer than `min_speaker_utts`. `levels` puts each z-score into words by the thresholds (stored in each
+row as `level`, so the words are decided here, once, and the rationale writer only reads them).
 
 Cache: `<manifests>/<corpus>.descriptors.jsonl`, one row per utt_id with the raw values, the wav's size and mtime
 and the settings that shaped them; a second run recomputes only rows whose wav or settings changed. Clips that
@@ -40,6 +41,7 @@ from .manifest import Utterance, atomic_write_text, read_jsonl, read_manifest, w
 
 # Descriptor name -> the key of its z-score. The one list of what is described.
 FEATURES: tuple[str, ...] = ("pitch_st", "range_st", "energy_db", "rate_syl_s", "hnr_db", "tilt_db")
+AROUSAL_FEATURES: tuple[str, ...] = ("pitch_st", "energy_db", "rate_syl_s")
 SR = 16000
 
 # Reasons a clip is skipped.
@@ -392,7 +394,8 @@ def compute_descriptors(utts: Sequence[Utterance], cache: Path, cfg: DescriptorC
     for v in report.skipped.values():
         v.sort()
     z, report.speaker_fallback = speaker_zscores(raw, {u.utt_id: u.speaker for u in utts}, cfg.min_speaker_utts)
-    rows = {u.utt_id: {**raw[u.utt_id], "speaker": u.speaker, "z": z[u.utt_id]} for u in utts if u.utt_id in raw}
+    rows = {u.utt_id: {**raw[u.utt_id], "speaker": u.speaker, "z": z[u.utt_id], "level": levels(z[u.utt_id], cfg)}
+            for u in utts if u.utt_id in raw}
     order = list(rows)
     report.no_pitch = [u for u in order if rows[u].get("pitch_st") is None]
     report.missing = [u.utt_id for u in utts if u.utt_id not in rows]
@@ -433,3 +436,16 @@ def level_word(z: float | None, cfg: DescriptorConfig) -> str | None:
 
 def is_strong(z: float | None, cfg: DescriptorConfig) -> bool:
     return z is not None and abs(z) >= cfg.strong_z
+
+
+def levels(z: dict[str, float | None], cfg: DescriptorConfig) -> dict[str, str | None]:
+    """Each feature's level in words ('very low', 'low', 'normal', 'high', 'very high'), plus `arousal`: the level
+    of the mean z of pitch, energy and rate (the cues that rise together with arousal)."""
+    zs = dict(z)
+    ar = [zs[k] for k in AROUSAL_FEATURES if zs.get(k) is not None]
+    zs["arousal"] = float(np.mean(ar)) if ar else None
+    out: dict[str, str | None] = {}
+    for k, v in zs.items():
+        w = level_word(v, cfg)
+        out[k] = f"very {w}" if w in ("low", "high") and is_strong(v, cfg) else w
+    return out

@@ -142,6 +142,7 @@ def test_cache_is_reused_and_only_changed_wavs_are_recomputed(tmp_path):
     # speaker-relative: each speaker's loudest clip is high for that speaker
     assert first["S1_3"]["z"]["energy_db"] > 1 and first["S2_3"]["z"]["energy_db"] > 1
     assert first["S1_0"]["z"]["pitch_st"] < 0 < first["S1_3"]["z"]["pitch_st"]
+    assert first["S1_3"]["level"]["energy_db"] in ("high", "very high")  # words decided here, by the thresholds
     again = compute_descriptors(utts, cache, DescriptorConfig(workers=1), progress=False)
     assert again.report.computed == 0 and again.report.reused == 8
     assert again.rows == first.rows
@@ -225,3 +226,12 @@ def test_synthetic_angry_is_louder_and_faster_than_sad_for_its_speaker(savee_des
     for u in utts:
         by_spk[u.speaker].append(desc[u.utt_id]["z"]["pitch_st"])
     assert all(abs(np.mean(v)) < 1e-3 for v in by_spk.values())  # (z is stored to 4 decimals)
+
+
+def test_levels_put_z_scores_into_words_with_arousal_from_pitch_energy_rate():
+    cfg = DescriptorConfig(low_z=-0.5, high_z=0.5, strong_z=1.5)
+    z = {"pitch_st": 2.0, "range_st": -0.7, "energy_db": 1.0, "rate_syl_s": 0.6, "hnr_db": None, "tilt_db": 0.1}
+    lv = D.levels(z, cfg)
+    assert lv == {"pitch_st": "very high", "range_st": "low", "energy_db": "high", "rate_syl_s": "high",
+                  "hnr_db": None, "tilt_db": "normal", "arousal": "high"}
+    assert D.levels({f: None for f in D.FEATURES}, cfg)["arousal"] is None
