@@ -224,8 +224,9 @@ def build_tiny_qwen2_audio(cfg: BackboneConfig, paths: Paths) -> Path:
         },
         audio_token_index=tokenizer.convert_tokens_to_ids("<|AUDIO|>"),
     )
-    torch.manual_seed(spec.seed)
-    model = Qwen2AudioForConditionalGeneration(config).eval()
+    with torch.random.fork_rng(devices=[]):  # deterministic weights without touching the caller's RNG
+        torch.manual_seed(spec.seed)
+        model = Qwen2AudioForConditionalGeneration(config).eval()
     model.generation_config = GenerationConfig(
         eos_token_id=[tokenizer.convert_tokens_to_ids("<|im_end|>"), tokenizer.pad_token_id],
         pad_token_id=tokenizer.pad_token_id, do_sample=False, max_new_tokens=256,

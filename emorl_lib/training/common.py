@@ -1,0 +1,124 @@
+"""What the SFT and GRPO stages share: picking training rows, optimiser choice, per-step CSV logs, resume."""
+
+from __future__ import annotations
+
+import csv
+import math
+import random
+from pathlib import Path
+from typing import Any
+
+from transformers import TrainerCallback
+
+from ..corpora import train_test
+from ..experiments import RunSpec
+from ..manifest import Utterance, read_manifest
+from ..paths import Paths
+
+
+def training_rows(paths: Paths, run: RunSpec, max_rows: int | None, seed: int,
+                  balance: bool = False) -> list[Utterance]:
+    """The training side of a run's split (IEMOCAP: all sessions but the test fold; MELD: official train).
+
+    `max_rows` caps the set for smoke runs: a seeded sample, class-balanced when `balance` (so a small run sees
+    every class), reported by the caller. Order is shuffled deterministically."""
+    manifest = paths.manifests / f"{run.corpus}.jsonl"
+    if not manifest.exists():
+        raise FileNotFoundError(f"{manifest}: no manifest for {run.corpus}; run notebook 01 (or `emorl prepare`) first")
+    rows = read_manifest(manifest)
+    train, _ = train_test(rows, run.corpus, run.fold if run.fold is not None else "test")
+    if not train:
+        raise ValueError(f"{manifest}: no training rows for {run.name}")
+    rng = random.Random(seed)
+    train = sorted(train, key=lambda u: u.utt_id)
+    rng.shuffle(train)
+    if max_rows is not None and len(train) > max_rows:
+        if balance:
+            by_label: dict[str, list[Utterance]] = {}
+            for u in train:
+                by_label.setdefault(u.label, []).append(u)
+            per = max(1, max_rows // len(by_label))
+            train = [u for lab in sorted(by_label) for u in by_label[lab][:per]]
+            rng.shuffle(train)
+        else:
+            train = train[:max_rows]
+    return train
+
+
+def resolve_optim(name: str, load_in_4bit: bool) -> str:
+    """`auto`: paged 8-bit AdamW on a GPU (QLoRA's optimiser), plain AdamW on the CPU."""
+    if name != "auto":
+        return name
+    import torch
+
+    return "paged_adamw_8bit" if (torch.cuda.is_available() and load_in_4bit) else "adamw_torch"
+
+
+def precision_flags(dtype_name: str) -> dict[str, bool]:
+    """bf16/fp16 Trainer flags matching the backbone's compute dtype (none on the CPU)."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return {"bf16": False, "fp16": False}
+    from ..backbones import resolve_dtype
+
+    dt = resolve_dtype(dtype_name)
+    return {"bf16": dt == torch.bfloat16, "fp16": dt == torch.float16}
+
+
+def last_checkpoint(out_dir: Path) -> str | None:
+    """The newest complete `checkpoint-N` under `out_dir`, for an exact resume after an interruption."""
+    if not out_dir.exists():
+        return None
+    cks = [p for p in out_dir.glob("checkpoint-*") if p.is_dir() and (p / "trainer_state.json").exists()]
+    if not cks:
+        return None
+    return str(max(cks, key=lambda p: int(p.name.split("-")[-1])))
+
+
+class CSVLogger(TrainerCallback):
+    """Every Trainer log line as a CSV row (columns grow as new keys appear), beside TensorBoard's events.
+
+    Rows of an interrupted run are kept; on resume, rows past the resumed step are dropped first, so the file
+    always reads as one clean run."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.rows: list[dict[str, Any]] = []
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if self.path.exists():
+            with self.path.open(newline="") as f:
+                self.rows = [r for r in csv.DictReader(f) if r.get("step") and int(float(r["step"])) <= state.global_step]
+        else:
+            self.rows = []
+        self._flush()
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not logs or not state.is_world_process_zero or "train_runtime" in logs:
+            return  # the end-of-run summary is not a step (it would repeat the last step's number)
+        row = {"step": state.global_step, "epoch": round(state.epoch or 0.0, 4)}
+        for k, v in logs.items():
+            if isinstance(v, (int, float)) and not (isinstance(v, float) and math.isnan(v)):
+                row[k] = v
+        self.rows.append(row)
+        self._flush()
+
+    def _flush(self):
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        keys: list[str] = []
+        for r in self.rows:
+            keys += [k for k in r if k not in keys]
+        tmp = self.path.with_suffix(".csv.tmp")
+        with tmp.open("w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=keys or ["step"])
+            w.writeheader()
+            w.writerows(self.rows)
+        tmp.replace(self.path)
+
+
+def read_log(path: Path):
+    """A run's per-step log as a DataFrame (what notebooks plot)."""
+    import pandas as pd
+
+    return pd.read_csv(path)

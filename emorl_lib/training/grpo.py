@@ -1,0 +1,304 @@
+"""GRPO with ESWR + ESR on Qwen2-Audio: an audio-true subclass of TRL 1.16's GRPOTrainer.
+
+Stock GRPOTrainer handles images only. With Qwen2-Audio it sees the audio when generating but computes every
+log-prob (policy, old policy, reference) WITHOUT it, silently (pitfalls.md). This subclass carries
+`input_features` and `feature_attention_mask` from prompt tokenisation into the generated batch and into every
+log-prob forward, and refuses to run a log-prob forward without them. It overrides private TRL methods, so TRL is
+pinned exactly (requirements.txt) and tests/test_training.py spies on the model to prove the audio arrives.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from transformers import set_seed
+from trl import GRPOConfig, GRPOTrainer
+
+from ..backbones import BackboneConfig, load_backbone
+from ..config import Profile, load_profile
+from ..experiments import ExperimentsConfig, RunSpec
+from ..labels import candidates as corpus_candidates
+from ..prompts import PromptConfig, build_messages
+from ..rewards import AccuracyReward, FormatReward, RewardConfig, build_rewards
+from .common import CSVLogger, last_checkpoint, precision_flags, resolve_optim, training_rows
+
+AUDIO_KEYS = ("input_features", "feature_attention_mask")
+
+
+@dataclass
+class GRPOSettings:
+    """The `grpo` section. Every GRPO setting is explicit here: TRL's defaults moved across versions."""
+
+    num_generations: int = 6  # G [quoted]
+    prompts_per_step: int = 1  # prompts per device per step; TRL's batch counts completions = this x G
+    gradient_accumulation_steps: int = 1
+    learning_rate: float = 1.0e-5  # paper: 1e-6 (full fine-tuning) [quoted]; ~1e-5 is usual for LoRA
+    lr_scheduler_type: str = "constant"
+    warmup_steps: float = 0.0  # an int is steps; a float < 1 is a fraction of training (transformers 5)
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    beta: float = 0.04  # KL weight [inferred, R1-AQA]
+    temperature: float = 1.0  # [inferred, R1-AQA]
+    top_p: float = 1.0
+    top_k: int = 0  # 0: off
+    max_completion_length: int = 256  # [inferred, R1-AQA]
+    loss_type: str = "grpo"  # grpo | bnpo | dr_grpo | dapo | ... (TRL 1.16 default is dapo)
+    scale_rewards: str = "group"  # group | batch | none
+    num_iterations: int = 1  # policy updates per generation (mu)
+    epsilon: float = 0.2  # clipping
+    epsilon_high: float | None = None
+    mask_truncated_completions: bool = False
+    max_steps: int = 500
+    max_train_prompts: int | None = None  # cap the training set (smoke runs), class-balanced
+    logging_steps: int = 1
+    save_steps: int = 50  # checkpoint every N steps (exact resume after an interruption)
+    save_total_limit: int = 2
+    seed: int = 42
+    optim: str = "auto"  # auto: paged_adamw_8bit on a GPU with 4-bit, else adamw_torch
+    report_to: list[str] = field(default_factory=lambda: ["tensorboard"])
+    dataloader_num_workers: int = 0
+    log_completions_every: int = 10  # write a few sampled completions to <run>.completions.jsonl every N steps
+
+
+class AudioGRPOTrainer(GRPOTrainer):
+    """GRPOTrainer whose every forward sees the audio. Rewards are plain TRL callables."""
+
+    def __init__(self, *args: Any, completions_log: Path | None = None, log_completions_every: int = 0,
+                 **kwargs: Any):
+        model = kwargs.get("model")
+        cfg = getattr(model, "config", None)
+        # TRL suppresses sampling of the image token; for audio the token to suppress is <|AUDIO|>.
+        if cfg is not None and getattr(cfg, "image_token_id", None) is None and hasattr(cfg, "audio_token_id"):
+            cfg.image_token_id = cfg.audio_token_id
+        self._audio: dict[str, torch.Tensor] | None = None
+        self._completions_log = completions_log
+        self._log_completions_every = log_completions_every
+        super().__init__(*args, **kwargs)
+
+    # -- carry the audio ------------------------------------------------------------------------------------------
+    def _tokenize_prompts(self, prompts: list):
+        prompt_ids, images, fields = super()._tokenize_prompts(prompts)
+        missing = [k for k in AUDIO_KEYS if k not in fields]
+        if missing:
+            raise RuntimeError(f"AudioGRPOTrainer: prompt tokenisation returned no {missing}; every prompt needs an "
+                               "audio block {'type': 'audio', 'path': <16 kHz wav>}")
+        self._audio = {k: torch.as_tensor(np.asarray(fields[k])) for k in AUDIO_KEYS}
+        return prompt_ids, images, fields
+
+    def _generate_and_score_completions(self, inputs):
+        self._audio = None
+        out = super()._generate_and_score_completions(inputs)
+        out.update(self._audio_on_device())
+        self._audio = None
+        self._maybe_log_completions()
+        return out
+
+    def _compute_loss(self, model, inputs):
+        self._audio = {k: inputs[k] for k in AUDIO_KEYS}
+        try:
+            return super()._compute_loss(model, inputs)
+        finally:
+            self._audio = None
+
+    def _audio_on_device(self) -> dict[str, torch.Tensor]:
+        if self._audio is None:
+            raise RuntimeError("AudioGRPOTrainer: no audio features captured for this batch")
+        dev = self.accelerator.device
+        feats = self._audio["input_features"].to(dev)
+        dtype = next(p.dtype for p in self.model.parameters() if p.is_floating_point())
+        if dtype in (torch.float16, torch.bfloat16):
+            feats = feats.to(dtype)
+        return {"input_features": feats, "feature_attention_mask": self._audio["feature_attention_mask"].to(dev)}
+
+    def _get_per_token_logps_and_entropies(self, model, input_ids, attention_mask, logits_to_keep, batch_size=None,
+                                           compute_entropy=False, compute_aux_loss=False, **vision):
+        """TRL's chunked log-prob forward, with the audio sliced alongside the rows (and no vision inputs)."""
+        stray = [k for k, v in vision.items() if v is not None and k != "num_images"]
+        if stray:
+            raise RuntimeError(f"AudioGRPOTrainer: unexpected vision inputs {stray}")
+        audio = self._audio_on_device()
+        n = input_ids.size(0)
+        if audio["input_features"].size(0) != n:
+            raise RuntimeError(f"AudioGRPOTrainer: {audio['input_features'].size(0)} audio clips for {n} sequences")
+        batch_size = batch_size or n
+        logps, entropies, aux = [], [], []
+        for start in range(0, n, batch_size):
+            end = min(start + batch_size, n)
+            ids, mask = input_ids[start:end], attention_mask[start:end]
+            labels = ids.masked_fill(mask == 0, -100)
+            labels[:, :-logits_to_keep] = -100
+            model_inputs = {"input_ids": ids, "attention_mask": mask,
+                            "input_features": audio["input_features"][start:end],
+                            "feature_attention_mask": audio["feature_attention_mask"][start:end]}
+            if compute_aux_loss:
+                model_inputs["output_router_logits"] = True
+            with self.accelerator.autocast():
+                out = model(**model_inputs, labels=labels, fused_lm_head=True)
+            logps.append(out.log_probs[:, -logits_to_keep:])
+            if compute_entropy:
+                entropies.append(out.entropy[:, -logits_to_keep:])
+            if compute_aux_loss:
+                aux.append(out.aux_loss)
+        return (torch.cat(logps, 0), torch.cat(entropies, 0) if compute_entropy else None,
+                torch.stack(aux).mean() if compute_aux_loss else None)
+
+    # -- sampled completions, for people to read ------------------------------------------------------------------
+    def _maybe_log_completions(self):
+        if not self._completions_log or not self._log_completions_every or not self.accelerator.is_main_process:
+            return
+        step = self.state.global_step
+        if step % self._log_completions_every:
+            return
+        logs = self._logs
+        if not logs["completion"]:
+            return
+        k = min(self.num_generations, len(logs["completion"]))
+        comps = list(logs["completion"])[-k:]
+        rewards = {name: list(v)[-k:] for name, v in logs["rewards"].items()}
+        label = list(logs["extra"].get("label", []))[-k:] if "extra" in logs else []
+        rec = {"step": step, "completions": [c[0]["content"] if isinstance(c, list) else c for c in comps],
+               "rewards": rewards, "label": label[0] if label else None}
+        self._completions_log.parent.mkdir(parents=True, exist_ok=True)
+        with self._completions_log.open("a") as f:
+            f.write(json.dumps(rec) + "\n")
+
+
+# -------------------------------------------------------------------------------------------------------------------
+# A run
+# -------------------------------------------------------------------------------------------------------------------
+def prompt_rows(rows, prompt_cfg: PromptConfig, corpus: str, condition: str) -> list[dict]:
+    """Dataset rows for GRPO: the chat prompt (audio + instruction) and the columns the rewards read."""
+    cands = list(corpus_candidates(corpus))
+    return [{"prompt": build_messages(prompt_cfg, u.wav, cands, u.transcript, condition),
+             "label": u.label, "candidates": cands, "utt_id": u.utt_id} for u in rows]
+
+
+def reward_functions(reward_cfg: RewardConfig, condition: str) -> tuple[list, list[float]]:
+    """The configured rewards, plus weight-0 binary accuracy and format terms so that every run logs batch accuracy
+    and format-valid rate whatever it optimises."""
+    funcs, weights = build_rewards(reward_cfg, condition)
+    names = {getattr(f, "__name__", "") for f in funcs}
+    acc = AccuracyReward(reward_cfg.require_answer_tag)
+    if acc.__name__ not in names:
+        funcs.append(acc)
+        weights.append(0.0)
+    fmt = FormatReward(condition, reward_cfg.format_allow_whitespace, reward_cfg.format_require_nonempty,
+                       name=f"format_{condition}_reward")
+    if fmt.__name__ not in names:
+        funcs.append(fmt)
+        weights.append(0.0)
+    return funcs, weights
+
+
+def grpo_config(s: GRPOSettings, out_dir: Path, weights: list[float], bcfg: BackboneConfig) -> GRPOConfig:
+    """TRL's config from ours. TensorBoard events land in <out_dir>/runs/ (transformers 5 has no logging_dir)."""
+    return GRPOConfig(
+        output_dir=str(out_dir),
+        per_device_train_batch_size=s.prompts_per_step * s.num_generations,
+        gradient_accumulation_steps=s.gradient_accumulation_steps,
+        num_generations=s.num_generations, max_completion_length=s.max_completion_length,
+        temperature=s.temperature, top_p=s.top_p, top_k=s.top_k,
+        beta=s.beta, loss_type=s.loss_type, scale_rewards=s.scale_rewards, num_iterations=s.num_iterations,
+        epsilon=s.epsilon, epsilon_high=s.epsilon_high, mask_truncated_completions=s.mask_truncated_completions,
+        reward_weights=weights, learning_rate=s.learning_rate, lr_scheduler_type=s.lr_scheduler_type,
+        warmup_steps=s.warmup_steps, weight_decay=s.weight_decay, max_grad_norm=s.max_grad_norm,
+        max_steps=s.max_steps, logging_steps=s.logging_steps,
+        save_strategy="steps", save_steps=s.save_steps, save_total_limit=s.save_total_limit,
+        seed=s.seed, data_seed=s.seed, optim=resolve_optim(s.optim, bcfg.load_in_4bit), report_to=s.report_to,
+        remove_unused_columns=False, dataloader_num_workers=s.dataloader_num_workers,
+        gradient_checkpointing=False,  # set on the model by backbones.load_model when asked
+        log_completions=False, shuffle_dataset=True, disable_dropout=True,
+        **precision_flags(bcfg.dtype),
+    )
+
+
+def _save_final(model, processor, final: Path, meta: dict) -> Path:
+    """Adapter + processor + what produced them, written atomically (a half-written `final` never exists)."""
+    tmp = final.with_name(final.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp, selected_adapters=["default"]) if hasattr(model, "peft_config") else model.save_pretrained(tmp)
+    processor.save_pretrained(tmp)
+    (tmp / "emorl_run.json").write_text(json.dumps(meta, indent=1, default=str))
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    return final
+
+
+def run_grpo(profile: Profile | str, run: RunSpec, overrides: dict | None = None, force: bool = False,
+             stop_after_steps: int | None = None) -> Path | None:
+    """Train one GRPO run (resuming from its last checkpoint); returns the final adapter folder.
+
+    `stop_after_steps` ends training early WITHOUT writing `final` (as an interruption would): tests use it."""
+    prof = load_profile(profile, overrides) if isinstance(profile, str) else profile.with_overrides(overrides)
+    paths = prof.paths.ensure()
+    s = prof.section("grpo", GRPOSettings)
+    bcfg = prof.section("backbone", BackboneConfig)
+    pcfg = prof.section("prompt", PromptConfig)
+    rcfg = prof.section("reward", RewardConfig)
+    ecfg = prof.section("experiments", ExperimentsConfig)
+    rcfg.accuracy = run.reward or rcfg.accuracy
+    final = run.adapter_dir(paths)
+    if final.exists() and not force:
+        print(f"[grpo] {run.name}: final adapter exists, skipped ({final})")
+        return final
+    out_dir = run.checkpoint_dir(paths)
+    if force:
+        shutil.rmtree(out_dir, ignore_errors=True)
+        run.log_csv(paths).unlink(missing_ok=True)
+    rows = training_rows(paths, run, s.max_train_prompts, s.seed, balance=True)
+    parent = run.sft_parent(ecfg)
+    adapter = parent.adapter_dir(paths) if parent else None
+    if adapter is not None and not adapter.exists():
+        raise FileNotFoundError(f"{run.name} starts from the SFT adapter {adapter}, which does not exist: run notebook 03 "
+                                "first (or set experiments.sft_before_grpo: false)")
+    set_seed(s.seed)  # the new LoRA's random init must not depend on what ran before in this process
+    bb = load_backbone(bcfg, paths, adapter=adapter, trainable=True)
+    funcs, weights = reward_functions(rcfg, run.condition)
+    from datasets import Dataset
+
+    dataset = Dataset.from_list(prompt_rows(rows, pcfg, run.corpus, run.condition))
+    args = grpo_config(s, out_dir, weights, bcfg)
+    callbacks = [CSVLogger(run.log_csv(paths))]
+    if stop_after_steps is not None:
+        callbacks.append(_StopAt(stop_after_steps))
+    trainer = AudioGRPOTrainer(
+        model=bb.model, reward_funcs=funcs, args=args, train_dataset=dataset, processing_class=bb.processor,
+        callbacks=callbacks, completions_log=paths.logs / f"{run.name}.completions.jsonl",
+        log_completions_every=s.log_completions_every,
+    )
+    resume = last_checkpoint(out_dir)
+    if resume:
+        print(f"[grpo] {run.name}: resuming from {resume}")
+    t0 = time.time()
+    trainer.train(resume_from_checkpoint=resume)
+    if stop_after_steps is not None and trainer.state.global_step < args.max_steps:
+        return None
+    meta = {"run": asdict(run), "name": run.name, "stage": "grpo", "seconds": round(time.time() - t0, 1),
+            "steps": trainer.state.global_step, "train_prompts": len(rows), "start_adapter": str(adapter) if adapter else None,
+            "grpo": asdict(s), "reward": asdict(rcfg), "profile": prof.name}
+    return _save_final(trainer.model, bb.processor, final, meta)
+
+
+class _StopAt:
+    """A callback that stops training after N steps, as an interruption would (after the checkpoint at N)."""
+
+    def __new__(cls, n: int):
+        from transformers import TrainerCallback
+
+        class Stop(TrainerCallback):
+            def on_step_end(self, args, state, control, **kw):
+                if state.global_step >= n:
+                    control.should_save = True
+                    control.should_training_stop = True
+                return control
+
+        return Stop()

@@ -1,0 +1,193 @@
+"""The trainers are audio-true: the spy, masking and resume tests of the training issue."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from emorl_lib.config import Profile
+from emorl_lib.experiments import RunSpec
+from emorl_lib.manifest import Utterance, write_jsonl
+
+LABELS = ("neutral", "happy", "sad", "angry")
+F0 = {"neutral": 160.0, "happy": 300.0, "sad": 110.0, "angry": 240.0}
+
+
+@pytest.fixture(scope="module")
+def train_profile(tmp_path_factory, kit_paths) -> Profile:
+    """A scratch profile on tone 'utterances' (pitch = emotion), IEMOCAP-shaped (fold = session)."""
+    root = tmp_path_factory.mktemp("train")
+    sr = 16000
+    rows = []
+    for sess in (1, 2):
+        for i, lab in enumerate(LABELS):
+            t = np.arange(int((1.0 + 0.1 * i) * sr)) / sr
+            x = (0.3 * np.sin(2 * np.pi * F0[lab] * t)).astype("float32")
+            wav = root / f"s{sess}_{lab}.wav"
+            sf.write(wav, x, sr)
+            rows.append(Utterance(f"Ses0{sess}F_impro01_F00{i}", "iemocap", f"Ses0{sess}F", "F", lab[:3], lab, lab,
+                                  None, sess, len(t) / sr, str(wav), str(wav), None))
+    sections = {
+        "paths": {"cache": str(kit_paths.cache), "runs": str(root / "runs"), "results": str(root / "results")},
+        "backbone": {"name": "tiny-qwen2-audio"},
+        "prompt": {"condition": "IR"},
+        "reward": {"accuracy": "eswr"},
+        "experiments": {"corpora": ["iemocap"], "iemocap_folds": [1], "sft_before_grpo": False},
+        "grpo": {"num_generations": 4, "max_completion_length": 12, "max_steps": 4, "save_steps": 2,
+                 "report_to": [], "logging_steps": 1, "beta": 0.04, "learning_rate": 1e-3,
+                 "log_completions_every": 1},
+        "sft": {"max_steps": 4, "save_steps": 2, "per_device_train_batch_size": 2, "gradient_accumulation_steps": 1,
+                "learning_rate": 1e-3, "report_to": [], "logging_steps": 1, "warmup_steps": 0},
+    }
+    prof = Profile("trainprof", None, sections)
+    write_jsonl(prof.paths.ensure().manifests / "iemocap.jsonl", rows)
+    return prof
+
+
+def _adapter_tensors(folder: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(str(next(folder.glob("*.safetensors"))))
+
+
+# ---- GRPO: every log-prob forward sees the audio ----------------------------------------------------------------
+
+
+def test_grpo_every_logprob_forward_receives_audio(train_profile):
+    from datasets import Dataset
+
+    from emorl_lib.backbones import BackboneConfig, load_backbone
+    from emorl_lib.prompts import PromptConfig
+    from emorl_lib.rewards import RewardConfig
+    from emorl_lib.training.common import training_rows
+    from emorl_lib.training.grpo import AudioGRPOTrainer, GRPOSettings, grpo_config, prompt_rows, reward_functions
+
+    paths = train_profile.paths
+    run = RunSpec("iemocap", "grpo", "IR", "eswr", 1)
+    bcfg = BackboneConfig()
+    bb = load_backbone(bcfg, paths, trainable=True)
+    # num_iterations=2 makes TRL compute old-policy log-probs too; beta>0 adds the reference forward
+    s = GRPOSettings(num_generations=4, max_completion_length=8, max_steps=1, num_iterations=2, beta=0.04,
+                     report_to=[], save_steps=100)
+    funcs, weights = reward_functions(RewardConfig(), "IR")
+    rows = training_rows(paths, run, None, 0)
+    ds = Dataset.from_list(prompt_rows(rows, PromptConfig(condition="IR"), "iemocap", "IR"))
+    trainer = AudioGRPOTrainer(model=bb.model, reward_funcs=funcs, args=grpo_config(s, paths.run / "spy", weights, bcfg),
+                               train_dataset=ds, processing_class=bb.processor)
+    calls = []
+    inner = bb.model.get_base_model().model  # Qwen2AudioModel: every forward path goes through it
+
+    def spy(module, args, kwargs):
+        ids = kwargs.get("input_ids")
+        calls.append({"len": None if ids is None else ids.shape[1], "audio": kwargs.get("input_features") is not None,
+                      "grad": torch.is_grad_enabled()})
+
+    handle = inner.register_forward_pre_hook(spy, with_kwargs=True)
+    try:
+        trainer.train()
+        full = [c for c in calls if c["len"] and c["len"] > 1]  # prefill and log-prob forwards (not cached decode)
+        assert full and all(c["audio"] for c in full), full
+        assert sum(c["grad"] for c in full) >= 1  # the loss forward
+        assert sum(not c["grad"] for c in full) >= 3  # generation prefill, old policy, reference
+        # negative control: TRL's own log-prob forward, fed what stock GRPOTrainer feeds it, lacks the audio
+        calls.clear()
+        from trl import GRPOTrainer
+
+        ids = torch.tensor([[1, 2, 3, 4]])
+        with torch.no_grad():
+            try:
+                GRPOTrainer._get_per_token_logps_and_entropies(trainer, trainer.model, ids, torch.ones_like(ids), 2)
+            except Exception:
+                pass
+        assert calls and not calls[0]["audio"]
+    finally:
+        handle.remove()
+
+
+def test_grpo_refuses_a_logprob_forward_without_audio(train_profile):
+    from emorl_lib.training.grpo import AudioGRPOTrainer
+
+    t = AudioGRPOTrainer.__new__(AudioGRPOTrainer)
+    t._audio = None
+    with pytest.raises(RuntimeError, match="no audio features"):
+        t._get_per_token_logps_and_entropies(None, torch.ones(1, 3, dtype=torch.long), torch.ones(1, 3), 1)
+
+
+# ---- SFT: loss on the assistant turn only ------------------------------------------------------------------------
+
+
+def test_sft_collator_masks_prompt_and_audio(tiny_backbone_dir, tone_wav):
+    from emorl_lib.backbones import load_processor
+    from emorl_lib.prompts import PromptConfig, build_messages, format_target
+    from emorl_lib.training.sft import IGNORE, AudioSFTCollator
+
+    proc = load_processor(str(tiny_backbone_dir))
+    coll = AudioSFTCollator(proc)
+    cfg = PromptConfig(condition="IR")
+    targets = [format_target("IR", "angry"), format_target("IR", "neutral")]
+    batch = coll([{"messages": build_messages(cfg, str(tone_wav), ["neutral", "angry"]), "target": targets[0]},
+                  {"messages": build_messages(cfg, str(tone_wav), ["neutral", "angry"], condition="IR") +
+                   [], "target": targets[1] + " extra words"}])
+    ids, labels, mask = batch["input_ids"], batch["labels"], batch["attention_mask"]
+    assert batch["input_features"].shape[0] == 2 and "feature_attention_mask" in batch
+    audio_id = proc.tokenizer.convert_tokens_to_ids("<|AUDIO|>")
+    assert (ids == audio_id).any()
+    assert (labels[ids == audio_id] == IGNORE).all()  # audio positions carry no loss
+    assert (labels[mask == 0] == IGNORE).all()  # nor does padding
+    for row, target in zip(range(2), [targets[0], targets[1] + " extra words"]):
+        kept = labels[row][labels[row] != IGNORE]
+        assert proc.tokenizer.decode(kept) == target + "<|im_end|>"
+        first = int((labels[row] != IGNORE).nonzero()[0])
+        prompt_text = proc.tokenizer.decode(ids[row][:first])
+        assert prompt_text.endswith("<|im_start|>assistant\n") and "Listen to the speech" in prompt_text
+
+
+# ---- exact resume ------------------------------------------------------------------------------------------------
+
+
+def _length_reward(completions, **kwargs):
+    """Varies on any text, so an untrained model still gets a gradient (the emotion rewards give it none)."""
+    return [len(c[0]["content"] if isinstance(c, list) else c) / 50.0 for c in completions]
+
+
+@pytest.mark.parametrize("stage", ["sft", "grpo"])
+def test_interrupted_run_resumes_to_the_same_weights(train_profile, stage, monkeypatch):
+    from emorl_lib.training import grpo
+    from emorl_lib.training.grpo import run_grpo
+    from emorl_lib.training.sft import run_sft
+
+    monkeypatch.setattr(grpo, "reward_functions", lambda cfg, cond: ([_length_reward], [1.0]))
+
+    runner = run_sft if stage == "sft" else run_grpo
+    paths = train_profile.paths
+    # uninterrupted
+    a = RunSpec("iemocap", stage, "IR", "eswr" if stage == "grpo" else None, 1)
+    final_a = runner(train_profile, a, force=True)
+    # the same run under another name (fold 1 of a copy of the manifest), stopped after 2 of 4 steps, then resumed
+    b_prof = train_profile.with_overrides({"paths": {"runs": str(paths.run.parent / "b")}})
+    b_paths = b_prof.paths.ensure()
+    b_paths.manifests.mkdir(parents=True, exist_ok=True)
+    (b_paths.manifests / "iemocap.jsonl").write_text((paths.manifests / "iemocap.jsonl").read_text())
+    assert runner(b_prof, a, force=True, stop_after_steps=2) is None  # interrupted: no final adapter
+    assert not a.adapter_dir(b_paths).exists()
+    assert (a.checkpoint_dir(b_paths) / "checkpoint-2").exists()
+    final_b = runner(b_prof, a)
+    ta, tb = _adapter_tensors(final_a), _adapter_tensors(final_b)
+    assert ta.keys() == tb.keys() and ta
+    for k in ta:
+        torch.testing.assert_close(ta[k], tb[k], rtol=0, atol=1e-6, msg=k)
+    # training moved the weights, so equality is not trivial (LoRA B starts at zero)
+    assert any(float(ta[k].abs().max()) > 0 for k in ta if "lora_B" in k)
+    # the per-step log reads as one clean run after the resume
+    import pandas as pd
+
+    log = pd.read_csv(a.log_csv(b_paths))
+    steps = log["step"][log["step"] > 0].tolist()
+    assert steps == sorted(steps) and len(set(steps)) == len(steps) and max(steps) == 4
+    meta = json.loads((final_b / "emorl_run.json").read_text())
+    assert meta["name"] == a.name and meta["steps"] == 4
