@@ -56,3 +56,20 @@ def synthetic_corpora(tmp_path_factory) -> dict[str, Path]:
     from emorl_lib.synthetic import generate_all
 
     return generate_all(tmp_path_factory.mktemp("synthetic"), seed=0, size=SYNTHETIC_TEST_SIZE)
+
+
+# ---- evaluation: a few short clips of different lengths (batched generation pads them differently) -----------
+@pytest.fixture(scope="session")
+def eval_wavs(tmp_path_factory) -> list[Path]:
+    import soundfile as sf
+
+    sr = 16000
+    d = tmp_path_factory.mktemp("eval_audio")
+    out = []
+    for i, (secs, f0) in enumerate([(1.0, 140), (2.2, 220), (1.6, 180), (3.0, 260), (0.8, 120)]):
+        t = np.arange(int(secs * sr)) / sr
+        x = (0.25 * np.sin(2 * np.pi * f0 * t) * (1 + 0.4 * np.sin(2 * np.pi * (2 + i) * t))).astype("float32")
+        p = d / f"clip{i}.wav"
+        sf.write(p, x, sr)
+        out.append(p)
+    return out
