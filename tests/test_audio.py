@@ -104,7 +104,9 @@ def test_write_wav_atomic_leaves_no_partial_file_on_error(tmp_path, monkeypatch)
     def boom(*a, **k):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(audio.sf, "write", boom)
+    import wave
+
+    monkeypatch.setattr(wave.Wave_write, "writeframes", boom)
     with pytest.raises(KeyboardInterrupt):
         audio.write_wav_atomic(tmp_path / "x.wav", np.zeros(10, np.float32))
     assert list(tmp_path.iterdir()) == []
