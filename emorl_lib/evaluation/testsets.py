@@ -22,6 +22,7 @@ XC_PREFIX = "xc-"
 
 @dataclass
 class TestSet:
+    __test__ = False  # not a pytest class
     name: str                  # iemocap-f1 | meld-test | xc-savee (RunSpec.predictions' test_set)
     corpus: str
     rows: list[Utterance]
