@@ -449,3 +449,21 @@ def levels(z: dict[str, float | None], cfg: DescriptorConfig) -> dict[str, str |
         w = level_word(v, cfg)
         out[k] = f"very {w}" if w in ("low", "high") and is_strong(v, cfg) else w
     return out
+
+
+def describe_profile(profile="default", overrides: dict | None = None, corpora: Sequence[str] | None = None,
+                     progress: bool = True) -> dict[str, Descriptors]:
+    """Descriptors for each prepared corpus manifest of a profile (the `descriptors` section's settings)."""
+    from .config import Profile, load_profile
+
+    prof = (profile if isinstance(profile, Profile) else load_profile(profile)).with_overrides(overrides)
+    cfg = prof.section("descriptors", DescriptorConfig)
+    if corpora is None:
+        from .prep import DataConfig
+
+        corpora = prof.section("data", DataConfig).corpora
+    out = {}
+    for c in corpora:
+        out[c] = describe_manifest(prof.paths.manifests / f"{c}.jsonl", cfg, progress=progress)
+        print(out[c].report.summary(), file=sys.stderr)
+    return out

@@ -157,6 +157,8 @@ def acoustics_text(desc: Mapping | None, rng: random.Random) -> str:
     if rate and vol:
         parts.append(_pick(rng, [f"Speed is {_SPEED[rate]} and volume is {_VOLUME[vol]}.",
                                  f"The speed is {_SPEED[rate]}; the volume is {_VOLUME[vol]}."]))
+    elif rate or vol:  # one of them unknown (e.g. no syllable peaks to count)
+        parts.append(f"Speed is {_SPEED[rate]}." if rate else f"Volume is {_VOLUME[vol]}.")
     q = voice_quality(level)
     if q:
         parts.append(_pick(rng, [f"The voice is {q}.", f"Voice quality: {q}.", f"The voice quality is {q}."]))
@@ -309,3 +311,21 @@ def build_targets(utts: Sequence[Utterance], descriptors: Mapping[str, dict], co
     if rep.teacher_fallback or rep.no_descriptors or rep.teacher_unused:
         print(rep.summary(), file=sys.stderr)
     return {u.utt_id: format_target(cond, u.label, rationales[u.utt_id]) for u in utts}
+
+
+def profile_targets(profile="default", corpus: str = "iemocap", utts: Sequence[Utterance] | None = None,
+                    condition: str | None = None, overrides: dict | None = None, progress: bool = True
+                    ) -> dict[str, str]:
+    """SFT targets for a prepared corpus of a profile: descriptors (cached), the `rationale` section, and the
+    `prompt` section's condition unless one is given. `utts`: a subset of the manifest (default: all of it)."""
+    from .config import Profile, load_profile
+    from .descriptors import DescriptorConfig, describe_manifest
+    from .manifest import read_manifest
+    from .prompts import PromptConfig
+
+    prof = (profile if isinstance(profile, Profile) else load_profile(profile)).with_overrides(overrides)
+    manifest = prof.paths.manifests / f"{corpus}.jsonl"
+    desc = describe_manifest(manifest, prof.section("descriptors", DescriptorConfig), progress=progress)
+    utts = read_manifest(manifest) if utts is None else utts
+    cond = condition or prof.section("prompt", PromptConfig).condition
+    return build_targets(utts, desc, cond, prof.section("rationale", RationaleConfig))

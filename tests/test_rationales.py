@@ -163,3 +163,47 @@ def test_config_rejects_bad_values():
         RationaleConfig(quote_words=0)
     with pytest.raises(ValueError, match="arousal"):
         RationaleConfig(low_arousal=0.7, high_arousal=0.6)
+
+
+def test_profile_targets_read_the_sections_and_describe_the_manifest(tmp_path):
+    import numpy as np
+    import soundfile as sf
+    import yaml
+
+    from emorl_lib.config import load_profile
+    from emorl_lib.descriptors import describe_profile
+    from emorl_lib.manifest import write_jsonl
+    from emorl_lib.rationales import profile_targets
+
+    assert load_profile("default").section("rationale", RationaleConfig).teacher_jsonl is None
+    assert load_profile("default").section("descriptors", DescriptorConfig).f0_method in ("yin", "pyin")
+    prof = tmp_path / "p.yaml"
+    prof.write_text(yaml.safe_dump({
+        "paths": {"cache": str(tmp_path / "c"), "runs": str(tmp_path / "r"), "results": str(tmp_path / "res")},
+        "data": {"corpora": ["savee"]}, "descriptors": {"workers": 1}, "rationale": {"seed": 3},
+        "prompt": {"condition": "EUR"}}))
+    t = np.arange(16000) / 16000
+    rows = []
+    for i in range(4):
+        wav = tmp_path / f"w{i}.wav"
+        sf.write(wav, (0.05 * (i + 1) * np.sin(2 * np.pi * (120 + 20 * i) * t)).astype(np.float32), 16000)
+        u = utt(f"DC_a0{i}", ["angry", "sad", "happy", "neutral"][i], speaker="DC")
+        u.wav = str(wav)
+        rows.append(u)
+    write_jsonl(tmp_path / "r" / "p" / "manifests" / "savee.jsonl", rows)
+    targets = profile_targets(str(prof), "savee", progress=False)
+    assert all(structure_ok(targets[u.utt_id], "EUR") and parse_answer(targets[u.utt_id]).label == u.label
+               for u in rows)
+    assert (tmp_path / "r" / "p" / "manifests" / "savee.descriptors.jsonl").is_file()
+    sub = profile_targets(str(prof), "savee", utts=rows[:2], condition="ESR", progress=False)
+    assert list(sub) == ["DC_a00", "DC_a01"] and all(structure_ok(x, "ESR") for x in sub.values())
+    esr = profile_targets(str(prof), "savee", condition="ESR", progress=False)
+    assert "loud" in esr["DC_a03"] and "quiet" in esr["DC_a00"]  # loudest / quietest clip of speaker DC
+    assert describe_profile(str(prof), progress=False)["savee"].report.reused == 4
+
+
+def test_volume_is_described_when_the_rate_is_unknown():
+    row = desc_row(energy_db=2.0)
+    row["level"]["rate_syl_s"] = None
+    a = rationale_for(utt("u1"), row, RationaleConfig()).acoustics
+    assert "Volume is very loud." in a and "Speed" not in a
