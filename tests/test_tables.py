@@ -1,0 +1,151 @@
+"""Tables, report and figures from hand-made manifests and prediction files (no model): values in range, missing
+runs shown as missing, cross-corpus sets chosen by protocol."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from emorl_lib.experiments import RunSpec
+from emorl_lib.manifest import Utterance, write_jsonl
+
+FOUR = ("neutral", "happy", "sad", "angry")
+
+
+def _utt(uid, corpus, label, fold=None, split=None):
+    return Utterance(uid, corpus, "s", None, label, label, label if label in FOUR else None, split, fold, 1.0,
+                     f"/x/{uid}.wav", f"/x/{uid}.wav", None)
+
+
+@pytest.fixture()
+def settings(tmp_path):
+    from emorl_lib.evaluation.matrix import Settings
+
+    root = tmp_path
+    s = Settings.load("default", {
+        "paths": {"cache": str(root / "cache"), "runs": str(root / "runs"), "results": str(root / "results")},
+        "experiments": {"corpora": ["iemocap", "meld"], "iemocap_folds": [1, 2],
+                        "grpo_runs": [["binary", "IR"], ["eswr", "IR"], ["eswr", "ESR"]], "sft_conditions": ["IR", "ESR"]},
+        "eval": {"max_utterances": None, "bootstrap": 200},
+    })
+    m = s.paths.manifests
+    iem = [_utt(f"i{f}_{k}", "iemocap", FOUR[k % 4], fold=f) for f in (1, 2) for k in range(8)]
+    meld = [_utt(f"m{k}", "meld", ("neutral", "happy", "sad", "angry", "surprise", "fear", "disgust")[k % 7],
+                 split="test") for k in range(14)] + [_utt("mt0", "meld", "sad", split="train")]
+    write_jsonl(m / "iemocap.jsonl", iem)
+    write_jsonl(m / "meld.jsonl", meld)
+    for c in ("iemocap", "meld", "savee"):
+        write_jsonl(m / f"crosscorpus_{c}.jsonl", [_utt(f"x{c}{k}", c, FOUR[k % 4]) for k in range(8)])
+    return s
+
+
+def _predict(s, run, test_set, correct_every=2):
+    from emorl_lib.evaluation.matrix import load_test_set
+
+    ts = load_test_set(test_set, run, s)
+    path = run.predictions(s.paths, test_set)
+    rows = []
+    for i, r in enumerate(ts.rows):
+        gold = ts.gold(r)
+        label = gold if i % correct_every == 0 else (None if i % 3 == 0 else next(c for c in ts.candidates if c != gold))
+        rows.append({"utt_id": r.utt_id, "gold": gold, "raw": f"<answer>{label}</answer>", "label": label,
+                     "reason": "ok" if label else "unknown_label", "n_tokens": 5 + i % 3, "seconds": 0.01,
+                     "batch_size": 4, "condition": run.condition})
+    write_jsonl(path, rows)
+
+
+def test_test_sets_follow_the_protocol(settings):
+    from emorl_lib.evaluation.matrix import test_set_names
+
+    assert test_set_names(RunSpec("meld", "grpo", "ESR", "eswr"), settings) == ["meld-test", "xc-iemocap", "xc-savee"]
+    assert test_set_names(RunSpec("iemocap", "sft", "IR", None, 1), settings) == ["iemocap-f1", "xc-meld", "xc-savee"]
+    assert test_set_names(RunSpec("iemocap", "sft", "IR", None, 2), settings) == ["iemocap-f2"]  # first fold only
+
+
+def test_tables_values_in_range_and_missing_shown(settings):
+    from emorl_lib.evaluation.matrix import collect
+    from emorl_lib.evaluation.tables import MISSING, write_all
+
+    zs = [RunSpec("iemocap", "zeroshot", "IR", None, f) for f in (1, 2)] + [RunSpec("meld", "zeroshot", "IR")]
+    for r in zs:
+        for t in (["iemocap-f1"] if r.fold == 1 else ["iemocap-f2"]) if r.corpus == "iemocap" else ["meld-test"]:
+            _predict(settings, r, t)
+    _predict(settings, RunSpec("meld", "grpo", "ESR", "eswr"), "meld-test", correct_every=1)
+    _predict(settings, RunSpec("meld", "grpo", "ESR", "eswr"), "xc-savee", correct_every=1)
+    _predict(settings, RunSpec("iemocap", "grpo", "ESR", "eswr", 1), "xc-meld")
+    # an interrupted file counts as not evaluated, not as a score on fewer utterances
+    write_jsonl(RunSpec("meld", "sft", "IR").predictions(settings.paths, "meld-test"),
+                [{"utt_id": "m0", "gold": "neutral", "raw": "", "label": "neutral", "reason": "ok", "n_tokens": 1,
+                  "seconds": 0.1, "batch_size": 1, "condition": "IR"}])
+    book = collect(settings)
+    written = write_all(book)
+    d = settings.paths.tables
+    assert {p.name for p in written} >= {"main_results.csv", "main_results.md", "main_results.tex",
+                                         "ablation_eswr.csv", "ablation_reasoning.csv", "crosscorpus.csv",
+                                         "inference_cost.csv"}
+    main = pd.read_csv(d / "main_results.csv")
+    assert list(main.row) == ["Zero-shot", "SFT", "GRPO (binary reward)", "GRPO + ESWR", "GRPO + ESWR + ESR"]
+    vals = main[[c for c in main.columns if c.split("_")[0] in ("meld", "iemocap")]].to_numpy(float)
+    assert np.nanmin(vals) >= 0 and np.nanmax(vals) <= 100
+    zs_row = main.iloc[0]
+    assert zs_row.iemocap_wa_lo <= zs_row.iemocap_wa <= zs_row.iemocap_wa_hi
+    assert main.iloc[4].meld_wa == pytest.approx(100.0)
+    assert np.isnan(main.iloc[4].iemocap_ua) and np.isnan(main.iloc[1].meld_ua)  # missing / incomplete
+    md = (d / "main_results.md").read_text()
+    assert MISSING in md and "not trained or not evaluated" in md
+    assert "\\begin{tabular}" in (d / "main_results.tex").read_text()
+    status = pd.read_csv(d / "eval_status.csv")
+    assert status[(status.run == "meld_sft_IR") & (status.test_set == "meld-test")].status.item().startswith("incomplete")
+    xc = pd.read_csv(d / "crosscorpus.csv")
+    esr = xc[xc.row == "GRPO + ESWR + ESR"]
+    assert not ((esr.train == esr.test).any())
+    assert esr[(esr.train == "meld") & (esr.test == "savee")].wa.item() == pytest.approx(100.0)
+    assert esr[(esr.train == "meld") & (esr.test == "iemocap")].wa.isna().item()
+    mat = pd.read_csv(d / "crosscorpus_matrix_grpo___eswr___esr.csv", index_col=0)
+    assert list(mat.index) == ["iemocap", "meld"] and mat.loc["meld", "savee"] == pytest.approx(100.0)
+    cost = pd.read_csv(d / "inference_cost.csv")
+    assert set(cost.condition) == {"IR", "ESR"} and (cost.tokens_per_utt >= 5).all()
+    report = (settings.paths.results / "evaluation_report.md").read_text()
+    assert "SMOKE numbers from a tiny model on synthetic data" in report
+    assert "73.54" in report and "51.42" in report and "48.84" in report  # reference numbers beside ours
+    assert f"profile `{settings.profile.name}`" in report
+
+
+def test_max_utterances_is_stated(settings):
+    from emorl_lib.evaluation.matrix import Settings, collect
+    from emorl_lib.evaluation.tables import build_tables
+
+    s = Settings.load(settings.profile, {"eval": {"max_utterances": 4}})
+    tables, _ = build_tables(collect(s))
+    assert all(any("at most 4 utterances" in n for n in t.notes) for t in tables)
+
+
+def test_figures_from_logs_and_scores(settings, tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from emorl_lib.evaluation import figures as F
+    from emorl_lib.evaluation.matrix import collect
+    from emorl_lib.evaluation.tables import build_tables, main_rows
+    from emorl_lib.rewards import RewardConfig
+
+    _predict(settings, RunSpec("meld", "zeroshot", "IR"), "meld-test")
+    for reward in ("binary", "eswr"):
+        run = RunSpec("meld", "grpo", "IR", reward)
+        run.log_csv(settings.paths).parent.mkdir(parents=True, exist_ok=True)
+        pd.DataFrame({"step": range(1, 6), "reward": np.linspace(0.2, 0.8, 5), "frac_reward_zero_std": [.5] * 5,
+                      "kl": [0.01] * 5, f"rewards/{reward}_accuracy/mean": np.linspace(0.1, 0.6, 5)}
+                     ).to_csv(run.log_csv(settings.paths), index=False)
+    book = collect(settings)
+    tables, mats = build_tables(book)
+    logs = F.grpo_logs(book)
+    assert len(logs) == 2
+    assert F.accuracy_column(next(iter(logs.values()))).startswith("rewards/")
+    for name, fig in [("curves", F.training_curves(logs)), ("confusion", F.confusion_grid(book, main_rows())),
+                      ("bars", F.metric_bars(tables[0].numbers, "t")),
+                      ("prior", F.prior_heatmaps(settings.profile.section("reward", RewardConfig)))]:
+        assert fig is not None, name
+        paths = F.save(fig, tmp_path, name)
+        assert all(p.stat().st_size > 0 for p in paths)
+    assert F.sft_curves(F.sft_logs(book)) is None  # no SFT logs: nothing to draw, no crash
