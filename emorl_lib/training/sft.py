@@ -21,7 +21,8 @@ from ..backbones import BackboneConfig, load_backbone
 from ..config import Profile, load_profile
 from ..experiments import RunSpec
 from ..labels import candidates as corpus_candidates
-from ..prompts import PromptConfig, build_messages, format_target
+from ..prompts import PromptConfig, build_messages
+from ..rationales import profile_targets
 from .common import CSVLogger, last_checkpoint, precision_flags, resolve_optim, training_rows
 
 IGNORE = -100
@@ -96,19 +97,11 @@ class AudioSFTCollator:
         }
 
 
-def sft_targets(prof: Profile, rows, condition: str) -> dict[str, str]:
-    """utt_id -> assistant target. IR needs only the label; EUR/ESR use rationales from acoustic descriptors."""
-    if condition == "IR":
-        return {u.utt_id: format_target("IR", u.label) for u in rows}
-    from ..rationales import targets_for_profile
-
-    return targets_for_profile(prof, rows, condition)
-
-
 def sft_examples(prof: Profile, run: RunSpec, rows) -> list[dict]:
     pcfg = prof.section("prompt", PromptConfig)
     cands = list(corpus_candidates(run.corpus))
-    targets = sft_targets(prof, rows, run.condition)
+    # IR: the label alone; EUR/ESR: rationales from cached acoustic descriptors (or a teacher's jsonl)
+    targets = profile_targets(prof, run.corpus, utts=rows, condition=run.condition, progress=False)
     return [{"messages": build_messages(pcfg, u.wav, cands, u.transcript, run.condition),
              "target": targets[u.utt_id], "utt_id": u.utt_id} for u in rows if u.utt_id in targets]
 
