@@ -54,6 +54,9 @@ def test_resumable_appends_and_skips_finished(backbone, eval_wavs, tmp_path, mon
     assert len(generated) == 6 and [json.loads(l)["utt_id"] for l in out.read_text().splitlines()] == \
         [r.utt_id for r in rows]
     assert again[4]["raw"] == full[4]["raw"]
+    # a new token budget makes the old lines stale: every utterance is redone, the last line per id wins
+    redo = G.predict_set(backbone, _set(rows), PromptConfig(), "IR", out, 2, 6, progress=False)
+    assert len(generated) == 11 and all(p["max_new_tokens"] == 6 and p["n_tokens"] <= 6 for p in redo)
 
 
 def test_batched_equals_one_by_one(backbone, eval_wavs, tmp_path):

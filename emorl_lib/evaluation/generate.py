@@ -1,7 +1,7 @@
 """Batched greedy generation over a test set, resumable: one jsonl line per utterance, appended as it comes.
 
 Every prediction keeps the raw output next to the parsed label, so a parser change can be re-scored without
-re-generating. A rerun reads the file, skips finished ids and appends the rest (a half-written last line from a
+re-generating. A rerun reads the file, skips ids finished under the same condition and token budget, and appends the rest (a half-written last line from a
 killed run is ignored and its utterance redone). Prompts are left-padded (the kit's processor) and decoded
 greedily with the KV cache; `seconds` is the batch's wall time shared equally among its utterances.
 """
@@ -35,6 +35,7 @@ class Prediction:
     seconds: float
     batch_size: int
     condition: str
+    max_new_tokens: int = 0
 
 
 @dataclass
@@ -132,7 +133,9 @@ def predict_set(backbone, test_set: TestSet, prompt_cfg: PromptConfig, condition
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     _repair_tail(out_path)
-    done = {p["utt_id"]: p for p in read_predictions(out_path)}
+    # Lines made under another condition or token budget are stale: redone and appended (the last line wins).
+    done = {p["utt_id"]: p for p in read_predictions(out_path)
+            if p.get("condition") == cond and p.get("max_new_tokens") == max_new_tokens}
     todo = [r for r in test_set.rows if r.utt_id not in done]
     bar = tqdm(total=len(test_set.rows), initial=len(test_set.rows) - len(todo), desc=f"{out_path.parent.name}/"
                f"{test_set.name}", unit="utt", disable=not progress, leave=False)
@@ -146,7 +149,7 @@ def predict_set(backbone, test_set: TestSet, prompt_cfg: PromptConfig, condition
                     ok_rows.append(r)
                 except AudioError as e:
                     preds.append(Prediction(r.utt_id, test_set.gold(r), "", None, f"{AUDIO_ERROR}: {e.reason}", 0,
-                                            0.0, 0, cond))
+                                            0.0, 0, cond, max_new_tokens))
             if ok_rows:
                 msgs = [build_messages(prompt_cfg, r.wav, cands, r.transcript, cond) for r in ok_rows]
                 t0 = time.perf_counter()
@@ -155,7 +158,7 @@ def predict_set(backbone, test_set: TestSet, prompt_cfg: PromptConfig, condition
                 for r, g in zip(ok_rows, gens):
                     parsed = parse_answer(g.text, cands, require_tag=require_answer_tag)
                     preds.append(Prediction(r.utt_id, test_set.gold(r), g.text, parsed.label, parsed.reason,
-                                            g.n_tokens, per, len(ok_rows), cond))
+                                            g.n_tokens, per, len(ok_rows), cond, max_new_tokens))
             for p in preds:
                 f.write(json.dumps(asdict(p), ensure_ascii=False) + "\n")
                 done[p.utt_id] = asdict(p)
