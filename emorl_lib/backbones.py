@@ -49,6 +49,9 @@ class LoraSettings:
     # transformers 5 nests the LLM under model.model.language_model; the audio encoder also has q/k/v_proj, so a
     # regex on the language model's path adapts the LLM only (PEFT full-matches a string target against names).
     target_modules: str = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
+    # Modules trained in full and saved inside the adapter. Empty for the 7B model; the tiny model's random
+    # embeddings, head and audio projector need it (LoRA deltas on a random network learn little).
+    modules_to_save: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -328,7 +331,11 @@ def load_model(cfg: BackboneConfig, model_dir: str, adapter: str | None = None, 
         kwargs["attn_implementation"] = cfg.attn_implementation
     on_gpu = torch.cuda.is_available()
     if cfg.device_map == "auto":
-        kwargs["device_map"] = {"": 0} if on_gpu else None
+        # one whole model per process: under `accelerate launch` (DDP) each rank takes its own GPU;
+        # DeepSpeed ZeRO places (and shards) parameters itself, so it gets no device map
+        deepspeed = os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true"
+        local_rank = int(os.environ.get("LOCAL_RANK", 0))
+        kwargs["device_map"] = {"": local_rank} if on_gpu and not deepspeed else None
     elif cfg.device_map:
         kwargs["device_map"] = cfg.device_map
     if cfg.load_in_4bit:
@@ -356,6 +363,7 @@ def load_model(cfg: BackboneConfig, model_dir: str, adapter: str | None = None, 
         lcfg = LoraConfig(
             r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
             target_modules=cfg.lora.target_modules, bias="none", task_type="CAUSAL_LM",
+            modules_to_save=list(cfg.lora.modules_to_save) or None,
         )
         model = get_peft_model(model, lcfg)
     if not trainable:

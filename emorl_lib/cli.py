@@ -122,8 +122,38 @@ def add_infer(sub) -> None:
     p.set_defaults(func=_run_infer)
 
 
+def _run_train(args: argparse.Namespace) -> int:
+    from .training.stages import train_stage
+
+    try:
+        done = train_stage(args.command, args.profile, only=args.run, force=args.force)
+    except (FileNotFoundError, ValueError, KeyError) as e:
+        print(f"emorl {args.command}: {e}", file=sys.stderr)
+        return 1
+    for name, final in done.items():
+        print(f"{name}: {final}")
+    return 0
+
+
+def _add_train(sub, name: str, what: str) -> None:
+    p = sub.add_parser(name, help=f"{what} for every run of the profile's experiment matrix (resumable); "
+                                  "runs on several GPUs under `accelerate launch -m emorl_lib.cli`")
+    _profile_args(p)
+    p.add_argument("--run", action="append", help="train only this run (repeatable), e.g. meld_grpo_eswr_ESR")
+    p.add_argument("--force", action="store_true", help="retrain from scratch even if a final adapter exists")
+    p.set_defaults(func=_run_train)
+
+
+def add_sft(sub) -> None:
+    _add_train(sub, "sft", "SFT warm-up on rationale targets")
+
+
+def add_grpo(sub) -> None:
+    _add_train(sub, "grpo", "GRPO with ESWR/binary rewards and IR/EUR/ESR prompts")
+
+
 # Stages register here: name -> function adding its subparser.
-SUBCOMMANDS: list[Callable] = [add_prepare, add_evaluate, add_infer]
+SUBCOMMANDS: list[Callable] = [add_prepare, add_sft, add_grpo, add_evaluate, add_infer]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -117,8 +117,22 @@ class CSVLogger(TrainerCallback):
         tmp.replace(self.path)
 
 
-def read_log(path: Path):
-    """A run's per-step log as a DataFrame (what notebooks plot)."""
+def log_summary(logs, window: int = 5):
+    """Per run, the first and last `window` logged steps side by side: did the reward, the accuracy, the share of
+    zero-std groups (no gradient) and the loss move? A table for notebooks and the README."""
     import pandas as pd
 
-    return pd.read_csv(path)
+    rows = []
+    for run, df in logs.items():
+        if df is None or df.empty:
+            continue
+        row = {"run": run.name, "steps": int(df["step"].max())}
+        acc = next((c for c in df.columns if c.startswith("rewards/accuracy") and c.endswith("/mean")), None)
+        for col, name in (("reward", "reward"), (acc, "accuracy"), ("frac_reward_zero_std", "zero_std_share"),
+                          ("kl", "kl"), ("loss", "loss"), ("completions/mean_length", "length")):
+            if col and col in df.columns and df[col].notna().any():
+                d = df[col].dropna()
+                row[f"{name}_first"] = float(d.head(window).mean())
+                row[f"{name}_last"] = float(d.tail(window).mean())
+        rows.append(row)
+    return pd.DataFrame(rows)
