@@ -4,6 +4,8 @@ Every prediction keeps the raw output next to the parsed label, so a parser chan
 re-generating. A rerun reads the file, skips ids finished under the same condition and token budget, and appends the rest (a half-written last line from a
 killed run is ignored and its utterance redone). Prompts are left-padded (the kit's processor) and decoded
 greedily with the KV cache; `seconds` is the batch's wall time shared equally among its utterances.
+An optional `perf.FeatureCache` lets reruns (other runs, conditions or budgets on the same test set) reuse each
+clip's mel features; `use_cache=False` (no KV cache) exists only to measure what the cache buys (benchmarks/).
 """
 
 from __future__ import annotations
@@ -53,25 +55,29 @@ def eos_ids(backbone) -> set[int]:
     return ids
 
 
-def encode(processor, messages: Sequence[list[dict]], audios: Sequence[np.ndarray]):
+def encode(processor, messages: Sequence[list[dict]], audios: Sequence[np.ndarray], feature_cache=None):
     """Chat-template text + audio features for a batch (left padded). Audio goes in as arrays decoded by the
-    kit's audio module, so any format it reads works and errors are ours to count."""
+    kit's audio module, so any format it reads works and errors are ours to count. With a `perf.FeatureCache`,
+    clips seen before skip the mel extraction (same features)."""
     texts = [processor.apply_chat_template(m, tokenize=False, add_generation_prompt=True) for m in messages]
-    return processor(text=texts, audio=list(audios), sampling_rate=SAMPLE_RATE, return_tensors="pt", padding=True)
+    if feature_cache is None:
+        return processor(text=texts, audio=list(audios), sampling_rate=SAMPLE_RATE, return_tensors="pt", padding=True)
+    with feature_cache.installed(processor):
+        return processor(text=texts, audio=list(audios), sampling_rate=SAMPLE_RATE, return_tensors="pt", padding=True)
 
 
-def generate_batch(backbone, messages: Sequence[list[dict]], audios: Sequence[np.ndarray], max_new_tokens: int
-                   ) -> list[Generated]:
+def generate_batch(backbone, messages: Sequence[list[dict]], audios: Sequence[np.ndarray], max_new_tokens: int,
+                   use_cache: bool = True, feature_cache=None) -> list[Generated]:
     """Greedy completions for one batch: the text (special tokens dropped, reasoning tags kept: they are ordinary
     tokens) and how many tokens each generated up to and including its end token."""
     import torch
 
-    inputs = encode(backbone.processor, messages, audios).to(backbone.device)
+    inputs = encode(backbone.processor, messages, audios, feature_cache).to(backbone.device)
     model_dtype = next(backbone.model.parameters()).dtype
     if "input_features" in inputs and model_dtype in (torch.float16, torch.bfloat16):
         inputs["input_features"] = inputs["input_features"].to(model_dtype)
     with torch.inference_mode():
-        out = backbone.model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False, use_cache=True,
+        out = backbone.model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False, use_cache=use_cache,
                                       temperature=None, top_p=None, top_k=None)
     new = out[:, inputs["input_ids"].shape[1]:].cpu()
     stop = eos_ids(backbone)
@@ -119,7 +125,7 @@ def _repair_tail(path: Path) -> None:
 
 def predict_set(backbone, test_set: TestSet, prompt_cfg: PromptConfig, condition: str, out_path: Path,
                 batch_size: int = 8, max_new_tokens: int = 256, require_answer_tag: bool = False,
-                progress: bool = True) -> list[dict]:
+                progress: bool = True, feature_cache=None, use_cache: bool = True) -> list[dict]:
     """Predictions for every utterance of `test_set` (in its order), generating only the ones `out_path` lacks."""
     from tqdm.auto import tqdm
 
@@ -153,7 +159,7 @@ def predict_set(backbone, test_set: TestSet, prompt_cfg: PromptConfig, condition
             if ok_rows:
                 msgs = [build_messages(prompt_cfg, r.wav, cands, r.transcript, cond) for r in ok_rows]
                 t0 = time.perf_counter()
-                gens = generate_batch(backbone, msgs, audios, max_new_tokens)
+                gens = generate_batch(backbone, msgs, audios, max_new_tokens, use_cache, feature_cache)
                 per = (time.perf_counter() - t0) / len(ok_rows)
                 for r, g in zip(ok_rows, gens):
                     parsed = parse_answer(g.text, cands, require_tag=require_answer_tag)

@@ -1,0 +1,156 @@
+"""Evaluation throughput: batched vs one-by-one generation, KV cache vs none, cached vs fresh mel features.
+
+    .venv/bin/python benchmarks/bench_eval.py [--profile default] [--utterances 16] [--condition IR]
+                                              [--batch-size 8] [--max-new-tokens N] [--repeats 2] [--threads 1]
+
+Each comparison runs both paths on the same utterances in this one process and reports the ratio and whether the
+outputs are equal: (b) `evaluation.generate.batching_benchmark` (batch 1 vs --batch-size, greedy text equal);
+(d) generation with left padding and the KV cache vs use_cache=False (text equal); (c) `encode` (chat template +
+mel features) with a warm `perf.FeatureCache` vs without (a rerun of the same test set; features equal).
+Utterances are tones of 0.8-3.6 s written to a temporary folder. One row per comparison is appended to
+results/benchmarks/eval.csv with the machine's description and load average.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from emorl_lib.paths import repo_root
+
+
+def tone_testset(folder: Path, n: int):
+    """n tone 'utterances' of different lengths as an IEMOCAP-shaped 4-class test set."""
+    import soundfile as sf
+
+    from emorl_lib.evaluation.testsets import TestSet
+    from emorl_lib.labels import FOUR_CLASS
+    from emorl_lib.manifest import Utterance
+
+    sr, rows = 16000, []
+    for i in range(n):
+        secs = 0.8 + (i * 0.35) % 2.8
+        t = np.arange(int(secs * sr)) / sr
+        x = (0.25 * np.sin(2 * np.pi * (110 + 23 * i) * t) * (1 + 0.4 * np.sin(2 * np.pi * 3 * t))).astype("float32")
+        wav = folder / f"u{i}.wav"
+        sf.write(wav, x, sr)
+        lab = FOUR_CLASS[i % len(FOUR_CLASS)]
+        rows.append(Utterance(f"Ses05F_impro01_F{i:03d}", "iemocap", "Ses05F", "F", lab[:3], lab, lab, None, 5,
+                              secs, str(wav), str(wav), None))
+    return TestSet("bench-tones", "iemocap", rows, True, n)
+
+
+def best_of(repeats: int, fns: dict):
+    """Interleaved repeats of each callable; the best wall time of each and its last result."""
+    times = {k: float("inf") for k in fns}
+    results = {}
+    for _ in range(repeats):
+        for k, fn in fns.items():
+            t0 = time.perf_counter()
+            results[k] = fn()
+            times[k] = min(times[k], time.perf_counter() - t0)
+    return times, results
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--profile", default="default")
+    ap.add_argument("--utterances", type=int, default=16)
+    ap.add_argument("--condition", default="IR")
+    ap.add_argument("--batch-size", type=int, help="default: the profile's eval.batch_size")
+    ap.add_argument("--max-new-tokens", type=int, help="default: the profile's eval.max_new_tokens[condition]")
+    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    ap.add_argument("--out", default=str(repo_root() / "results" / "benchmarks" / "eval.csv"))
+    a = ap.parse_args(argv)
+
+    import torch
+
+    from emorl_lib.audio import load_16k
+    from emorl_lib.backbones import BackboneConfig, load_backbone
+    from emorl_lib.config import load_profile
+    from emorl_lib.evaluation.config import EvalConfig
+    from emorl_lib.evaluation.generate import batching_benchmark, encode, predict_set
+    from emorl_lib.perf import FeatureCache, append_csv, load_average, machine_description, peak_memory
+    from emorl_lib.prompts import PromptConfig, build_messages, canonical_condition
+
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    prof = load_profile(a.profile)
+    paths = prof.paths.ensure()
+    bcfg, pcfg, ecfg = (prof.section("backbone", BackboneConfig), prof.section("prompt", PromptConfig),
+                        prof.section("eval", EvalConfig))
+    cond = canonical_condition(a.condition)
+    bs = a.batch_size or ecfg.batch_size
+    mnt = a.max_new_tokens or ecfg.max_new_tokens[cond]
+    load_before = load_average()
+    bb = load_backbone(bcfg, paths, trainable=False)
+    common = {"machine": machine_description(), "load_avg_before": load_before, "backbone": bcfg.name,
+              "dtype": bcfg.dtype, "load_in_4bit": bcfg.load_in_4bit, "condition": cond, "batch_size": bs,
+              "max_new_tokens": mnt, "repeats": a.repeats, "threads": torch.get_num_threads()}
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="bench_eval_") as tmp:
+        ts = tone_testset(Path(tmp), a.utterances)
+        n = len(ts.rows)
+        # (b) batched vs one by one
+        best = None
+        for _ in range(a.repeats):
+            b = batching_benchmark(bb, ts, pcfg, cond, mnt, (1, bs), workdir=Path(tmp))
+            best = b if best is None or b[1]["seconds"] < best[1]["seconds"] else best
+        one, many = best
+        rows.append({"comparison": "batched_vs_one_by_one", "plain_s": one["seconds"], "fast_s": many["seconds"],
+                     "plain_utt_per_s": one["utt_per_second"], "fast_utt_per_s": many["utt_per_second"],
+                     "equal_outputs": f"{many['same_text_as_batch_1']}/{n}", "tokens_per_utt": many["tokens_per_utt"]})
+
+        # (d) KV cache vs none, both batched and left-padded
+        def run(use_cache, tag):
+            def f():
+                out = Path(tmp) / f"kv_{tag}_{time.perf_counter_ns()}.jsonl"
+                return [p["raw"] for p in predict_set(bb, ts, pcfg, cond, out, bs, mnt, progress=False,
+                                                      use_cache=use_cache)]
+            return f
+
+        t, r = best_of(a.repeats, {"nocache": run(False, "off"), "cache": run(True, "on")})
+        rows.append({"comparison": "kv_cache_vs_none", "plain_s": t["nocache"], "fast_s": t["cache"],
+                     "plain_utt_per_s": n / t["nocache"], "fast_utt_per_s": n / t["cache"],
+                     "equal_outputs": f"{sum(x == y for x, y in zip(r['nocache'], r['cache']))}/{n}"})
+
+        # (c) mel features: a rerun with a warm cache vs fresh extraction (chat template + tokenise + features)
+        cands = ts.candidates
+        batches = [ts.rows[i:i + bs] for i in range(0, n, bs)]
+        msgs = [[build_messages(pcfg, u.wav, cands, u.transcript, cond) for u in b] for b in batches]
+        audios = [[load_16k(u.wav) for u in b] for b in batches]
+        cache = FeatureCache()
+        for m, au in zip(msgs, audios):  # the first evaluation fills it
+            encode(bb.processor, m, au, cache)
+        t, r = best_of(a.repeats, {
+            "fresh": lambda: [encode(bb.processor, m, au) for m, au in zip(msgs, audios)],
+            "cached": lambda: [encode(bb.processor, m, au, cache) for m, au in zip(msgs, audios)]})
+        same = sum(all(torch.equal(x[k], y[k]) for k in x) for x, y in zip(r["fresh"], r["cached"]))
+        rows.append({"comparison": "cached_features_vs_fresh", "plain_s": t["fresh"], "fast_s": t["cached"],
+                     "plain_utt_per_s": n / t["fresh"], "fast_utt_per_s": n / t["cached"],
+                     "equal_outputs": f"{same}/{len(batches)} batches", "cache_hits": cache.hits,
+                     "cache_misses": cache.misses})
+    mem = peak_memory()
+    out = []
+    for r in rows:
+        r = {**common, **r, "ratio": r["plain_s"] / r["fast_s"], "load_avg_after": load_average(), **mem}
+        append_csv(Path(a.out), r)
+        out.append(r)
+    print(common["machine"], "| load avg", load_before, "->", load_average(), "| threads", common["threads"])
+    print(f"{n} utterances, condition {cond}, batch {bs}, max_new_tokens {mnt}, backbone {bcfg.name}")
+    for r in out:
+        print(f"{r['comparison']:>26}: plain {r['plain_s']:7.3f} s ({r['plain_utt_per_s']:7.2f} utt/s)  fast "
+              f"{r['fast_s']:7.3f} s ({r['fast_utt_per_s']:7.2f} utt/s)  ratio {r['ratio']:5.2f}x  "
+              f"equal {r['equal_outputs']}")
+    print(f"peak RSS {mem['rss_peak_mib']:.0f} MiB; appended {len(out)} rows to {a.out}")
+    return out
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
