@@ -26,6 +26,7 @@ from ..backbones import BackboneConfig, load_backbone
 from ..config import Profile, load_profile
 from ..experiments import ExperimentsConfig, RunSpec
 from ..labels import candidates as corpus_candidates
+from ..perf import EncoderCache, find_audio_tower
 from ..prompts import PromptConfig, build_messages
 from ..rewards import AccuracyReward, FormatReward, RewardConfig, build_rewards
 from .common import CSVLogger, last_checkpoint, precision_flags, resolve_optim, training_rows
@@ -66,13 +67,21 @@ class GRPOSettings:
     report_to: list[str] = field(default_factory=lambda: ["tensorboard"])
     dataloader_num_workers: int = 0
     log_completions_every: int = 10  # write a few sampled completions to <run>.completions.jsonl every N steps
+    # Speed-ups (exact: outputs equal the plain path's; tests/test_perf.py). TRL repeats each prompt G times:
+    cache_audio: bool = True  # run the frozen audio encoder once per clip per generation batch, not ~4G times
+    cache_features: bool = True  # load + mel-extract each prompt's audio once per group, not G times
 
 
 class AudioGRPOTrainer(GRPOTrainer):
-    """GRPOTrainer whose every forward sees the audio. Rewards are plain TRL callables."""
+    """GRPOTrainer whose every forward sees the audio. Rewards are plain TRL callables.
+
+    Every forward still receives the audio features; two exact caches only avoid recomputing them: identical
+    prompts of a group are tokenised (audio loaded, mel features extracted) once (`cache_features`), and during
+    `train()` the frozen audio encoder runs once per distinct clip of a generation batch (`cache_audio`,
+    emorl_lib.perf.EncoderCache; skipped with a notice when the encoder has trainable parameters)."""
 
     def __init__(self, *args: Any, completions_log: Path | None = None, log_completions_every: int = 0,
-                 **kwargs: Any):
+                 cache_audio: bool = True, cache_features: bool = True, **kwargs: Any):
         model = kwargs.get("model")
         cfg = getattr(model, "config", None)
         # TRL suppresses sampling of the image token; for audio the token to suppress is <|AUDIO|>.
@@ -81,11 +90,28 @@ class AudioGRPOTrainer(GRPOTrainer):
         self._audio: dict[str, torch.Tensor] | None = None
         self._completions_log = completions_log
         self._log_completions_every = log_completions_every
+        self._cache_audio, self._cache_features = cache_audio, cache_features
+        self.encoder_cache: EncoderCache | None = None
         super().__init__(*args, **kwargs)
+
+    # -- the audio encoder runs once per clip -------------------------------------------------------------------
+    def train(self, *args: Any, **kwargs: Any):
+        tower = find_audio_tower(self.model) if self._cache_audio else None
+        if tower is not None and any(p.requires_grad for p in tower.parameters()):
+            print("[grpo] cache_audio: the audio encoder has trainable parameters; its output is not cached")
+            tower = None
+        if tower is None:
+            return super().train(*args, **kwargs)
+        self.encoder_cache = EncoderCache().install(tower)
+        try:
+            return super().train(*args, **kwargs)
+        finally:
+            self.encoder_cache.uninstall()
 
     # -- carry the audio ------------------------------------------------------------------------------------------
     def _tokenize_prompts(self, prompts: list):
-        prompt_ids, images, fields = super()._tokenize_prompts(prompts)
+        prompt_ids, images, fields = (self._tokenize_unique(prompts) if self._cache_features
+                                      else super()._tokenize_prompts(prompts))
         missing = [k for k in AUDIO_KEYS if k not in fields]
         if missing:
             raise RuntimeError(f"AudioGRPOTrainer: prompt tokenisation returned no {missing}; every prompt needs an "
@@ -93,8 +119,26 @@ class AudioGRPOTrainer(GRPOTrainer):
         self._audio = {k: torch.as_tensor(np.asarray(fields[k])) for k in AUDIO_KEYS}
         return prompt_ids, images, fields
 
+    def _tokenize_unique(self, prompts: list):
+        """TRL's tokenisation of the distinct prompts only, expanded back to every row (a group's G copies of a
+        prompt share one audio load and one feature extraction; each clip is padded to the extractor's chunk, so
+        its rows do not depend on the batch)."""
+        keys = [json.dumps(p, sort_keys=True, default=str) for p in prompts]
+        pos: dict[str, int] = {}
+        for k in keys:
+            pos.setdefault(k, len(pos))
+        if len(pos) == len(keys):
+            return super()._tokenize_prompts(prompts)
+        first = {k: i for i, k in reversed(list(enumerate(keys)))}
+        ids, images, fields = super()._tokenize_prompts([prompts[first[k]] for k in pos])
+        sel = [pos[k] for k in keys]
+        return (_take(ids, sel), None if images is None else _take(images, sel),
+                {k: _take(v, sel) for k, v in fields.items()})
+
     def _generate_and_score_completions(self, inputs):
         self._audio = None
+        if self.encoder_cache is not None:
+            self.encoder_cache.clear()  # a new generation batch: its clips only
         out = super()._generate_and_score_completions(inputs)
         out.update(self._audio_on_device())
         self._audio = None
@@ -169,6 +213,13 @@ class AudioGRPOTrainer(GRPOTrainer):
         self._completions_log.parent.mkdir(parents=True, exist_ok=True)
         with self._completions_log.open("a") as f:
             f.write(json.dumps(rec) + "\n")
+
+
+def _take(rows, sel: list[int]):
+    """rows[sel] for a tensor, an array or a list."""
+    if isinstance(rows, (torch.Tensor, np.ndarray)):
+        return rows[sel]
+    return [rows[j] for j in sel]
 
 
 # -------------------------------------------------------------------------------------------------------------------
@@ -273,7 +324,7 @@ def run_grpo(profile: Profile | str, run: RunSpec, overrides: dict | None = None
     trainer = AudioGRPOTrainer(
         model=bb.model, reward_funcs=funcs, args=args, train_dataset=dataset, processing_class=bb.processor,
         callbacks=callbacks, completions_log=paths.logs / f"{run.name}.completions.jsonl",
-        log_completions_every=s.log_completions_every,
+        log_completions_every=s.log_completions_every, cache_audio=s.cache_audio, cache_features=s.cache_features,
     )
     resume = last_checkpoint(out_dir)
     if resume:
