@@ -142,7 +142,7 @@ class AudioGRPOTrainer(GRPOTrainer):
         out = super()._generate_and_score_completions(inputs)
         out.update(self._audio_on_device())
         self._audio = None
-        self._maybe_log_completions()
+        self._maybe_log_completions(inputs)
         return out
 
     def _compute_loss(self, model, inputs):
@@ -195,7 +195,7 @@ class AudioGRPOTrainer(GRPOTrainer):
                 torch.stack(aux).mean() if compute_aux_loss else None)
 
     # -- sampled completions, for people to read ------------------------------------------------------------------
-    def _maybe_log_completions(self):
+    def _maybe_log_completions(self, inputs: list[dict]):
         if not self._completions_log or not self._log_completions_every or not self.accelerator.is_main_process:
             return
         step = self.state.global_step
@@ -207,9 +207,8 @@ class AudioGRPOTrainer(GRPOTrainer):
         k = min(self.num_generations, len(logs["completion"]))
         comps = list(logs["completion"])[-k:]
         rewards = {name: list(v)[-k:] for name, v in logs["rewards"].items()}
-        label = list(logs["extra"].get("label", []))[-k:] if "extra" in logs else []
         rec = {"step": step, "completions": [c[0]["content"] if isinstance(c, list) else c for c in comps],
-               "rewards": rewards, "label": label[0] if label else None}
+               "rewards": rewards, "label": inputs[-1].get("label"), "utt_id": inputs[-1].get("utt_id")}
         self._completions_log.parent.mkdir(parents=True, exist_ok=True)
         with self._completions_log.open("a") as f:
             f.write(json.dumps(rec) + "\n")
