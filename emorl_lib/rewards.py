@@ -13,9 +13,12 @@ No completion, however malformed, makes a reward raise; each stays within its do
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
+
+if TYPE_CHECKING:  # pandas only for the notebook tables' return types
+    import pandas as pd
 
 from .labels import UNIFIED
 from .parsing import parse_answer, structure_ok

@@ -18,7 +18,6 @@ def backbone(tiny_backbone_dir, kit_paths):
 def test_folder_with_a_corrupt_file(backbone, eval_wavs, tmp_path):
     import shutil
 
-    import numpy as np
     import soundfile as sf
 
     folder = tmp_path / "in"

@@ -7,7 +7,7 @@ from hypothesis import given, settings, strategies as st
 
 from emorl_lib.config import from_dict
 from emorl_lib.labels import CORPUS_LABELS, FOUR_CLASS, UNIFIED
-from emorl_lib.priors import PriorConfig, build_prior, plutchik_prior, similarity_matrix, va_prior
+from emorl_lib.priors import PriorConfig, plutchik_prior, similarity_matrix, va_prior
 from emorl_lib.rewards import (
     AccuracyReward, ESWRReward, FormatReward, RewardConfig, WeightedSum, alpha_at, build_rewards, confusion_pattern,
     eswr_value, reward_table, tie_share, tie_share_mc, training_progress,

@@ -6,7 +6,6 @@ import csv
 import hashlib
 import json
 import re
-from itertools import combinations
 from pathlib import Path
 
 import numpy as np

@@ -1,7 +1,6 @@
 """Tables, report and figures from hand-made manifests and prediction files (no model): values in range, missing
 runs shown as missing, cross-corpus sets chosen by protocol."""
 
-import json
 
 import numpy as np
 import pandas as pd

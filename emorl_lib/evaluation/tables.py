@@ -16,7 +16,7 @@ import pandas as pd
 
 from ..manifest import atomic_write_text
 from . import reference
-from .crosscorpus import NAMES, ordered, transfer_matrix, with_mean
+from .crosscorpus import NAMES, transfer_matrix, with_mean
 from .matrix import ScoreBook, environment
 from .metrics import METRICS
 from .testsets import crosscorpus_corpora
@@ -190,7 +190,6 @@ def build_tables(book: ScoreBook) -> tuple[list[Table], dict[str, pd.DataFrame]]
     tables = [main, eswr, reas, xc, cost]
     for t in tables:
         t.notes = smoke + t.notes
-    missing_runs = sorted({e.run.name for e in book.entries.values() if e.scores is None})
     for t in (main, eswr, reas, xc):
         if t.display.isin([MISSING]).any().any():
             t.notes.append(f"{MISSING}: run not trained or not evaluated yet (see eval_status.csv)")

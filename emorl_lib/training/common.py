@@ -136,3 +136,74 @@ def log_summary(logs, window: int = 5):
                 row[f"{name}_last"] = float(d.tail(window).mean())
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+# ---- one run, start to finish: what run_sft and run_grpo share ----------------------------------------------------
+class StopAt(TrainerCallback):
+    """Stops training after N steps, as an interruption would (after saving the checkpoint at N)."""
+
+    def __init__(self, n: int):
+        self.n = n
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step >= self.n:
+            control.should_save = True
+            control.should_training_stop = True
+        return control
+
+
+def open_run(profile, overrides: dict | None, run: RunSpec, force: bool, stage: str):
+    """(profile, paths, final adapter folder, whether it is already trained). `force` clears the run's checkpoints
+    and log first, so a forced run starts from scratch."""
+    import shutil
+
+    from ..config import load_profile
+
+    prof = load_profile(profile, overrides) if isinstance(profile, str) else profile.with_overrides(overrides)
+    paths = prof.paths.ensure()
+    final = run.adapter_dir(paths)
+    if final.exists() and not force:
+        print(f"[{stage}] {run.name}: final adapter exists, skipped ({final})")
+        return prof, paths, final, True
+    if force:
+        shutil.rmtree(run.checkpoint_dir(paths), ignore_errors=True)
+        run.log_csv(paths).unlink(missing_ok=True)
+    return prof, paths, final, False
+
+
+def run_callbacks(run: RunSpec, paths: Paths, stop_after_steps: int | None) -> list:
+    return [CSVLogger(run.log_csv(paths))] + ([StopAt(stop_after_steps)] if stop_after_steps is not None else [])
+
+
+def train_and_save(trainer, processor, run: RunSpec, paths: Paths, final: Path, meta: dict, stage: str,
+                   stop_after_steps: int | None = None) -> Path | None:
+    """Train (resuming from the run's newest checkpoint), then write the final adapter atomically with what produced
+    it. Returns None when stopped early by `stop_after_steps` (no `final`, as after an interruption)."""
+    import json
+    import os
+    import shutil
+    import time
+    from dataclasses import asdict
+
+    resume = last_checkpoint(run.checkpoint_dir(paths))
+    if resume:
+        print(f"[{stage}] {run.name}: resuming from {resume}")
+    t0 = time.time()
+    trainer.train(resume_from_checkpoint=resume)
+    if stop_after_steps is not None and trainer.state.global_step < trainer.state.max_steps:
+        return None
+    meta = {"run": asdict(run), "name": run.name, "stage": stage, "seconds": round(time.time() - t0, 1),
+            "steps": trainer.state.global_step, **meta}
+    tmp = final.with_name(final.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model = trainer.model
+    if hasattr(model, "peft_config"):
+        model.save_pretrained(tmp, selected_adapters=["default"])  # not TRL's frozen "ref" copy
+    else:
+        model.save_pretrained(tmp)
+    processor.save_pretrained(tmp)
+    (tmp / "emorl_run.json").write_text(json.dumps(meta, indent=1, default=str))
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    return final

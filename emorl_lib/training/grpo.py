@@ -10,9 +10,6 @@ pinned exactly (requirements.txt) and tests/test_training.py spies on the model 
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,13 +20,13 @@ from transformers import set_seed
 from trl import GRPOConfig, GRPOTrainer
 
 from ..backbones import BackboneConfig, load_backbone
-from ..config import Profile, load_profile
+from ..config import Profile
 from ..experiments import ExperimentsConfig, RunSpec
 from ..labels import candidates as corpus_candidates
 from ..perf import EncoderCache, find_audio_tower
 from ..prompts import PromptConfig, build_messages
 from ..rewards import AccuracyReward, FormatReward, RewardConfig, build_rewards
-from .common import CSVLogger, last_checkpoint, precision_flags, resolve_optim, training_rows
+from .common import open_run, precision_flags, resolve_optim, run_callbacks, train_and_save, training_rows
 
 AUDIO_KEYS = ("input_features", "feature_attention_mask")
 
@@ -270,40 +267,20 @@ def grpo_config(s: GRPOSettings, out_dir: Path, weights: list[float], bcfg: Back
     )
 
 
-def _save_final(model, processor, final: Path, meta: dict) -> Path:
-    """Adapter + processor + what produced them, written atomically (a half-written `final` never exists)."""
-    tmp = final.with_name(final.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp, selected_adapters=["default"]) if hasattr(model, "peft_config") else model.save_pretrained(tmp)
-    processor.save_pretrained(tmp)
-    (tmp / "emorl_run.json").write_text(json.dumps(meta, indent=1, default=str))
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(tmp, final)
-    return final
-
-
 def run_grpo(profile: Profile | str, run: RunSpec, overrides: dict | None = None, force: bool = False,
              stop_after_steps: int | None = None) -> Path | None:
     """Train one GRPO run (resuming from its last checkpoint); returns the final adapter folder.
 
     `stop_after_steps` ends training early WITHOUT writing `final` (as an interruption would): tests use it."""
-    prof = load_profile(profile, overrides) if isinstance(profile, str) else profile.with_overrides(overrides)
-    paths = prof.paths.ensure()
+    prof, paths, final, done = open_run(profile, overrides, run, force, "grpo")
+    if done:
+        return final
     s = prof.section("grpo", GRPOSettings)
     bcfg = prof.section("backbone", BackboneConfig)
     pcfg = prof.section("prompt", PromptConfig)
     rcfg = prof.section("reward", RewardConfig)
     ecfg = prof.section("experiments", ExperimentsConfig)
     rcfg.accuracy = run.reward or rcfg.accuracy
-    final = run.adapter_dir(paths)
-    if final.exists() and not force:
-        print(f"[grpo] {run.name}: final adapter exists, skipped ({final})")
-        return final
-    out_dir = run.checkpoint_dir(paths)
-    if force:
-        shutil.rmtree(out_dir, ignore_errors=True)
-        run.log_csv(paths).unlink(missing_ok=True)
     rows = training_rows(paths, run, s.max_train_prompts, s.seed, balance=True)
     parent = run.sft_parent(ecfg)
     adapter = parent.adapter_dir(paths) if parent else None
@@ -316,39 +293,13 @@ def run_grpo(profile: Profile | str, run: RunSpec, overrides: dict | None = None
     from datasets import Dataset
 
     dataset = Dataset.from_list(prompt_rows(rows, pcfg, run.corpus, run.condition))
-    args = grpo_config(s, out_dir, weights, bcfg)
-    callbacks = [CSVLogger(run.log_csv(paths))]
-    if stop_after_steps is not None:
-        callbacks.append(_StopAt(stop_after_steps))
+    args = grpo_config(s, run.checkpoint_dir(paths), weights, bcfg)
     trainer = AudioGRPOTrainer(
         model=bb.model, reward_funcs=funcs, args=args, train_dataset=dataset, processing_class=bb.processor,
-        callbacks=callbacks, completions_log=paths.logs / f"{run.name}.completions.jsonl",
+        callbacks=run_callbacks(run, paths, stop_after_steps),
+        completions_log=paths.logs / f"{run.name}.completions.jsonl",
         log_completions_every=s.log_completions_every, cache_audio=s.cache_audio, cache_features=s.cache_features,
     )
-    resume = last_checkpoint(out_dir)
-    if resume:
-        print(f"[grpo] {run.name}: resuming from {resume}")
-    t0 = time.time()
-    trainer.train(resume_from_checkpoint=resume)
-    if stop_after_steps is not None and trainer.state.global_step < args.max_steps:
-        return None
-    meta = {"run": asdict(run), "name": run.name, "stage": "grpo", "seconds": round(time.time() - t0, 1),
-            "steps": trainer.state.global_step, "train_prompts": len(rows), "start_adapter": str(adapter) if adapter else None,
+    meta = {"train_prompts": len(rows), "start_adapter": str(adapter) if adapter else None,
             "grpo": asdict(s), "reward": asdict(rcfg), "profile": prof.name}
-    return _save_final(trainer.model, bb.processor, final, meta)
-
-
-class _StopAt:
-    """A callback that stops training after N steps, as an interruption would (after the checkpoint at N)."""
-
-    def __new__(cls, n: int):
-        from transformers import TrainerCallback
-
-        class Stop(TrainerCallback):
-            def on_step_end(self, args, state, control, **kw):
-                if state.global_step >= n:
-                    control.should_save = True
-                    control.should_training_stop = True
-                return control
-
-        return Stop()
+    return train_and_save(trainer, bb.processor, run, paths, final, meta, "grpo", stop_after_steps)

@@ -8,8 +8,6 @@ instruction or the audio positions.
 
 from __future__ import annotations
 
-import shutil
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,12 +16,12 @@ import torch
 from transformers import set_seed
 
 from ..backbones import BackboneConfig, load_backbone
-from ..config import Profile, load_profile
+from ..config import Profile
 from ..experiments import RunSpec
 from ..labels import candidates as corpus_candidates
 from ..prompts import PromptConfig, build_messages
 from ..rationales import profile_targets
-from .common import CSVLogger, last_checkpoint, precision_flags, resolve_optim, training_rows
+from .common import open_run, precision_flags, resolve_optim, run_callbacks, train_and_save, training_rows
 
 IGNORE = -100
 
@@ -111,20 +109,11 @@ def run_sft(profile: Profile | str, run: RunSpec, overrides: dict | None = None,
     """Train one SFT warm-up (resuming from its last checkpoint); returns the final adapter folder."""
     from transformers import Trainer, TrainingArguments
 
-    from .grpo import _save_final, _StopAt
-
-    prof = load_profile(profile, overrides) if isinstance(profile, str) else profile.with_overrides(overrides)
-    paths = prof.paths.ensure()
+    prof, paths, final, done = open_run(profile, overrides, run, force, "sft")
+    if done:
+        return final
     s = prof.section("sft", SFTSettings)
     bcfg = prof.section("backbone", BackboneConfig)
-    final = run.adapter_dir(paths)
-    if final.exists() and not force:
-        print(f"[sft] {run.name}: final adapter exists, skipped ({final})")
-        return final
-    out_dir = run.checkpoint_dir(paths)
-    if force:
-        shutil.rmtree(out_dir, ignore_errors=True)
-        run.log_csv(paths).unlink(missing_ok=True)
     rows = training_rows(paths, run, s.max_train_samples, s.seed, balance=True)
     examples = sft_examples(prof, run, rows)
     if len(examples) < len(rows):
@@ -132,7 +121,7 @@ def run_sft(profile: Profile | str, run: RunSpec, overrides: dict | None = None,
     set_seed(s.seed)  # the new LoRA's random init must not depend on what ran before in this process
     bb = load_backbone(bcfg, paths, trainable=True)
     args = TrainingArguments(
-        output_dir=str(out_dir), per_device_train_batch_size=s.per_device_train_batch_size,
+        output_dir=str(run.checkpoint_dir(paths)), per_device_train_batch_size=s.per_device_train_batch_size,
         gradient_accumulation_steps=s.gradient_accumulation_steps, learning_rate=s.learning_rate,
         num_train_epochs=s.num_train_epochs, max_steps=s.max_steps, lr_scheduler_type=s.lr_scheduler_type,
         warmup_steps=s.warmup_steps, weight_decay=s.weight_decay, max_grad_norm=s.max_grad_norm,
@@ -141,18 +130,7 @@ def run_sft(profile: Profile | str, run: RunSpec, overrides: dict | None = None,
         optim=resolve_optim(s.optim, bcfg.load_in_4bit), report_to=s.report_to, remove_unused_columns=False,
         label_names=["labels"], dataloader_num_workers=0, **precision_flags(bcfg.dtype),
     )
-    callbacks = [CSVLogger(run.log_csv(paths))]
-    if stop_after_steps is not None:
-        callbacks.append(_StopAt(stop_after_steps))
     trainer = Trainer(model=bb.model, args=args, train_dataset=examples, data_collator=AudioSFTCollator(bb.processor),
-                      callbacks=callbacks)
-    resume = last_checkpoint(out_dir)
-    if resume:
-        print(f"[sft] {run.name}: resuming from {resume}")
-    t0 = time.time()
-    trainer.train(resume_from_checkpoint=resume)
-    if stop_after_steps is not None and trainer.state.global_step < trainer.state.max_steps:
-        return None
-    meta = {"run": asdict(run), "name": run.name, "stage": "sft", "seconds": round(time.time() - t0, 1),
-            "steps": trainer.state.global_step, "train_examples": len(examples), "sft": asdict(s), "profile": prof.name}
-    return _save_final(trainer.model, bb.processor, final, meta)
+                      callbacks=run_callbacks(run, paths, stop_after_steps))
+    meta = {"train_examples": len(examples), "sft": asdict(s), "profile": prof.name}
+    return train_and_save(trainer, bb.processor, run, paths, final, meta, "sft", stop_after_steps)
