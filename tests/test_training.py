@@ -191,3 +191,26 @@ def test_interrupted_run_resumes_to_the_same_weights(train_profile, stage, monke
     assert steps == sorted(steps) and len(set(steps)) == len(steps) and max(steps) == 4
     meta = json.loads((final_b / "emorl_run.json").read_text())
     assert meta["name"] == a.name and meta["steps"] == 4
+
+
+def test_a_finished_run_is_skipped_until_its_settings_change(train_profile, capsys):
+    from emorl_lib.training.sft import run_sft
+
+    run = RunSpec("iemocap", "sft", "IR", None, 1)
+    prof = train_profile.with_overrides({"paths": {"runs": str(train_profile.paths.run.parent / "settings")},
+                                         "sft": {"max_steps": 2}})
+    paths = prof.paths.ensure()
+    (paths.manifests / "iemocap.jsonl").write_text((train_profile.paths.manifests / "iemocap.jsonl").read_text())
+    final = run_sft(prof, run)
+    first = json.loads((final / "emorl_run.json").read_text())["settings_hash"]
+    capsys.readouterr()
+    assert run_sft(prof, run) == final
+    assert "is current, skipped" in capsys.readouterr().out
+    # an evaluation setting does not touch training ...
+    run_sft(prof.with_overrides({"eval": {"batch_size": 3}}), run)
+    assert "is current, skipped" in capsys.readouterr().out
+    # ... a training setting retrains
+    run_sft(prof.with_overrides({"sft": {"learning_rate": 5e-4}}), run)
+    assert "settings changed" in capsys.readouterr().out
+    second = json.loads((final / "emorl_run.json").read_text())["settings_hash"]
+    assert second != first

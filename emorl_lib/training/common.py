@@ -117,7 +117,7 @@ class CSVLogger(TrainerCallback):
         tmp.replace(self.path)
 
 
-def log_summary(logs, window: int = 5):
+def log_summary(logs, window: int = 10):
     """Per run, the first and last `window` logged steps side by side: did the reward, the accuracy, the share of
     zero-std groups (no gradient) and the loss move? A table for notebooks and the README."""
     import pandas as pd
@@ -152,9 +152,39 @@ class StopAt(TrainerCallback):
         return control
 
 
-def open_run(profile, overrides: dict | None, run: RunSpec, force: bool, stage: str):
-    """(profile, paths, final adapter folder, whether it is already trained). `force` clears the run's checkpoints
-    and log first, so a forced run starts from scratch."""
+# The profile sections that change what a stage trains (eval, paths, experiments do not).
+TRAIN_SECTIONS = {
+    "sft": ("data", "backbone", "prompt", "sft", "rationale", "descriptors"),
+    "grpo": ("data", "backbone", "prompt", "reward", "grpo"),
+}
+SETTINGS_FILE = "emorl_settings.json"
+
+
+def settings_hash(prof, stage: str, extra: str = "") -> str:
+    """What a run was trained with: its stage's sections of the profile (+ e.g. the start adapter's hash)."""
+    import hashlib
+    import json
+
+    blob = json.dumps({k: prof.sections.get(k) for k in TRAIN_SECTIONS[stage]}, sort_keys=True, default=str)
+    return hashlib.sha256((blob + extra).encode()).hexdigest()[:16]
+
+
+def trained_hash(folder: Path) -> str | None:
+    """The settings hash a checkpoint folder or final adapter was made with (None: unknown)."""
+    import json
+
+    for f in (folder / SETTINGS_FILE, folder / "emorl_run.json"):
+        if f.exists():
+            return json.loads(f.read_text()).get("settings_hash")
+    return None
+
+
+def open_run(profile, overrides: dict | None, run: RunSpec, force: bool, stage: str, extra: str = ""):
+    """(profile, paths, final adapter folder, settings hash, whether it is already trained).
+
+    A final adapter counts as trained only if it was made with the current settings: change a learning rate and
+    the run trains again (its checkpoints, made with the old settings, are cleared too). `force` always retrains."""
+    import json
     import shutil
 
     from ..config import load_profile
@@ -162,13 +192,19 @@ def open_run(profile, overrides: dict | None, run: RunSpec, force: bool, stage: 
     prof = load_profile(profile, overrides) if isinstance(profile, str) else profile.with_overrides(overrides)
     paths = prof.paths.ensure()
     final = run.adapter_dir(paths)
+    h = settings_hash(prof, stage, extra)
     if final.exists() and not force:
-        print(f"[{stage}] {run.name}: final adapter exists, skipped ({final})")
-        return prof, paths, final, True
-    if force:
-        shutil.rmtree(run.checkpoint_dir(paths), ignore_errors=True)
+        if trained_hash(final) == h:
+            print(f"[{stage}] {run.name}: final adapter is current, skipped ({final})")
+            return prof, paths, final, h, True
+        print(f"[{stage}] {run.name}: the settings changed since {final} was trained: training it again")
+    ckpt = run.checkpoint_dir(paths)
+    if force or (ckpt.exists() and trained_hash(ckpt) != h):
+        shutil.rmtree(ckpt, ignore_errors=True)
         run.log_csv(paths).unlink(missing_ok=True)
-    return prof, paths, final, False
+    ckpt.mkdir(parents=True, exist_ok=True)
+    (ckpt / SETTINGS_FILE).write_text(json.dumps({"settings_hash": h, "run": run.name}))
+    return prof, paths, final, h, False
 
 
 def run_callbacks(run: RunSpec, paths: Paths, stop_after_steps: int | None) -> list:
@@ -193,6 +229,7 @@ def train_and_save(trainer, processor, run: RunSpec, paths: Paths, final: Path, 
     if stop_after_steps is not None and trainer.state.global_step < trainer.state.max_steps:
         return None
     meta = {"run": asdict(run), "name": run.name, "stage": stage, "seconds": round(time.time() - t0, 1),
+            "settings_hash": trained_hash(run.checkpoint_dir(paths)),
             "steps": trainer.state.global_step, **meta}
     tmp = final.with_name(final.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)

@@ -20,13 +20,13 @@ from transformers import set_seed
 from trl import GRPOConfig, GRPOTrainer
 
 from ..backbones import BackboneConfig, load_backbone
-from ..config import Profile
+from ..config import Profile, load_profile
 from ..experiments import ExperimentsConfig, RunSpec
 from ..labels import candidates as corpus_candidates
 from ..perf import EncoderCache, find_audio_tower
 from ..prompts import PromptConfig, build_messages
 from ..rewards import AccuracyReward, FormatReward, RewardConfig, build_rewards
-from .common import open_run, precision_flags, resolve_optim, run_callbacks, train_and_save, training_rows
+from .common import open_run, trained_hash, precision_flags, resolve_optim, run_callbacks, train_and_save, training_rows
 
 AUDIO_KEYS = ("input_features", "feature_attention_mask")
 
@@ -272,18 +272,21 @@ def run_grpo(profile: Profile | str, run: RunSpec, overrides: dict | None = None
     """Train one GRPO run (resuming from its last checkpoint); returns the final adapter folder.
 
     `stop_after_steps` ends training early WITHOUT writing `final` (as an interruption would): tests use it."""
-    prof, paths, final, done = open_run(profile, overrides, run, force, "grpo")
+    pre = load_profile(profile, overrides) if isinstance(profile, str) else profile.with_overrides(overrides)
+    ecfg = pre.section("experiments", ExperimentsConfig)
+    parent = run.sft_parent(ecfg)
+    adapter = parent.adapter_dir(pre.paths) if parent else None
+    # a retrained SFT adapter means this run must train again too
+    start = f"start:{trained_hash(adapter) if adapter is not None and adapter.exists() else adapter is not None}"
+    prof, paths, final, _, done = open_run(pre, None, run, force, "grpo", extra=start)
     if done:
         return final
     s = prof.section("grpo", GRPOSettings)
     bcfg = prof.section("backbone", BackboneConfig)
     pcfg = prof.section("prompt", PromptConfig)
     rcfg = prof.section("reward", RewardConfig)
-    ecfg = prof.section("experiments", ExperimentsConfig)
     rcfg.accuracy = run.reward or rcfg.accuracy
     rows = training_rows(paths, run, s.max_train_prompts, s.seed, balance=True)
-    parent = run.sft_parent(ecfg)
-    adapter = parent.adapter_dir(paths) if parent else None
     if adapter is not None and not adapter.exists():
         raise FileNotFoundError(f"{run.name} starts from the SFT adapter {adapter}, which does not exist: run notebook 03 "
                                 "first (or set experiments.sft_before_grpo: false)")

@@ -109,7 +109,7 @@ def run_sft(profile: Profile | str, run: RunSpec, overrides: dict | None = None,
     """Train one SFT warm-up (resuming from its last checkpoint); returns the final adapter folder."""
     from transformers import Trainer, TrainingArguments
 
-    prof, paths, final, done = open_run(profile, overrides, run, force, "sft")
+    prof, paths, final, _, done = open_run(profile, overrides, run, force, "sft")
     if done:
         return final
     s = prof.section("sft", SFTSettings)
