@@ -13,6 +13,7 @@ import pandas as pd
 from ..experiments import RunSpec, grpo_runs, sft_runs
 from ..labels import CORPUS_LABELS
 from ..priors import build_prior, similarity_matrix
+from ..training.common import accuracy_column  # the log's column names are the trainer's
 from .crosscorpus import NAMES
 from .matrix import ScoreBook
 from .metrics import METRICS, UNPARSEABLE
@@ -173,16 +174,6 @@ def grpo_logs(book: ScoreBook) -> dict[RunSpec, pd.DataFrame]:
 def sft_logs(book: ScoreBook) -> dict[RunSpec, pd.DataFrame]:
     s = book.settings
     return {r: d for r in sft_runs(s.exp) if (d := read_log(r.log_csv(s.paths))) is not None}
-
-
-def accuracy_column(df: pd.DataFrame) -> str | None:
-    """TRL logs each reward function as rewards/<name>/mean; the accuracy one is whichever name says so."""
-    cols = [c for c in df.columns if c.startswith("rewards/") and c.endswith("/mean")]
-    for key in ("accuracy", "eswr", "binary"):
-        for c in cols:
-            if key in c.lower():
-                return c
-    return None
 
 
 def training_curves(logs: Mapping[RunSpec, pd.DataFrame], smooth: int = 1, note: str = ""):

@@ -117,6 +117,16 @@ class CSVLogger(TrainerCallback):
         tmp.replace(self.path)
 
 
+def accuracy_column(df) -> str | None:
+    """TRL logs each reward function as rewards/<name>/mean; the accuracy one is whichever name says so."""
+    cols = [c for c in df.columns if c.startswith("rewards/") and c.endswith("/mean")]
+    for key in ("accuracy", "eswr", "binary"):
+        for c in cols:
+            if key in c.lower():
+                return c
+    return None
+
+
 def log_summary(logs, window: int = 10):
     """Per run, the first and last `window` logged steps side by side: did the reward, the accuracy, the share of
     zero-std groups (no gradient) and the loss move? A table for notebooks and the README."""
@@ -127,7 +137,7 @@ def log_summary(logs, window: int = 10):
         if df is None or df.empty:
             continue
         row = {"run": run.name, "steps": int(df["step"].max())}
-        acc = next((c for c in df.columns if c.startswith("rewards/accuracy") and c.endswith("/mean")), None)
+        acc = accuracy_column(df)
         for col, name in (("reward", "reward"), (acc, "accuracy"), ("frac_reward_zero_std", "zero_std_share"),
                           ("kl", "kl"), ("loss", "loss"), ("completions/mean_length", "length")):
             if col and col in df.columns and df[col].notna().any():
