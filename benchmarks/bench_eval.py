@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from emorl_lib.paths import repo_root
+from emorl_lib.infra.paths import repo_root
 
 
 def tone_testset(folder: Path, n: int):
@@ -29,8 +29,8 @@ def tone_testset(folder: Path, n: int):
     import soundfile as sf
 
     from emorl_lib.evaluation.testsets import TestSet
-    from emorl_lib.labels import FOUR_CLASS
-    from emorl_lib.manifest import Utterance
+    from emorl_lib.data.labels import FOUR_CLASS
+    from emorl_lib.data.manifest import Utterance
 
     sr, rows = 16000, []
     for i in range(n):
@@ -71,13 +71,13 @@ def main(argv: list[str] | None = None) -> list[dict]:
 
     import torch
 
-    from emorl_lib.audio import load_16k
-    from emorl_lib.backbones import BackboneConfig, load_backbone
-    from emorl_lib.config import load_profile
+    from emorl_lib.data.audio import load_16k
+    from emorl_lib.training.backbones import BackboneConfig, load_backbone
+    from emorl_lib.infra.config import load_profile
     from emorl_lib.evaluation.config import EvalConfig
     from emorl_lib.evaluation.generate import batching_benchmark, encode, predict_set
-    from emorl_lib.perf import FeatureCache, append_csv, load_average, machine_description, peak_memory
-    from emorl_lib.prompts import PromptConfig, build_messages, canonical_condition
+    from emorl_lib.infra.perf import FeatureCache, append_csv, load_average, machine_description, peak_memory
+    from emorl_lib.method.prompts import PromptConfig, build_messages, canonical_condition
 
     if a.threads:
         torch.set_num_threads(a.threads)

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from emorl_lib.paths import repo_root
+from emorl_lib.infra.paths import repo_root
 
 TARGET_GIB = 15.0  # the paper profile should fit a 16 GB GPU (T4, V100-16G)
 
@@ -52,7 +52,7 @@ def build_random_full(models_dir: Path) -> Path:
     from transformers import (GenerationConfig, Qwen2AudioConfig, Qwen2AudioForConditionalGeneration,
                               Qwen2AudioProcessor, WhisperFeatureExtractor)
 
-    from emorl_lib.backbones import TinySpec, _build_tiny_tokenizer, chat_template
+    from emorl_lib.training.backbones import TinySpec, _build_tiny_tokenizer, chat_template
 
     out = models_dir / "random-qwen2-audio-7b-shapes"
     if (out / "config.json").exists():
@@ -104,11 +104,11 @@ def run_mode(mode: str, prof, s, bcfg, wavs: list[str], condition: str, workdir:
     from datasets import Dataset
     from transformers import TrainerCallback, set_seed
 
-    from emorl_lib.backbones import load_backbone
-    from emorl_lib.labels import FOUR_CLASS
-    from emorl_lib.perf import Stopwatch, find_audio_tower, peak_memory, reset_peak_memory
-    from emorl_lib.prompts import PromptConfig, build_messages
-    from emorl_lib.rewards import RewardConfig
+    from emorl_lib.training.backbones import load_backbone
+    from emorl_lib.data.labels import FOUR_CLASS
+    from emorl_lib.infra.perf import Stopwatch, find_audio_tower, peak_memory, reset_peak_memory
+    from emorl_lib.method.prompts import PromptConfig, build_messages
+    from emorl_lib.method.rewards import RewardConfig
     from emorl_lib.training.grpo import AudioGRPOTrainer, grpo_config, reward_functions
 
     cache_audio, cache_features = MODES[mode]
@@ -150,13 +150,13 @@ def run_mode(mode: str, prof, s, bcfg, wavs: list[str], condition: str, workdir:
     tower, t_enc = find_audio_tower(bb.model), [0.0]
 
     def enc_pre(m, a):
-        from emorl_lib.perf import _sync
+        from emorl_lib.infra.perf import _sync
 
         _sync()
         t_enc[0] = time.perf_counter()
 
     def enc_post(m, a, o):
-        from emorl_lib.perf import _sync
+        from emorl_lib.infra.perf import _sync
 
         _sync()
         sw.seconds["audio_encoder"] += time.perf_counter() - t_enc[0]
@@ -219,10 +219,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
 
     import torch
 
-    from emorl_lib.backbones import BackboneConfig
-    from emorl_lib.config import load_profile
-    from emorl_lib.perf import append_csv, load_average, machine_description
-    from emorl_lib.prompts import PromptConfig
+    from emorl_lib.training.backbones import BackboneConfig
+    from emorl_lib.infra.config import load_profile
+    from emorl_lib.infra.perf import append_csv, load_average, machine_description
+    from emorl_lib.method.prompts import PromptConfig
     from emorl_lib.training.grpo import GRPOSettings
 
     if a.threads:

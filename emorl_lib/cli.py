@@ -9,7 +9,7 @@ import argparse
 import sys
 from typing import Callable
 
-from .corpora import CORPORA
+from .data.corpora import CORPORA
 
 
 def _profile_args(p: argparse.ArgumentParser) -> None:
@@ -17,8 +17,8 @@ def _profile_args(p: argparse.ArgumentParser) -> None:
 
 
 def _run_prepare(args: argparse.Namespace) -> int:
-    from .corpora.report import LayoutError
-    from .prep import prepare
+    from .data.corpora.report import LayoutError
+    from .data.prep import prepare
 
     data: dict = {}
     if args.corpus:
@@ -86,11 +86,11 @@ def add_evaluate(sub) -> None:
 
 
 def _run_infer(args: argparse.Namespace) -> int:
-    from .backbones import BackboneConfig
-    from .config import load_profile
+    from .training.backbones import BackboneConfig
+    from .infra.config import load_profile
     from .evaluation.config import EvalConfig
     from .evaluation.infer import infer_folder
-    from .prompts import PromptConfig
+    from .method.prompts import PromptConfig
 
     try:
         prof = load_profile(args.profile)

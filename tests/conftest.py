@@ -16,7 +16,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach a hub
 @pytest.fixture(scope="session")
 def kit_paths(tmp_path_factory):
     """Paths of a scratch profile whose cache/runs/results live in a temp folder."""
-    from emorl_lib.paths import Paths, PathsConfig
+    from emorl_lib.infra.paths import Paths, PathsConfig
 
     root = tmp_path_factory.mktemp("kit")
     return Paths.for_profile("test", PathsConfig(cache=str(root / "cache"), runs=str(root / "runs"),
@@ -25,7 +25,7 @@ def kit_paths(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def tiny_backbone_dir(kit_paths) -> Path:
-    from emorl_lib.backbones import BackboneConfig, build_tiny_qwen2_audio
+    from emorl_lib.training.backbones import BackboneConfig, build_tiny_qwen2_audio
 
     return build_tiny_qwen2_audio(BackboneConfig(), kit_paths)
 
@@ -51,9 +51,9 @@ SYNTHETIC_TEST_SIZE = 0.1  # small: a few dozen clips per corpus; every track-2 
 def synthetic_corpora(tmp_path_factory) -> dict[str, Path]:
     """corpus -> root of a small synthetic corpus in the real layout, generated once per session (seed 0).
 
-    The SAVEE flat re-upload layout is at `emorl_lib.synthetic.savee_flat_root(root.parent)`.
+    The SAVEE flat re-upload layout is at `emorl_lib.data.synthetic.savee_flat_root(root.parent)`.
     """
-    from emorl_lib.synthetic import generate_all
+    from emorl_lib.data.synthetic import generate_all
 
     return generate_all(tmp_path_factory.mktemp("synthetic"), seed=0, size=SYNTHETIC_TEST_SIZE)
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from emorl_lib import audio
+from emorl_lib.data import audio
 
 
 def sine(sr: int, seconds: float, channels: int = 1, amp: float = 0.3) -> np.ndarray:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from emorl_lib.backbones import (
+from emorl_lib.training.backbones import (
     REASONING_TAGS, BackboneConfig, build_tiny_qwen2_audio, load_backbone, load_processor, resolve_model_dir,
     trainable_parameters,
 )
@@ -55,7 +55,7 @@ def test_reasoning_tags_are_ordinary_tokens(tiny_backbone_dir):
 
 
 def test_tiny_build_is_deterministic_and_round_trips(kit_paths, tiny_backbone_dir, tone_wav, tmp_path):
-    from emorl_lib.paths import Paths, PathsConfig
+    from emorl_lib.infra.paths import Paths, PathsConfig
 
     other = Paths.for_profile("other", PathsConfig(cache=str(tmp_path / "c2")))
     second = build_tiny_qwen2_audio(BackboneConfig(), other)

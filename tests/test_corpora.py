@@ -9,14 +9,14 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from emorl_lib import labels
-from emorl_lib.corpora import CORPORA, LayoutError, load
-from emorl_lib.corpora import iemocap, meld, ravdess, savee
-from emorl_lib.corpora.crosscorpus import ATTRIBUTION, entry_utt_id, resolve_track2, track2_entries
-from emorl_lib.corpora.official import OFFICIAL_COUNTS, compare_official
-from emorl_lib.corpora.splits import RAVDESS_TEST_ACTORS, SAVEE_TEST_SPEAKERS, folds, train_test
-from emorl_lib.corpora.text import clean_text
-from emorl_lib.manifest import Utterance
+from emorl_lib.data import labels
+from emorl_lib.data.corpora import CORPORA, LayoutError, load
+from emorl_lib.data.corpora import iemocap, meld, ravdess, savee
+from emorl_lib.data.corpora.crosscorpus import ATTRIBUTION, entry_utt_id, resolve_track2, track2_entries
+from emorl_lib.data.corpora.official import OFFICIAL_COUNTS, compare_official
+from emorl_lib.data.corpora.splits import RAVDESS_TEST_ACTORS, SAVEE_TEST_SPEAKERS, folds, train_test
+from emorl_lib.data.corpora.text import clean_text
+from emorl_lib.data.manifest import Utterance
 
 
 def tone(path: Path, sr: int = 16000, seconds: float = 0.3, channels: int = 1) -> Path:
@@ -373,7 +373,7 @@ def test_synthetic_ravdess_filters_and_fold_membership(loaded):
 
 
 def test_synthetic_savee_both_layouts_and_folds(loaded, synthetic_corpora):
-    from emorl_lib.synthetic import savee_flat_root
+    from emorl_lib.data.synthetic import savee_flat_root
 
     rows, rep = loaded["savee"]
     flat, rep_flat = savee.load(savee_flat_root(synthetic_corpora["savee"].parent))

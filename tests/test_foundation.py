@@ -10,8 +10,8 @@ import nbformat
 import pytest
 import yaml
 
-from emorl_lib.config import ConfigError, from_dict, load_profile
-from emorl_lib.paths import REPO_ROOT
+from emorl_lib.infra.config import ConfigError, from_dict, load_profile
+from emorl_lib.infra.paths import REPO_ROOT
 
 # ---- environment -----------------------------------------------------------------------------------------------
 
@@ -113,7 +113,7 @@ def toy_kit(tmp_path, monkeypatch):
 
 
 def test_runner_runs_in_order_then_skips_current_stages(toy_kit, capsys):
-    from emorl_lib import runner
+    from emorl_lib.infra import runner
 
     root, log = toy_kit
     assert runner.main([]) == 0
@@ -132,7 +132,7 @@ def test_runner_runs_in_order_then_skips_current_stages(toy_kit, capsys):
 
 
 def test_runner_failure_names_notebook_cell_and_executed_copy(toy_kit, capsys):
-    from emorl_lib import runner
+    from emorl_lib.infra import runner
 
     root, _ = toy_kit
     _notebook(root / "notebooks" / "03_broken.ipynb", "raise ValueError('manifest missing')")
@@ -144,7 +144,7 @@ def test_runner_failure_names_notebook_cell_and_executed_copy(toy_kit, capsys):
 
 
 def test_runner_rejects_unknown_notebook(toy_kit):
-    from emorl_lib import runner
+    from emorl_lib.infra import runner
 
     with pytest.raises(SystemExit, match="no notebook '07'"):
         runner.main(["default", "07"])

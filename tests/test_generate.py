@@ -7,14 +7,14 @@ import pytest
 
 from emorl_lib.evaluation import generate as G
 from emorl_lib.evaluation.testsets import TestSet, subsample
-from emorl_lib.labels import FOUR_CLASS
-from emorl_lib.manifest import Utterance
-from emorl_lib.prompts import PromptConfig
+from emorl_lib.data.labels import FOUR_CLASS
+from emorl_lib.data.manifest import Utterance
+from emorl_lib.method.prompts import PromptConfig
 
 
 @pytest.fixture(scope="module")
 def backbone(tiny_backbone_dir, kit_paths):
-    from emorl_lib.backbones import BackboneConfig, load_backbone
+    from emorl_lib.training.backbones import BackboneConfig, load_backbone
 
     return load_backbone(BackboneConfig(path=str(tiny_backbone_dir)), kit_paths, trainable=False)
 
@@ -107,7 +107,7 @@ def test_adapter_on_and_off(backbone, eval_wavs, tmp_path):
     import torch
     from peft import LoraConfig, get_peft_model
 
-    from emorl_lib.backbones import BackboneConfig, load_backbone
+    from emorl_lib.training.backbones import BackboneConfig, load_backbone
     from emorl_lib.evaluation.matrix import with_adapter
 
     ts = _set(_rows(eval_wavs)[:2])

@@ -10,7 +10,7 @@ from emorl_lib.evaluation.infer import find_audio, infer_folder, tag_text
 
 @pytest.fixture(scope="module")
 def backbone(tiny_backbone_dir, kit_paths):
-    from emorl_lib.backbones import BackboneConfig, load_backbone
+    from emorl_lib.training.backbones import BackboneConfig, load_backbone
 
     return load_backbone(BackboneConfig(path=str(tiny_backbone_dir)), kit_paths, trainable=False)
 

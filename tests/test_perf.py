@@ -8,27 +8,27 @@ import numpy as np
 import pytest
 import torch
 
-from emorl_lib.perf import EncoderCache, FeatureCache, append_csv, encoder_cache, find_audio_tower, peak_memory
+from emorl_lib.infra.perf import EncoderCache, FeatureCache, append_csv, encoder_cache, find_audio_tower, peak_memory
 
 LABELS = ["neutral", "happy", "sad", "angry"]
 
 
 @pytest.fixture(scope="module")
 def backbone(kit_paths):
-    from emorl_lib.backbones import BackboneConfig, load_backbone
+    from emorl_lib.training.backbones import BackboneConfig, load_backbone
 
     return load_backbone(BackboneConfig(), kit_paths, trainable=False)
 
 
 @pytest.fixture(scope="module")
 def clips(eval_wavs):
-    from emorl_lib.audio import load_16k
+    from emorl_lib.data.audio import load_16k
 
     return [(str(p), load_16k(str(p))) for p in eval_wavs[:3]]
 
 
 def _messages(clips, order, condition="IR"):
-    from emorl_lib.prompts import PromptConfig, build_messages
+    from emorl_lib.method.prompts import PromptConfig, build_messages
 
     cfg = PromptConfig(condition=condition)
     return [build_messages(cfg, clips[i][0], LABELS, None, condition) for i in order]
@@ -99,8 +99,8 @@ def test_encoder_cache_refuses_a_trainable_encoder(backbone):
 def test_grpo_caches_give_the_plain_log_probs(kit_paths, clips):
     from datasets import Dataset
 
-    from emorl_lib.backbones import BackboneConfig, load_backbone
-    from emorl_lib.rewards import RewardConfig
+    from emorl_lib.training.backbones import BackboneConfig, load_backbone
+    from emorl_lib.method.rewards import RewardConfig
     from emorl_lib.training.grpo import AudioGRPOTrainer, GRPOSettings, grpo_config, reward_functions
 
     g = 3
@@ -190,7 +190,7 @@ def test_append_csv_grows_columns_and_keeps_rows(tmp_path):
 def test_full_size_refuses_on_the_cpu(capsys):
     import importlib.util
 
-    from emorl_lib.paths import repo_root
+    from emorl_lib.infra.paths import repo_root
 
     if torch.cuda.is_available():
         pytest.skip("a GPU is present: --size full would run")

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from emorl_lib.paths import REPO_ROOT
+from emorl_lib.infra.paths import REPO_ROOT
 
 pytestmark = pytest.mark.slow
 
@@ -34,7 +34,7 @@ def e2e(tmp_path_factory, kit_paths):
     }
     path = root / "e2e.yaml"
     path.write_text(yaml.safe_dump(prof))
-    from emorl_lib import runner
+    from emorl_lib.infra import runner
 
     rc = runner.main([str(path)])
     return rc, root / "results" / "e2e", root / "runs" / "e2e", path
@@ -95,7 +95,7 @@ def test_trained_adapters_and_logs(e2e):
 
 def test_a_second_run_skips_finished_stages(e2e, capsys):
     rc, _, _, path = e2e
-    from emorl_lib import runner
+    from emorl_lib.infra import runner
 
     capsys.readouterr()
     assert runner.main([str(path)]) == 0

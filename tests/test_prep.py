@@ -9,13 +9,14 @@ import pytest
 import soundfile as sf
 import yaml
 
-from emorl_lib import audio, prep
+from emorl_lib.data import audio
+from emorl_lib.data import prep
 from emorl_lib.cli import main as cli_main
-from emorl_lib.config import ConfigError
-from emorl_lib.corpora import LayoutError
-from emorl_lib.manifest import FIELDS, read_jsonl, read_manifest
-from emorl_lib.paths import Paths
-from emorl_lib.prep import DataConfig, cache_dir, prepare_corpus
+from emorl_lib.infra.config import ConfigError
+from emorl_lib.data.corpora import LayoutError
+from emorl_lib.data.manifest import FIELDS, read_jsonl, read_manifest
+from emorl_lib.infra.paths import Paths
+from emorl_lib.data.prep import DataConfig, cache_dir, prepare_corpus
 
 
 def make_paths(tmp_path: Path) -> Paths:
@@ -196,7 +197,7 @@ def test_synthetic_prepare_skips_meld_defects_and_writes_every_manifest(prepared
 
 def test_synthetic_track2_resolution_and_unresolved_report(prepared):
     from conftest import SYNTHETIC_TEST_SIZE
-    from emorl_lib.synthetic import track2_included
+    from emorl_lib.data.synthetic import track2_included
 
     _, out = prepared
     for corpus, rep in out.cross_reports.items():

@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from emorl_lib.config import from_dict
-from emorl_lib.labels import CORPUS_LABELS, FOUR_CLASS, UNIFIED
-from emorl_lib.priors import PriorConfig, plutchik_prior, similarity_matrix, va_prior
-from emorl_lib.rewards import (
+from emorl_lib.infra.config import from_dict
+from emorl_lib.data.labels import CORPUS_LABELS, FOUR_CLASS, UNIFIED
+from emorl_lib.method.priors import PriorConfig, plutchik_prior, similarity_matrix, va_prior
+from emorl_lib.method.rewards import (
     AccuracyReward, ESWRReward, FormatReward, RewardConfig, WeightedSum, alpha_at, build_rewards, confusion_pattern,
     eswr_value, reward_table, tie_share, tie_share_mc, training_progress,
 )
@@ -160,7 +160,7 @@ def test_confusion_pattern_rows_are_distributions():
 
 
 def test_wrong_answer_table_and_sweep():
-    from emorl_lib.rewards import tie_share_sweep, wrong_answer_rewards
+    from emorl_lib.method.rewards import tie_share_sweep, wrong_answer_rewards
     priors = {"plutchik": plutchik_prior(), "va": va_prior()}
     df = wrong_answer_rewards(priors, {"iemocap": FOUR_CLASS, "meld": CORPUS_LABELS["meld"]}, [0.7], alpha=0.5)
     assert len(df) == 2 * (4 * 3 + 7 * 6)

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from emorl_lib.labels import NATIVE_TO_UNIFIED
-from emorl_lib.synthetic import ROOT_NAMES, generate, savee_flat_root, track2_included, voice
-from emorl_lib.synthetic.clips import Clip, render_clip
+from emorl_lib.data.labels import NATIVE_TO_UNIFIED
+from emorl_lib.data.synthetic import ROOT_NAMES, generate, savee_flat_root, track2_included, voice
+from emorl_lib.data.synthetic.clips import Clip, render_clip
 
 IEMOCAP_UTT = re.compile(r"^Ses0[1-5][MF]_(impro|script)\d\d[ab]?(_\db?)?_[MF]\d{3}$")
 RAVDESS_NAME = re.compile(r"^(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)\.wav$")
@@ -294,7 +294,7 @@ def test_transcripts_carry_no_label_information(synthetic_corpora):
     an id does not change with its label."""
     import inspect
 
-    from emorl_lib.synthetic import meld
+    from emorl_lib.data.synthetic import meld
 
     assert list(inspect.signature(meld._utterance_text).parameters) == ["seed", "split", "d", "u"]
     texts = [r["Utterance"] for rs in _meld_rows(synthetic_corpora["meld"]).values() for r in rs]

@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from emorl_lib.experiments import RunSpec
-from emorl_lib.manifest import Utterance, write_jsonl
+from emorl_lib.training.experiments import RunSpec
+from emorl_lib.data.manifest import Utterance, write_jsonl
 
 FOUR = ("neutral", "happy", "sad", "angry")
 
@@ -127,7 +127,7 @@ def test_figures_from_logs_and_scores(settings, tmp_path):
     from emorl_lib.evaluation import figures as F
     from emorl_lib.evaluation.matrix import collect
     from emorl_lib.evaluation.tables import build_tables, main_rows
-    from emorl_lib.rewards import RewardConfig
+    from emorl_lib.method.rewards import RewardConfig
 
     _predict(settings, RunSpec("meld", "zeroshot", "IR"), "meld-test")
     for reward in ("binary", "eswr"):

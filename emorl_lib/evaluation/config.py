@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..prompts import CONDITIONS
+from ..method.prompts import CONDITIONS
 
 
 @dataclass

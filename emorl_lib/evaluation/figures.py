@@ -10,9 +10,9 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from ..experiments import RunSpec, grpo_runs, sft_runs
-from ..labels import CORPUS_LABELS
-from ..priors import build_prior, similarity_matrix
+from ..training.experiments import RunSpec, grpo_runs, sft_runs
+from ..data.labels import CORPUS_LABELS
+from ..method.priors import build_prior, similarity_matrix
 from ..training.common import accuracy_column  # the log's column names are the trainer's
 from .crosscorpus import NAMES
 from .matrix import ScoreBook

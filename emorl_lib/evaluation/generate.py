@@ -18,9 +18,9 @@ from typing import Sequence
 
 import numpy as np
 
-from ..audio import AudioError, SAMPLE_RATE, load_16k
-from ..parsing import parse_answer
-from ..prompts import PromptConfig, build_messages, canonical_condition
+from ..data.audio import AudioError, SAMPLE_RATE, load_16k
+from ..method.parsing import parse_answer
+from ..method.prompts import PromptConfig, build_messages, canonical_condition
 from .testsets import TestSet
 
 AUDIO_ERROR = "audio_error"  # parse reason of an utterance whose audio could not be read (counts as wrong)

@@ -15,13 +15,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-from ..audio import AudioError, load_16k
-from ..backbones import Backbone, BackboneConfig, load_backbone
-from ..labels import CORPUS_LABELS
-from ..manifest import atomic_write_text
-from ..parsing import parse_answer
-from ..paths import Paths
-from ..prompts import PromptConfig, build_messages, canonical_condition
+from ..data.audio import AudioError, load_16k
+from ..training.backbones import Backbone, BackboneConfig, load_backbone
+from ..data.labels import CORPUS_LABELS
+from ..data.manifest import atomic_write_text
+from ..method.parsing import parse_answer
+from ..infra.paths import Paths
+from ..method.prompts import PromptConfig, build_messages, canonical_condition
 from .generate import generate_batch
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3", ".mp4", ".m4a", ".aac", ".webm", ".opus")

@@ -17,12 +17,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ..backbones import Backbone, BackboneConfig, load_backbone
-from ..config import Profile, load_profile, to_dict
-from ..experiments import ExperimentsConfig, RunSpec, all_runs, validate
-from ..manifest import atomic_write_text
-from ..paths import Paths
-from ..prompts import PromptConfig
+from ..training.backbones import Backbone, BackboneConfig, load_backbone
+from ..infra.config import Profile, load_profile, to_dict
+from ..training.experiments import ExperimentsConfig, RunSpec, all_runs, validate
+from ..data.manifest import atomic_write_text
+from ..infra.paths import Paths
+from ..method.prompts import PromptConfig
 from .config import EvalConfig
 from .generate import predict_set, read_predictions
 from .metrics import FoldMean, Scores, fold_mean, score

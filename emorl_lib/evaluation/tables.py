@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..manifest import atomic_write_text
+from ..data.manifest import atomic_write_text
 from . import reference
 from .crosscorpus import NAMES, transfer_matrix, with_mean
 from .matrix import ScoreBook, environment

@@ -11,11 +11,11 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..corpora.splits import train_test
-from ..experiments import RunSpec
-from ..labels import candidates
-from ..manifest import Utterance, read_manifest
-from ..paths import Paths
+from ..data.corpora.splits import train_test
+from ..training.experiments import RunSpec
+from ..data.labels import candidates
+from ..data.manifest import Utterance, read_manifest
+from ..infra.paths import Paths
 
 XC_PREFIX = "xc-"
 

@@ -10,10 +10,10 @@ from typing import Any
 
 from transformers import TrainerCallback
 
-from ..corpora import train_test
-from ..experiments import RunSpec
-from ..manifest import Utterance, read_manifest
-from ..paths import Paths
+from ..data.corpora import train_test
+from .experiments import RunSpec
+from ..data.manifest import Utterance, read_manifest
+from ..infra.paths import Paths
 
 
 def training_rows(paths: Paths, run: RunSpec, max_rows: int | None, seed: int,
@@ -60,7 +60,7 @@ def precision_flags(dtype_name: str) -> dict[str, bool]:
 
     if not torch.cuda.is_available():
         return {"bf16": False, "fp16": False}
-    from ..backbones import resolve_dtype
+    from .backbones import resolve_dtype
 
     dt = resolve_dtype(dtype_name)
     return {"bf16": dt == torch.bfloat16, "fp16": dt == torch.float16}
@@ -197,7 +197,7 @@ def open_run(profile, overrides: dict | None, run: RunSpec, force: bool, stage: 
     import json
     import shutil
 
-    from ..config import load_profile
+    from ..infra.config import load_profile
 
     prof = load_profile(profile, overrides) if isinstance(profile, str) else profile.with_overrides(overrides)
     paths = prof.paths.ensure()

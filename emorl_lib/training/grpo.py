@@ -19,13 +19,13 @@ import torch
 from transformers import set_seed
 from trl import GRPOConfig, GRPOTrainer
 
-from ..backbones import BackboneConfig, load_backbone
-from ..config import Profile, load_profile
-from ..experiments import ExperimentsConfig, RunSpec
-from ..labels import candidates as corpus_candidates
-from ..perf import EncoderCache, find_audio_tower
-from ..prompts import PromptConfig, build_messages
-from ..rewards import AccuracyReward, FormatReward, RewardConfig, build_rewards
+from .backbones import BackboneConfig, load_backbone
+from ..infra.config import Profile, load_profile
+from .experiments import ExperimentsConfig, RunSpec
+from ..data.labels import candidates as corpus_candidates
+from ..infra.perf import EncoderCache, find_audio_tower
+from ..method.prompts import PromptConfig, build_messages
+from ..method.rewards import AccuracyReward, FormatReward, RewardConfig, build_rewards
 from .common import open_run, trained_hash, precision_flags, resolve_optim, run_callbacks, train_and_save, training_rows
 
 AUDIO_KEYS = ("input_features", "feature_attention_mask")
@@ -75,7 +75,7 @@ class AudioGRPOTrainer(GRPOTrainer):
     Every forward still receives the audio features; two exact caches only avoid recomputing them: identical
     prompts of a group are tokenised (audio loaded, mel features extracted) once (`cache_features`), and during
     `train()` the frozen audio encoder runs once per distinct clip of a generation batch (`cache_audio`,
-    emorl_lib.perf.EncoderCache; skipped with a notice when the encoder has trainable parameters)."""
+    emorl_lib.infra.perf.EncoderCache; skipped with a notice when the encoder has trainable parameters)."""
 
     def __init__(self, *args: Any, completions_log: Path | None = None, log_completions_every: int = 0,
                  cache_audio: bool = True, cache_features: bool = True, **kwargs: Any):

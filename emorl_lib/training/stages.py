@@ -9,8 +9,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from ..config import Profile, load_profile
-from ..experiments import ExperimentsConfig, RunSpec, grpo_runs, sft_runs, validate
+from ..infra.config import Profile, load_profile
+from .experiments import ExperimentsConfig, RunSpec, grpo_runs, sft_runs, validate
 
 
 def _select(runs: list[RunSpec], only: list[str] | None) -> list[RunSpec]:

@@ -5,7 +5,7 @@ Two sources, per utterance:
   `rationale` section names one in `teacher_jsonl`; it wins wherever it has the utterance;
 - else a deterministic template (`rationale_for`): <content> quotes the transcript and names emotionally salient
   words from a small lexicon (or says there is no transcript); <acoustics> puts the speaker-relative descriptor
-  levels (emorl_lib.descriptors) into words; <summary> weighs both and arrives at the gold label (this is a
+  levels (emorl_lib.method.descriptors) into words; <summary> weighs both and arrives at the gold label (this is a
   training target, so it may use the gold label).
 
 The template keeps to a small vocabulary (pitch, range, wide, narrow, loud, quiet, fast, slow, tense, breathy, ...:
@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping, Sequence
 
-from .manifest import Utterance
+from ..data.manifest import Utterance
 from .priors import DEFAULT_MAPPING, NRC_VAD
 from .prompts import TAGS, Rationale, canonical_condition, format_target
 
@@ -251,7 +251,7 @@ def load_teacher_rationales(path: str | Path) -> dict[str, Rationale]:
 
 
 def _teacher_path(p: str) -> Path:
-    from .paths import repo_root
+    from ..infra.paths import repo_root
 
     q = Path(p).expanduser()
     return q if q.is_absolute() else repo_root() / q
@@ -318,9 +318,9 @@ def profile_targets(profile="default", corpus: str = "iemocap", utts: Sequence[U
                     ) -> dict[str, str]:
     """SFT targets for a prepared corpus of a profile: descriptors (cached), the `rationale` section, and the
     `prompt` section's condition unless one is given. `utts`: a subset of the manifest (default: all of it)."""
-    from .config import Profile, load_profile
+    from ..infra.config import Profile, load_profile
     from .descriptors import DescriptorConfig, describe_manifest
-    from .manifest import read_manifest
+    from ..data.manifest import read_manifest
     from .prompts import PromptConfig
 
     prof = (profile if isinstance(profile, Profile) else load_profile(profile)).with_overrides(overrides)

@@ -24,7 +24,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from .labels import UNIFIED
+from ..data.labels import UNIFIED
 
 # Unified label -> emotion name used by the priors. "neutral" is special for Plutchik (S = 1/2).
 DEFAULT_MAPPING: dict[str, str] = {

@@ -37,7 +37,7 @@ from typing import Sequence
 import numpy as np
 from tqdm.auto import tqdm
 
-from .manifest import Utterance, atomic_write_text, read_jsonl, read_manifest, write_jsonl
+from ..data.manifest import Utterance, atomic_write_text, read_jsonl, read_manifest, write_jsonl
 
 # Descriptor name -> the key of its z-score. The one list of what is described.
 FEATURES: tuple[str, ...] = ("pitch_st", "range_st", "energy_db", "rate_syl_s", "hnr_db", "tilt_db")
@@ -326,7 +326,7 @@ def descriptors_path(manifest: Path) -> Path:
 
 
 def _pool_context():
-    from .prep import _pool_context as ctx  # one place decides how the kit forks its workers
+    from ..data.prep import _pool_context as ctx  # one place decides how the kit forks its workers
 
     return ctx()
 
@@ -454,12 +454,12 @@ def levels(z: dict[str, float | None], cfg: DescriptorConfig) -> dict[str, str |
 def describe_profile(profile="default", overrides: dict | None = None, corpora: Sequence[str] | None = None,
                      progress: bool = True) -> dict[str, Descriptors]:
     """Descriptors for each prepared corpus manifest of a profile (the `descriptors` section's settings)."""
-    from .config import Profile, load_profile
+    from ..infra.config import Profile, load_profile
 
     prof = (profile if isinstance(profile, Profile) else load_profile(profile)).with_overrides(overrides)
     cfg = prof.section("descriptors", DescriptorConfig)
     if corpora is None:
-        from .prep import DataConfig
+        from ..data.prep import DataConfig
 
         corpora = prof.section("data", DataConfig).corpora
     out = {}

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Sequence
 
 from ..manifest import Utterance, atomic_write_text, read_jsonl, write_jsonl
-from ..paths import PACKAGE_DATA
+from ...infra.paths import PACKAGE_DATA
 
 ATTRIBUTION = ("EmoBox track-2 lists (emo-box/EmoBox, MIT licence; Ma et al., INTERSPEECH 2024, "
                "arXiv 2406.07162)")

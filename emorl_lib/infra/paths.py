@@ -12,8 +12,9 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-PACKAGE_DATA = Path(__file__).resolve().parent / "data"
+PACKAGE_ROOT = Path(__file__).resolve().parent.parent  # emorl_lib/
+REPO_ROOT = PACKAGE_ROOT.parent
+PACKAGE_DATA = PACKAGE_ROOT / "data"  # shipped data files (track-2 lists, chat template)
 
 
 def repo_root() -> Path:

@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-from .labels import UNIFIED
+from ..data.labels import UNIFIED
 from .prompts import TAGS, tag_sequence
 
 # word (lower case) -> unified label. The one synonym table of the kit.

@@ -19,14 +19,14 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from .audio import CacheResult, cache_clip
-from .config import ConfigError, Profile, load_profile, to_dict
+from ..infra.config import ConfigError, Profile, load_profile, to_dict
 from .corpora import CORPORA, load as load_corpus
 from .corpora.crosscorpus import ATTRIBUTION, CrossReport, write_crosscorpus
 from .corpora.official import compare_official
 from .corpora.report import CorpusReport, format_table
 from .corpora.rows import Candidate
 from .manifest import Utterance, atomic_write_text, write_jsonl
-from .paths import Paths
+from ..infra.paths import Paths
 
 
 @dataclass

@@ -13,7 +13,7 @@ import math
 import zlib
 
 from ..manifest import read_jsonl
-from ..paths import PACKAGE_DATA
+from ...infra.paths import PACKAGE_DATA
 
 PER_CLASS = 60           # entries per class in each list
 PER_CLASS_AT_SIZE_1 = 30

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from .paths import PACKAGE_DATA, Paths
+from ..infra.paths import PACKAGE_DATA, Paths
 
 # Tokens the chat format and the reasoning format need. Audio/turn markers are special (never generated as text);
 # reasoning tags are ORDINARY tokens: TRL decodes completions with skip_special_tokens=True, which would strip

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .config import ConfigError, load_profile
-from .manifest import atomic_write_text
-from .paths import repo_root
+from ..data.manifest import atomic_write_text
+from .paths import PACKAGE_ROOT, repo_root
 
 
 @dataclass(frozen=True)
@@ -55,7 +55,7 @@ def select_stages(stages: list[Stage], wanted: list[str]) -> list[Stage]:
 
 def _library_digest() -> str:
     h = hashlib.sha256()
-    lib = Path(__file__).resolve().parent
+    lib = PACKAGE_ROOT
     for f in sorted(lib.rglob("*")):
         if f.is_file() and f.suffix in (".py", ".jsonl", ".jinja", ".md", ".txt"):
             h.update(f.relative_to(lib).as_posix().encode())

@@ -20,7 +20,7 @@ import numpy as np
 if TYPE_CHECKING:  # pandas only for the notebook tables' return types
     import pandas as pd
 
-from .labels import UNIFIED
+from ..data.labels import UNIFIED
 from .parsing import parse_answer, structure_ok
 from .priors import Prior, PriorConfig, build_prior
 from .prompts import canonical_condition

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .paths import Paths
+from ..infra.paths import Paths
 
 STAGES = ("zeroshot", "sft", "grpo")
 

@@ -1,0 +1,1 @@
+"""Infrastructure: profiles and settings, paths, atomic file writes, logging, the notebook runner, measurements."""
