@@ -19,11 +19,11 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from emorl_lib.infra.config import load_profile
 from emorl_lib.data.corpora import load as load_corpus
-from emorl_lib.infra.paths import repo_root
 from emorl_lib.data.prep import DataConfig, build_cache
 from emorl_lib.data.synthetic import generate_all
+from emorl_lib.infra.config import load_profile
+from emorl_lib.infra.paths import repo_root
 
 CSV_FIELDS = ["when", "machine", "cpu_count", "workers", "size", "repeats", "wav_clips", "wav_audio_s", "emorl_clips_per_s",
               "librosa_clips_per_s", "ratio", "mp4_clips", "emorl_mp4_clips_per_s",

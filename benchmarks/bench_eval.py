@@ -6,7 +6,7 @@
 Each comparison runs both paths on the same utterances in this one process and reports the ratio and whether the
 outputs are equal: (b) `evaluation.generate.batching_benchmark` (batch 1 vs --batch-size, greedy text equal);
 (d) generation with left padding and the KV cache vs use_cache=False (text equal); (c) `encode` (chat template +
-mel features) with a warm `perf.FeatureCache` vs without (a rerun of the same test set; features equal).
+mel features) with a warm `generate.FeatureCache` vs without (a rerun of the same test set; features equal).
 Utterances are tones of 0.8-3.6 s written to a temporary folder. One row per comparison is appended to
 results/benchmarks/eval.csv with the machine's description and load average.
 """
@@ -28,9 +28,9 @@ def tone_testset(folder: Path, n: int):
     """n tone 'utterances' of different lengths as an IEMOCAP-shaped 4-class test set."""
     import soundfile as sf
 
-    from emorl_lib.evaluation.testsets import TestSet
     from emorl_lib.data.labels import FOUR_CLASS
     from emorl_lib.data.manifest import Utterance
+    from emorl_lib.evaluation.testsets import TestSet
 
     sr, rows = 16000, []
     for i in range(n):
@@ -72,12 +72,26 @@ def main(argv: list[str] | None = None) -> list[dict]:
     import torch
 
     from emorl_lib.data.audio import load_16k
-    from emorl_lib.training.backbones import BackboneConfig, load_backbone
+    from emorl_lib.evaluation.generate import (
+        FeatureCache,
+        batching_benchmark,
+        encode,
+        predict_set,
+    )
+    from emorl_lib.evaluation.matrix import EvalConfig
     from emorl_lib.infra.config import load_profile
-    from emorl_lib.evaluation.config import EvalConfig
-    from emorl_lib.evaluation.generate import batching_benchmark, encode, predict_set
-    from emorl_lib.infra.perf import FeatureCache, append_csv, load_average, machine_description, peak_memory
-    from emorl_lib.method.prompts import PromptConfig, build_messages, canonical_condition
+    from emorl_lib.infra.perf import (
+        append_benchmark_row,
+        load_average,
+        machine_description,
+        peak_memory,
+    )
+    from emorl_lib.method.prompts import (
+        PromptConfig,
+        build_messages,
+        canonical_condition,
+    )
+    from emorl_lib.training.backbones import BackboneConfig, load_backbone
 
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -140,7 +154,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     out = []
     for r in rows:
         r = {**common, **r, "ratio": r["plain_s"] / r["fast_s"], "load_avg_after": load_average(), **mem}
-        append_csv(Path(a.out), r)
+        append_benchmark_row(Path(a.out), r)
         out.append(r)
     print(common["machine"], "| load avg", load_before, "->", load_average(), "| threads", common["threads"])
     print(f"{n} utterances, condition {cond}, batch {bs}, max_new_tokens {mnt}, backbone {bcfg.name}")

@@ -49,10 +49,19 @@ MODES = {"plain": (False, False), "features": (False, True), "encoder": (True, F
 def build_random_full(models_dir: Path) -> Path:
     """Qwen2-Audio-7B shapes with random weights (bf16), saved once; GPU only (8.4B parameters)."""
     import torch
-    from transformers import (GenerationConfig, Qwen2AudioConfig, Qwen2AudioForConditionalGeneration,
-                              Qwen2AudioProcessor, WhisperFeatureExtractor)
+    from transformers import (
+        GenerationConfig,
+        Qwen2AudioConfig,
+        Qwen2AudioForConditionalGeneration,
+        Qwen2AudioProcessor,
+        WhisperFeatureExtractor,
+    )
 
-    from emorl_lib.training.backbones import TinySpec, _build_tiny_tokenizer, chat_template
+    from emorl_lib.training.backbones import (
+        TinySpec,
+        _build_tiny_tokenizer,
+        chat_template,
+    )
 
     out = models_dir / "random-qwen2-audio-7b-shapes"
     if (out / "config.json").exists():
@@ -104,12 +113,17 @@ def run_mode(mode: str, prof, s, bcfg, wavs: list[str], condition: str, workdir:
     from datasets import Dataset
     from transformers import TrainerCallback, set_seed
 
-    from emorl_lib.training.backbones import load_backbone
     from emorl_lib.data.labels import FOUR_CLASS
-    from emorl_lib.infra.perf import Stopwatch, find_audio_tower, peak_memory, reset_peak_memory
+    from emorl_lib.infra.perf import Stopwatch, peak_memory, reset_peak_memory
     from emorl_lib.method.prompts import PromptConfig, build_messages
     from emorl_lib.method.rewards import RewardConfig
-    from emorl_lib.training.grpo import AudioGRPOTrainer, grpo_config, reward_functions
+    from emorl_lib.training.backbones import load_backbone
+    from emorl_lib.training.grpo import (
+        AudioGRPOTrainer,
+        find_audio_tower,
+        grpo_config,
+        reward_functions,
+    )
 
     cache_audio, cache_features = MODES[mode]
     gc.collect()
@@ -219,10 +233,14 @@ def main(argv: list[str] | None = None) -> list[dict]:
 
     import torch
 
-    from emorl_lib.training.backbones import BackboneConfig
     from emorl_lib.infra.config import load_profile
-    from emorl_lib.infra.perf import append_csv, load_average, machine_description
+    from emorl_lib.infra.perf import (
+        append_benchmark_row,
+        load_average,
+        machine_description,
+    )
     from emorl_lib.method.prompts import PromptConfig
+    from emorl_lib.training.backbones import BackboneConfig
     from emorl_lib.training.grpo import GRPOSettings
 
     if a.threads:
@@ -271,7 +289,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         if torch.cuda.is_available():
             r["target_gib"] = TARGET_GIB
             r["fits_target"] = r["gpu_reserved_peak_mib"] / 1024 <= TARGET_GIB
-        append_csv(Path(a.out), r)
+        append_benchmark_row(Path(a.out), r)
         rows.append(r)
     _print(rows)
     print(f"appended {len(rows)} rows to {a.out}")

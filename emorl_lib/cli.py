@@ -86,11 +86,11 @@ def add_evaluate(sub) -> None:
 
 
 def _run_infer(args: argparse.Namespace) -> int:
-    from .training.backbones import BackboneConfig
-    from .infra.config import load_profile
-    from .evaluation.config import EvalConfig
     from .evaluation.infer import infer_folder
+    from .evaluation.matrix import EvalConfig
+    from .infra.config import load_profile
     from .method.prompts import PromptConfig
+    from .training.backbones import BackboneConfig
 
     try:
         prof = load_profile(args.profile)
@@ -123,7 +123,7 @@ def add_infer(sub) -> None:
 
 
 def _run_train(args: argparse.Namespace) -> int:
-    from .training.stages import train_stage
+    from .training.runs import train_stage
 
     try:
         done = train_stage(args.command, args.profile, only=args.run, force=args.force)

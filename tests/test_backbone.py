@@ -6,7 +6,12 @@ import pytest
 import torch
 
 from emorl_lib.training.backbones import (
-    REASONING_TAGS, BackboneConfig, build_tiny_qwen2_audio, load_backbone, load_processor, resolve_model_dir,
+    REASONING_TAGS,
+    BackboneConfig,
+    build_tiny_qwen2_audio,
+    load_backbone,
+    load_processor,
+    resolve_model_dir,
     trainable_parameters,
 )
 

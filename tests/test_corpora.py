@@ -10,11 +10,28 @@ import pytest
 import soundfile as sf
 
 from emorl_lib.data import labels
-from emorl_lib.data.corpora import CORPORA, LayoutError, load
-from emorl_lib.data.corpora import iemocap, meld, ravdess, savee
-from emorl_lib.data.corpora.crosscorpus import ATTRIBUTION, entry_utt_id, resolve_track2, track2_entries
-from emorl_lib.data.corpora.official import OFFICIAL_COUNTS, compare_official
-from emorl_lib.data.corpora.splits import RAVDESS_TEST_ACTORS, SAVEE_TEST_SPEAKERS, folds, train_test
+from emorl_lib.data.corpora import (
+    CORPORA,
+    LayoutError,
+    iemocap,
+    load,
+    meld,
+    ravdess,
+    savee,
+)
+from emorl_lib.data.corpora.crosscorpus import (
+    ATTRIBUTION,
+    entry_utt_id,
+    resolve_track2,
+    track2_entries,
+)
+from emorl_lib.data.corpora.report import OFFICIAL_COUNTS, compare_official
+from emorl_lib.data.corpora.splits import (
+    RAVDESS_TEST_ACTORS,
+    SAVEE_TEST_SPEAKERS,
+    folds,
+    train_test,
+)
 from emorl_lib.data.corpora.text import clean_text
 from emorl_lib.data.manifest import Utterance
 

@@ -10,9 +10,14 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from emorl_lib.method import descriptors as D
-from emorl_lib.method.descriptors import DescriptorConfig, compute_descriptors, describe_signal, speaker_zscores
 from emorl_lib.data.manifest import Utterance
+from emorl_lib.method import descriptors as D
+from emorl_lib.method.descriptors import (
+    DescriptorConfig,
+    compute_descriptors,
+    describe_signal,
+    speaker_zscores,
+)
 
 SR = 16000
 
@@ -197,8 +202,8 @@ def test_describe_manifest_names_a_missing_manifest(tmp_path):
 @pytest.fixture(scope="module")
 def savee_descriptors(tmp_path_factory):
     from emorl_lib.data.prep import DataConfig, prepare_corpus
-    from emorl_lib.infra.paths import Paths
     from emorl_lib.data.synthetic import generate
+    from emorl_lib.infra.paths import Paths
 
     base = tmp_path_factory.mktemp("syn_desc")
     paths = Paths("t", base / "cache", base / "runs" / "t", base / "results" / "t").ensure()

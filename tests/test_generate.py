@@ -5,10 +5,10 @@ import json
 
 import pytest
 
-from emorl_lib.evaluation import generate as G
-from emorl_lib.evaluation.testsets import TestSet, subsample
 from emorl_lib.data.labels import FOUR_CLASS
 from emorl_lib.data.manifest import Utterance
+from emorl_lib.evaluation import generate as G
+from emorl_lib.evaluation.testsets import TestSet, subsample
 from emorl_lib.method.prompts import PromptConfig
 
 
@@ -107,8 +107,8 @@ def test_adapter_on_and_off(backbone, eval_wavs, tmp_path):
     import torch
     from peft import LoraConfig, get_peft_model
 
-    from emorl_lib.training.backbones import BackboneConfig, load_backbone
     from emorl_lib.evaluation.matrix import with_adapter
+    from emorl_lib.training.backbones import BackboneConfig, load_backbone
 
     ts = _set(_rows(eval_wavs)[:2])
     base = G.predict_set(backbone, ts, PromptConfig(), "IR", tmp_path / "base.jsonl", 2, 8, progress=False)

@@ -2,10 +2,15 @@
 
 import numpy as np
 import pytest
-from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score, recall_score
+from sklearn.metrics import (
+    accuracy_score,
+    balanced_accuracy_score,
+    f1_score,
+    recall_score,
+)
 
-from emorl_lib.evaluation.crosscorpus import transfer_matrix, with_mean
 from emorl_lib.evaluation.metrics import fold_mean, score
+from emorl_lib.evaluation.tables import transfer_matrix, with_mean
 
 LABELS = ("a", "b", "c")
 

@@ -1,8 +1,16 @@
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from emorl_lib.method.parsing import REASONS, SYNONYMS, Parsed, completion_text, parse_answer, structure_ok
 from emorl_lib.data.labels import UNIFIED
+from emorl_lib.method.parsing import (
+    REASONS,
+    SYNONYMS,
+    Parsed,
+    completion_text,
+    parse_answer,
+    structure_ok,
+)
 
 
 @pytest.mark.parametrize("text,label", [

@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from emorl_lib.infra.perf import EncoderCache, FeatureCache, append_csv, encoder_cache, find_audio_tower, peak_memory
+from emorl_lib.evaluation.generate import FeatureCache
+from emorl_lib.infra.perf import append_benchmark_row, peak_memory
+from emorl_lib.training.grpo import EncoderCache, encoder_cache, find_audio_tower
 
 LABELS = ["neutral", "happy", "sad", "angry"]
 
@@ -99,9 +101,14 @@ def test_encoder_cache_refuses_a_trainable_encoder(backbone):
 def test_grpo_caches_give_the_plain_log_probs(kit_paths, clips):
     from datasets import Dataset
 
-    from emorl_lib.training.backbones import BackboneConfig, load_backbone
     from emorl_lib.method.rewards import RewardConfig
-    from emorl_lib.training.grpo import AudioGRPOTrainer, GRPOSettings, grpo_config, reward_functions
+    from emorl_lib.training.backbones import BackboneConfig, load_backbone
+    from emorl_lib.training.grpo import (
+        AudioGRPOTrainer,
+        GRPOSettings,
+        grpo_config,
+        reward_functions,
+    )
 
     g = 3
     bcfg = BackboneConfig()
@@ -177,10 +184,10 @@ def test_generation_without_kv_cache_gives_the_same_text(backbone, clips):
 # ---- bookkeeping -------------------------------------------------------------------------------------------------
 
 
-def test_append_csv_grows_columns_and_keeps_rows(tmp_path):
+def test_append_benchmark_row_grows_columns_and_keeps_rows(tmp_path):
     p = tmp_path / "b.csv"
-    append_csv(p, {"a": 1})
-    append_csv(p, {"a": 2, "b": "x"})
+    append_benchmark_row(p, {"a": 1})
+    append_benchmark_row(p, {"a": 2, "b": "x"})
     rows = list(csv.DictReader(p.open()))
     assert [r["a"] for r in rows] == ["1", "2"] and rows[0]["b"] == "" and rows[1]["b"] == "x"
     assert all(r["when"] for r in rows)

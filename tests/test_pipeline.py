@@ -7,7 +7,6 @@ of `./run_all.sh` runs: synthetic corpora -> manifests -> priors -> SFT -> GRPO 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pandas as pd
 import pytest

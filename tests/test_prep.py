@@ -9,14 +9,14 @@ import pytest
 import soundfile as sf
 import yaml
 
-from emorl_lib.data import audio
-from emorl_lib.data import prep
 from emorl_lib.cli import main as cli_main
-from emorl_lib.infra.config import ConfigError
+from emorl_lib.data import audio, prep
 from emorl_lib.data.corpora import LayoutError
-from emorl_lib.data.manifest import FIELDS, read_jsonl, read_manifest
-from emorl_lib.infra.paths import Paths
+from emorl_lib.data.manifest import FIELDS, read_manifest
 from emorl_lib.data.prep import DataConfig, cache_dir, prepare_corpus
+from emorl_lib.infra.config import ConfigError
+from emorl_lib.infra.io import read_jsonl
+from emorl_lib.infra.paths import Paths
 
 
 def make_paths(tmp_path: Path) -> Paths:
@@ -197,6 +197,7 @@ def test_synthetic_prepare_skips_meld_defects_and_writes_every_manifest(prepared
 
 def test_synthetic_track2_resolution_and_unresolved_report(prepared):
     from conftest import SYNTHETIC_TEST_SIZE
+
     from emorl_lib.data.synthetic import track2_included
 
     _, out = prepared

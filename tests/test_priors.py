@@ -3,11 +3,18 @@ import math
 import numpy as np
 import pytest
 
-from emorl_lib.infra.config import ConfigError, from_dict
 from emorl_lib.data.labels import CORPUS_LABELS, UNIFIED
+from emorl_lib.infra.config import ConfigError, from_dict
 from emorl_lib.method.priors import (
-    NRC_VAD, PriorConfig, build_prior, confusion_prior, confusion_similarity, plutchik_prior, read_confusion_csv,
-    similarity_matrix, va_prior,
+    NRC_VAD,
+    PriorConfig,
+    build_prior,
+    confusion_prior,
+    confusion_similarity,
+    plutchik_prior,
+    read_confusion_csv,
+    similarity_matrix,
+    va_prior,
 )
 
 NEIGHBOUR = (math.cos(math.radians(45)) + 1) / 2  # 0.8536

@@ -1,9 +1,16 @@
 import pytest
 
-from emorl_lib.infra.config import ConfigError, from_dict
 from emorl_lib.data.labels import CORPUS_LABELS
+from emorl_lib.infra.config import ConfigError, from_dict
 from emorl_lib.method.parsing import parse_answer, structure_ok
-from emorl_lib.method.prompts import CONDITIONS, PromptConfig, Rationale, build_messages, format_target, user_text
+from emorl_lib.method.prompts import (
+    CONDITIONS,
+    PromptConfig,
+    Rationale,
+    build_messages,
+    format_target,
+    user_text,
+)
 
 
 def test_messages_have_system_audio_block_and_candidate_labels():

@@ -6,14 +6,22 @@ import re
 
 import pytest
 
-from emorl_lib.training.backbones import _TINY_WORDS
-from emorl_lib.method.descriptors import DescriptorConfig, FEATURES, levels
 from emorl_lib.data.labels import UNIFIED
 from emorl_lib.data.manifest import Utterance
+from emorl_lib.method.descriptors import FEATURES, DescriptorConfig, levels
 from emorl_lib.method.parsing import parse_answer, structure_ok
 from emorl_lib.method.prompts import CONDITIONS
-from emorl_lib.method.rationales import (NO_ACOUSTICS, NO_TRANSCRIPT, RationaleConfig, build_rationales, build_targets,
-                                  load_teacher_rationales, rationale_for, salient_words)
+from emorl_lib.method.rationales import (
+    NO_ACOUSTICS,
+    NO_TRANSCRIPT,
+    RationaleConfig,
+    build_rationales,
+    build_targets,
+    load_teacher_rationales,
+    rationale_for,
+    salient_words,
+)
+from emorl_lib.training.backbones import _TINY_WORDS
 
 
 def utt(utt_id: str, label: str = "angry", transcript: str | None = None, speaker: str = "S1") -> Utterance:
@@ -171,8 +179,8 @@ def test_profile_targets_read_the_sections_and_describe_the_manifest(tmp_path):
     import yaml
 
     from emorl_lib.infra.config import load_profile
+    from emorl_lib.infra.io import write_jsonl
     from emorl_lib.method.descriptors import describe_profile
-    from emorl_lib.data.manifest import write_jsonl
     from emorl_lib.method.rationales import profile_targets
 
     assert load_profile("default").section("rationale", RationaleConfig).teacher_jsonl is None

@@ -3,14 +3,31 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from emorl_lib.infra.config import from_dict
 from emorl_lib.data.labels import CORPUS_LABELS, FOUR_CLASS, UNIFIED
-from emorl_lib.method.priors import PriorConfig, plutchik_prior, similarity_matrix, va_prior
+from emorl_lib.infra.config import from_dict
+from emorl_lib.method.priors import (
+    PriorConfig,
+    plutchik_prior,
+    similarity_matrix,
+    va_prior,
+)
 from emorl_lib.method.rewards import (
-    AccuracyReward, ESWRReward, FormatReward, RewardConfig, WeightedSum, alpha_at, build_rewards, confusion_pattern,
-    eswr_value, reward_table, tie_share, tie_share_mc, training_progress,
+    AccuracyReward,
+    ESWRReward,
+    FormatReward,
+    RewardConfig,
+    WeightedSum,
+    alpha_at,
+    build_rewards,
+    confusion_pattern,
+    eswr_value,
+    reward_table,
+    tie_share,
+    tie_share_mc,
+    training_progress,
 )
 
 NEIGHBOUR = (math.cos(math.radians(45)) + 1) / 2

@@ -13,7 +13,13 @@ import pytest
 import soundfile as sf
 
 from emorl_lib.data.labels import NATIVE_TO_UNIFIED
-from emorl_lib.data.synthetic import ROOT_NAMES, generate, savee_flat_root, track2_included, voice
+from emorl_lib.data.synthetic import (
+    ROOT_NAMES,
+    generate,
+    savee_flat_root,
+    track2_included,
+    voice,
+)
 from emorl_lib.data.synthetic.clips import Clip, render_clip
 
 IEMOCAP_UTT = re.compile(r"^Ses0[1-5][MF]_(impro|script)\d\d[ab]?(_\db?)?_[MF]\d{3}$")

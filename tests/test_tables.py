@@ -6,8 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from emorl_lib.data.manifest import Utterance
+from emorl_lib.infra.io import write_jsonl
 from emorl_lib.training.experiments import RunSpec
-from emorl_lib.data.manifest import Utterance, write_jsonl
 
 FOUR = ("neutral", "happy", "sad", "angry")
 

@@ -10,9 +10,10 @@ import pytest
 import soundfile as sf
 import torch
 
+from emorl_lib.data.manifest import Utterance
 from emorl_lib.infra.config import Profile
+from emorl_lib.infra.io import write_jsonl
 from emorl_lib.training.experiments import RunSpec
-from emorl_lib.data.manifest import Utterance, write_jsonl
 
 LABELS = ("neutral", "happy", "sad", "angry")
 F0 = {"neutral": 160.0, "happy": 300.0, "sad": 110.0, "angry": 240.0}
@@ -61,11 +62,17 @@ def _adapter_tensors(folder: Path) -> dict[str, torch.Tensor]:
 def test_grpo_every_logprob_forward_receives_audio(train_profile):
     from datasets import Dataset
 
-    from emorl_lib.training.backbones import BackboneConfig, load_backbone
     from emorl_lib.method.prompts import PromptConfig
     from emorl_lib.method.rewards import RewardConfig
-    from emorl_lib.training.common import training_rows
-    from emorl_lib.training.grpo import AudioGRPOTrainer, GRPOSettings, grpo_config, prompt_rows, reward_functions
+    from emorl_lib.training.backbones import BackboneConfig, load_backbone
+    from emorl_lib.training.grpo import (
+        AudioGRPOTrainer,
+        GRPOSettings,
+        grpo_config,
+        prompt_rows,
+        reward_functions,
+    )
+    from emorl_lib.training.runs import training_rows
 
     paths = train_profile.paths
     run = RunSpec("iemocap", "grpo", "IR", "eswr", 1)
@@ -122,8 +129,8 @@ def test_grpo_refuses_a_logprob_forward_without_audio(train_profile):
 
 
 def test_sft_collator_masks_prompt_and_audio(tiny_backbone_dir, tone_wav):
-    from emorl_lib.training.backbones import load_processor
     from emorl_lib.method.prompts import PromptConfig, build_messages, format_target
+    from emorl_lib.training.backbones import load_processor
     from emorl_lib.training.sft import IGNORE, AudioSFTCollator
 
     proc = load_processor(str(tiny_backbone_dir))

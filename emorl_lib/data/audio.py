@@ -8,13 +8,13 @@ librosa itself uses by default) resamples to 16 kHz at high quality. A clip that
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
+
+from ..infra.io import atomic_file
 
 SAMPLE_RATE = 16000
 SOUNDFILE_SUFFIXES = {".wav", ".flac", ".ogg", ".aiff", ".aif"}
@@ -106,19 +106,12 @@ def write_wav_atomic(path: str | Path, y: np.ndarray, sr: int = SAMPLE_RATE) -> 
     import wave
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     pcm = np.round(np.clip(y, -1.0, 1.0) * 32767.0).astype("<i2")  # our own conversion: no wrap-around
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f, wave.open(f, "wb") as w:
-            w.setnchannels(1)
-            w.setsampwidth(2)
-            w.setframerate(sr)
-            w.writeframes(pcm.tobytes())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_file(path, "wb") as f, wave.open(f, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(sr)
+        w.writeframes(pcm.tobytes())
     return path
 
 

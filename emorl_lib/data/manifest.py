@@ -21,15 +21,18 @@ Schema (every row has every key; null where the corpus has no such fact):
 from __future__ import annotations
 
 import json
-import os
-import tempfile
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
-from typing import Iterable, Iterator
+
+from ..infra.io import read_jsonl
+from . import labels
 
 
 @dataclass
 class Utterance:
+    """One manifest row. A loader makes it before the audio is decoded (`wav`, `duration` None); preparation fills
+    them in with `with_audio` once the clip is in the 16 kHz cache."""
+
     utt_id: str
     corpus: str
     speaker: str
@@ -39,49 +42,28 @@ class Utterance:
     label4: str | None
     split: str | None
     fold: int | None
-    duration: float
-    wav: str
+    duration: float | None
+    wav: str | None
     source: str
     transcript: str | None = None
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), ensure_ascii=False)
 
+    def with_audio(self, wav: str | Path, duration: float) -> "Utterance":
+        return replace(self, wav=str(wav), duration=round(float(duration), 4))
+
 
 FIELDS: tuple[str, ...] = tuple(f.name for f in fields(Utterance))
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write via a temp file and rename, so an interrupt never leaves a half file that looks finished."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def write_jsonl(path: Path, rows: Iterable[dict | Utterance]) -> Path:
-    lines = [r.to_json() if isinstance(r, Utterance) else json.dumps(r, ensure_ascii=False) for r in rows]
-    atomic_write_text(Path(path), "".join(l + "\n" for l in lines))
-    return Path(path)
-
-
-def read_jsonl(path: Path) -> Iterator[dict]:
-    path = Path(path)
-    with path.open(encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            line = line.strip()
-            if not line:
-                continue
-            try:
-                yield json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{n}: not a JSON object ({e.msg})") from None
+def labelled_row(corpus: str, utt_id: str, native: str, **kw) -> Utterance | None:
+    """A loader's row with labels from labels.py, or None when the corpus's protocol does not keep `native`."""
+    label = labels.to_unified(corpus, native)
+    if label is None:
+        return None
+    return Utterance(utt_id=utt_id, corpus=corpus, native_label=native, label=label,
+                     label4=labels.to_four_class(label), duration=None, wav=None, **kw)
 
 
 def read_manifest(path: Path) -> list[Utterance]:

@@ -18,15 +18,15 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from .audio import CacheResult, cache_clip
 from ..infra.config import ConfigError, Profile, load_profile, to_dict
-from .corpora import CORPORA, load as load_corpus
-from .corpora.crosscorpus import ATTRIBUTION, CrossReport, write_crosscorpus
-from .corpora.official import compare_official
-from .corpora.report import CorpusReport, format_table
-from .corpora.rows import Candidate
-from .manifest import Utterance, atomic_write_text, write_jsonl
+from ..infra.io import atomic_write_text, write_jsonl
 from ..infra.paths import Paths
+from .audio import CacheResult, cache_clip
+from .corpora import CORPORA
+from .corpora import load as load_corpus
+from .corpora.crosscorpus import ATTRIBUTION, CrossReport, write_crosscorpus
+from .corpora.report import CorpusReport, compare_official, format_table
+from .manifest import Utterance
 
 
 @dataclass
@@ -102,7 +102,7 @@ def build_cache(jobs: list[tuple[str, str, str, float]], workers: int, desc: str
     return out
 
 
-def cache_candidates(cands: list[Candidate], report: CorpusReport, target_dir: Path, cfg: DataConfig,
+def cache_candidates(cands: list[Utterance], report: CorpusReport, target_dir: Path, cfg: DataConfig,
                      progress: bool = True) -> list[Utterance]:
     """Decode candidates into `target_dir` (reusing fresh copies) and return manifest rows for the usable ones;
     unusable clips move from kept to skipped in `report`, each listed with the reason."""
@@ -129,7 +129,7 @@ def cache_candidates(cands: list[Candidate], report: CorpusReport, target_dir: P
             continue
         report.reused += r.reused
         report.decoded += not r.reused
-        rows.append(c.to_utterance(str((target_dir / f"{c.utt_id}.wav").resolve()), r.duration))
+        rows.append(c.with_audio((target_dir / f"{c.utt_id}.wav").resolve(), r.duration))
     return rows
 
 

@@ -10,14 +10,13 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from ..training.experiments import RunSpec, grpo_runs, sft_runs
 from ..data.labels import CORPUS_LABELS
 from ..method.priors import build_prior, similarity_matrix
-from ..training.common import accuracy_column  # the log's column names are the trainer's
-from .crosscorpus import NAMES
+from ..training.experiments import RunSpec, grpo_runs, sft_runs
+from ..training.runs import accuracy_column  # the log's column names are the trainer's
 from .matrix import ScoreBook
 from .metrics import METRICS, UNPARSEABLE
-from .tables import IN_CORPUS, METRIC_NAMES, Recipe
+from .tables import IN_CORPUS, METRIC_NAMES, NAMES, Recipe
 
 
 def save(fig, figures_dir: Path, name: str) -> list[Path]:

@@ -4,21 +4,23 @@ Every prediction keeps the raw output next to the parsed label, so a parser chan
 re-generating. A rerun reads the file, skips ids finished under the same condition and token budget, and appends the rest (a half-written last line from a
 killed run is ignored and its utterance redone). Prompts are left-padded (the kit's processor) and decoded
 greedily with the KV cache; `seconds` is the batch's wall time shared equally among its utterances.
-An optional `perf.FeatureCache` lets reruns (other runs, conditions or budgets on the same test set) reuse each
+An optional `FeatureCache` (below) lets reruns (other runs, conditions or budgets on the same test set) reuse each
 clip's mel features; `use_cache=False` (no KV cache) exists only to measure what the cache buys (benchmarks/).
 """
 
 from __future__ import annotations
 
-import json
+import hashlib
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 
-from ..data.audio import AudioError, SAMPLE_RATE, load_16k
+from ..data.audio import SAMPLE_RATE, AudioError, load_16k
+from ..infra.io import append_jsonl, read_jsonl, repair_jsonl_tail
 from ..method.parsing import parse_answer
 from ..method.prompts import PromptConfig, build_messages, canonical_condition
 from .testsets import TestSet
@@ -57,7 +59,7 @@ def eos_ids(backbone) -> set[int]:
 
 def encode(processor, messages: Sequence[list[dict]], audios: Sequence[np.ndarray], feature_cache=None):
     """Chat-template text + audio features for a batch (left padded). Audio goes in as arrays decoded by the
-    kit's audio module, so any format it reads works and errors are ours to count. With a `perf.FeatureCache`,
+    kit's audio module, so any format it reads works and errors are ours to count. With a `FeatureCache` (below),
     clips seen before skip the mel extraction (same features)."""
     texts = [processor.apply_chat_template(m, tokenize=False, add_generation_prompt=True) for m in messages]
     if feature_cache is None:
@@ -96,31 +98,7 @@ def generate_batch(backbone, messages: Sequence[list[dict]], audios: Sequence[np
 def read_predictions(path: Path) -> list[dict]:
     """Finished predictions; a torn last line (a killed run) is skipped, a torn line elsewhere is an error."""
     path = Path(path)
-    if not path.exists():
-        return []
-    lines = path.read_text(encoding="utf-8").splitlines()
-    out = []
-    for n, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            out.append(json.loads(line))
-        except json.JSONDecodeError:
-            if n == len(lines):
-                break
-            raise ValueError(f"{path}:{n}: not a JSON line (a corrupt predictions file: delete it to redo)") from None
-    return out
-
-
-def _repair_tail(path: Path) -> None:
-    """Drop a torn last line so appends start on a clean line."""
-    if not path.exists():
-        return
-    data = path.read_bytes()
-    if data and not data.endswith(b"\n"):
-        cut = data.rfind(b"\n") + 1
-        with path.open("r+b") as f:
-            f.truncate(cut)
+    return list(read_jsonl(path, tolerate_partial_last=True)) if path.exists() else []
 
 
 def predict_set(backbone, test_set: TestSet, prompt_cfg: PromptConfig, condition: str, out_path: Path,
@@ -138,38 +116,35 @@ def predict_set(backbone, test_set: TestSet, prompt_cfg: PromptConfig, condition
                              f"transcript (e.g. {lacking[:3]})")
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    _repair_tail(out_path)
+    repair_jsonl_tail(out_path)
     # Lines made under another condition or token budget are stale: redone and appended (the last line wins).
     done = {p["utt_id"]: p for p in read_predictions(out_path)
             if p.get("condition") == cond and p.get("max_new_tokens") == max_new_tokens}
     todo = [r for r in test_set.rows if r.utt_id not in done]
     bar = tqdm(total=len(test_set.rows), initial=len(test_set.rows) - len(todo), desc=f"{out_path.parent.name}/"
                f"{test_set.name}", unit="utt", disable=not progress, leave=False)
-    with out_path.open("a", encoding="utf-8") as f:
-        for start in range(0, len(todo), batch_size):
-            chunk = todo[start:start + batch_size]
-            ok_rows, audios, preds = [], [], []
-            for r in chunk:
-                try:
-                    audios.append(load_16k(r.wav))
-                    ok_rows.append(r)
-                except AudioError as e:
-                    preds.append(Prediction(r.utt_id, test_set.gold(r), "", None, f"{AUDIO_ERROR}: {e.reason}", 0,
-                                            0.0, 0, cond, max_new_tokens))
-            if ok_rows:
-                msgs = [build_messages(prompt_cfg, r.wav, cands, r.transcript, cond) for r in ok_rows]
-                t0 = time.perf_counter()
-                gens = generate_batch(backbone, msgs, audios, max_new_tokens, use_cache, feature_cache)
-                per = (time.perf_counter() - t0) / len(ok_rows)
-                for r, g in zip(ok_rows, gens):
-                    parsed = parse_answer(g.text, cands, require_tag=require_answer_tag)
-                    preds.append(Prediction(r.utt_id, test_set.gold(r), g.text, parsed.label, parsed.reason,
-                                            g.n_tokens, per, len(ok_rows), cond, max_new_tokens))
-            for p in preds:
-                f.write(json.dumps(asdict(p), ensure_ascii=False) + "\n")
-                done[p.utt_id] = asdict(p)
-            f.flush()
-            bar.update(len(chunk))
+    for start in range(0, len(todo), batch_size):
+        chunk = todo[start:start + batch_size]
+        ok_rows, audios, preds = [], [], []
+        for r in chunk:
+            try:
+                audios.append(load_16k(r.wav))
+                ok_rows.append(r)
+            except AudioError as e:
+                preds.append(Prediction(r.utt_id, test_set.gold(r), "", None, f"{AUDIO_ERROR}: {e.reason}", 0,
+                                        0.0, 0, cond, max_new_tokens))
+        if ok_rows:
+            msgs = [build_messages(prompt_cfg, r.wav, cands, r.transcript, cond) for r in ok_rows]
+            t0 = time.perf_counter()
+            gens = generate_batch(backbone, msgs, audios, max_new_tokens, use_cache, feature_cache)
+            per = (time.perf_counter() - t0) / len(ok_rows)
+            for r, g in zip(ok_rows, gens):
+                parsed = parse_answer(g.text, cands, require_tag=require_answer_tag)
+                preds.append(Prediction(r.utt_id, test_set.gold(r), g.text, parsed.label, parsed.reason,
+                                        g.n_tokens, per, len(ok_rows), cond, max_new_tokens))
+        append_jsonl(out_path, [asdict(p) for p in preds])
+        done.update((p.utt_id, asdict(p)) for p in preds)
+        bar.update(len(chunk))
     bar.close()
     return [done[r.utt_id] for r in test_set.rows]
 
@@ -195,3 +170,85 @@ def batching_benchmark(backbone, test_set: TestSet, prompt_cfg: PromptConfig, co
     for r in rows:
         r["same_text_as_batch_" + str(batch_sizes[0])] = sum(a == b for a, b in zip(outputs[r["batch_size"]], ref))
     return rows
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Mel feature cache
+# ----------------------------------------------------------------------------------------------------------------
+class FeatureCache:
+    """Log-mel features per clip, keyed on the waveform's bytes and the extractor call's options.
+
+    Fills until `max_bytes` and then stops adding (an LRU smaller than a test set would miss on every sequential
+    rerun; keep-first still serves the first part). `hits`/`misses`/`skipped` count clips."""
+
+    def __init__(self, max_bytes: int = 1 << 30) -> None:
+        self.max_bytes = max_bytes
+        self.store: dict[bytes, dict[str, np.ndarray]] = {}
+        self.nbytes = 0
+        self.hits = self.misses = self.skipped = 0
+
+    @staticmethod
+    def key(wave: np.ndarray, options: dict) -> bytes:
+        a = np.ascontiguousarray(wave)
+        h = hashlib.blake2b(a.tobytes(), digest_size=20)
+        h.update(repr((a.dtype.str, a.shape, sorted((k, repr(v)) for k, v in options.items()))).encode())
+        return h.digest()
+
+    def extract(self, extractor, audio: list[np.ndarray], **options):
+        """What `extractor(audio, **options)` returns, computing only the clips not cached. Requires padding to a
+        fixed length (Qwen2-Audio's processor always asks for padding='max_length'), else rows would depend on
+        their batch."""
+        from transformers import BatchFeature
+
+        if options.get("padding") != "max_length":
+            return extractor(audio, **options)
+        single = isinstance(audio, np.ndarray) and audio.ndim == 1
+        clips = [audio] if single else list(audio)
+        opts = {k: v for k, v in options.items() if k != "return_tensors"}
+        keys = [self.key(np.asarray(c), opts) for c in clips]
+        todo = sorted({i for i, k in enumerate(keys) if k not in self.store}, key=lambda i: i)
+        todo_keys: dict[bytes, int] = {}
+        for i in todo:
+            todo_keys.setdefault(keys[i], i)
+        fresh: dict[bytes, dict[str, np.ndarray]] = {}
+        if todo_keys:
+            rows = list(todo_keys.values())
+            out = extractor([clips[i] for i in rows], **{**opts, "return_tensors": "np"})
+            for j, i in enumerate(rows):
+                fresh[keys[i]] = {k: np.asarray(v[j]) for k, v in out.items()}
+        self.misses += len(todo_keys)
+        self.hits += len(clips) - len(todo_keys)
+        for k, v in fresh.items():
+            size = sum(a.nbytes for a in v.values())
+            if self.nbytes + size <= self.max_bytes:
+                self.store[k] = v
+                self.nbytes += size
+            else:
+                self.skipped += 1
+        rows = [self.store.get(k) or fresh[k] for k in keys]
+        batch = {name: np.stack([r[name] for r in rows], 0) for name in rows[0]}
+        return BatchFeature(batch, tensor_type=options.get("return_tensors"))
+
+    @contextmanager
+    def installed(self, processor) -> Iterator["FeatureCache"]:
+        """Route `processor`'s feature-extractor calls through this cache for the duration of the block."""
+        fe = processor.feature_extractor
+        proxy = _CachedExtractor(fe, self)
+        processor.feature_extractor = proxy
+        try:
+            yield self
+        finally:
+            processor.feature_extractor = fe
+
+
+class _CachedExtractor:
+    """Stands in for a feature extractor: calls go through the cache, everything else to the real one."""
+
+    def __init__(self, fe, cache: FeatureCache) -> None:
+        self._fe, self._cache = fe, cache
+
+    def __call__(self, audio, **options):
+        return self._cache.extract(self._fe, audio, **options)
+
+    def __getattr__(self, name):
+        return getattr(self._fe, name)

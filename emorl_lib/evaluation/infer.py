@@ -16,12 +16,12 @@ from pathlib import Path
 from typing import Sequence
 
 from ..data.audio import AudioError, load_16k
-from ..training.backbones import Backbone, BackboneConfig, load_backbone
 from ..data.labels import CORPUS_LABELS
-from ..data.manifest import atomic_write_text
-from ..method.parsing import parse_answer
+from ..infra.io import atomic_write_text
 from ..infra.paths import Paths
+from ..method.parsing import parse_answer
 from ..method.prompts import PromptConfig, build_messages, canonical_condition
+from ..training.backbones import Backbone, BackboneConfig, load_backbone
 from .generate import generate_batch
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3", ".mp4", ".m4a", ".aac", ".webm", ".opus")

@@ -10,16 +10,80 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Mapping
 
 import numpy as np
 import pandas as pd
 
-from ..data.manifest import atomic_write_text
-from . import reference
-from .crosscorpus import NAMES, transfer_matrix, with_mean
+from ..infra.io import atomic_write_text
 from .matrix import ScoreBook, environment
 from .metrics import METRICS
 from .testsets import crosscorpus_corpora
+
+# ----------------------------------------------------------------------------------------------------------------
+# The cross-corpus transfer matrix, laid out like EmoBox's Table 5: rows the training corpus, columns the test corpus
+# (its balanced 4-class track-2 set); a model is never scored on its own corpus's set, so the diagonal is empty.
+# ----------------------------------------------------------------------------------------------------------------
+CORPUS_ORDER = ("iemocap", "meld", "ravdess", "savee")
+NAMES = {"iemocap": "IEMOCAP", "meld": "MELD", "ravdess": "RAVDESS", "savee": "SAVEE"}
+
+
+def ordered(corpora) -> list[str]:
+    known = [c for c in CORPUS_ORDER if c in corpora]
+    return known + sorted(c for c in corpora if c not in CORPUS_ORDER)
+
+
+def transfer_matrix(cells: Mapping[tuple[str, str], float], train: list[str], test: list[str]) -> pd.DataFrame:
+    """DataFrame (index train corpus, columns test corpus) of `cells[(train, test)]`; NaN where a pair is missing
+    and on the diagonal (not scored by protocol)."""
+    train, test = ordered(train), ordered(test)
+    m = pd.DataFrame(np.nan, index=pd.Index(train, name="train"), columns=pd.Index(test, name="test"))
+    for (a, b), v in cells.items():
+        if a == b:
+            raise ValueError(f"transfer_matrix: a {a}-trained model scored on its own corpus's set")
+        if a in m.index and b in m.columns:
+            m.loc[a, b] = v
+    return m
+
+
+def with_mean(m: pd.DataFrame) -> pd.DataFrame:
+    """The matrix with a row-mean column (average transfer from each training corpus)."""
+    out = m.copy()
+    out["mean"] = m.mean(axis=1, skipna=True)
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Published reference numbers, the one place the report takes them from (sources: docs/protocols.md). In percent.
+# EmoBox: Ma et al., INTERSPEECH 2024 (arXiv 2406.07162), linear probes on frozen SSL features. Qwen2-Audio
+# zero-shot: third-party measurements whose protocols differ from EmoBox's (stated beside them).
+# ----------------------------------------------------------------------------------------------------------------
+EMOBOX = "EmoBox (Ma et al., INTERSPEECH 2024)"
+
+# corpus -> model -> (UA, WA, macro-F1)
+INTRA: dict[str, dict[str, tuple[float, float, float]]] = {
+    "iemocap": {"Whisper-large-v3": (73.54, 72.86, 73.11), "WavLM-large": (69.47, 69.07, 69.29)},
+    "meld": {"Whisper-large-v3": (31.54, 51.89, 32.95), "WavLM-large": (28.18, 49.31, 29.11)},
+    "ravdess": {"Whisper-large-v3": (75.32, 75.87, 75.19), "WavLM-large": (72.00, 72.22, 71.42)},
+    "savee": {"Whisper-large-v3": (74.07, 77.24, 75.31), "WavLM-large": (66.74, 70.80, 66.37)},
+}
+
+# EmoBox track 2, Whisper-large-v3, accuracy: (train corpus, test corpus) -> WA
+CROSS_WHISPER: dict[tuple[str, str], float] = {
+    ("iemocap", "meld"): 51.42, ("iemocap", "ravdess"): 48.12, ("iemocap", "savee"): 49.30,
+    ("meld", "iemocap"): 46.14, ("meld", "ravdess"): 40.68, ("meld", "savee"): 42.18,
+    ("ravdess", "iemocap"): 38.24, ("ravdess", "meld"): 47.00, ("ravdess", "savee"): 49.63,
+    ("savee", "iemocap"): 46.12, ("savee", "meld"): 36.44, ("savee", "ravdess"): 66.91,
+}
+
+# Qwen2-Audio-7B-Instruct zero-shot, third party: corpus -> {metric: value}, with how it was measured.
+QWEN_ZEROSHOT: dict[str, tuple[dict[str, float], str]] = {
+    "iemocap": ({"wa": 54.0}, "accuracy, third-party protocol"),
+    "meld": ({"ua": 48.84, "wa": 57.39, "f1": 44.59}, "MELD test with the transcript in the prompt"),
+}
+
+CHANCE_XC = 25.0  # balanced 4-class track-2 sets
+
 
 MISSING = "—"
 METRIC_NAMES = {"ua": "UA", "wa": "WA", "f1": "F1"}
@@ -111,7 +175,7 @@ def crosscorpus_tables(book: ScoreBook, rows: list[Recipe]) -> tuple[Table, dict
                 v, k = book.cross(a, b, rec.stage, rec.condition, rec.reward)
                 long.append({"row": rec.label, "stage": rec.stage, "reward": rec.reward or "",
                              "condition": rec.condition, "train": a, "test": b, "wa": v, "models": k,
-                             "emobox_whisper_large_v3": reference.CROSS_WHISPER.get((a, b), np.nan)})
+                             "emobox_whisper_large_v3": CROSS_WHISPER.get((a, b), np.nan)})
                 if k:
                     cells[(a, b)] = v
                 if a == "iemocap" and k and k < len(s.exp.iemocap_folds) and s.eval.crosscorpus_all_folds:
@@ -124,7 +188,7 @@ def crosscorpus_tables(book: ScoreBook, rows: list[Recipe]) -> tuple[Table, dict
     if not s.eval.crosscorpus_all_folds:
         notes.append(f"IEMOCAP-trained row: the fold-{s.exp.iemocap_folds[0]} model (trained on the other "
                      "sessions); eval.crosscorpus_all_folds averages every fold's model")
-    notes.append(f"accuracy on the balanced 4-class EmoBox track-2 sets (WA = UA there; chance {reference.CHANCE_XC:.0f} %); "
+    notes.append(f"accuracy on the balanced 4-class EmoBox track-2 sets (WA = UA there; chance {CHANCE_XC:.0f} %); "
                  "a model is never scored on its own corpus's set (MELD's set comes from MELD train)")
     t = Table("crosscorpus", "Cross-corpus accuracy (%), rows = training corpus, columns = test set", df, disp,
               _dedupe(notes))
@@ -315,8 +379,8 @@ def render_report(book: ScoreBook, tables: list[Table], mats: dict[str, pd.DataF
             for label, m in mats.items():
                 L += [f"Transfer matrix: {label} (rows train, columns test, accuracy %)", "",
                       to_markdown(m.rename(index=NAMES, columns=NAMES), index=True), ""]
-            ref = transfer_matrix(reference.CROSS_WHISPER, list(NAMES), list(NAMES))
-            L += [f"Reference: {reference.EMOBOX}, Whisper-large-v3 (rows train, columns test, accuracy %)", "",
+            ref = transfer_matrix(CROSS_WHISPER, list(NAMES), list(NAMES))
+            L += [f"Reference: {EMOBOX}, Whisper-large-v3 (rows train, columns test, accuracy %)", "",
                   to_markdown(with_mean(ref).rename(index=NAMES, columns=NAMES), index=True), ""]
 
     L += ["## Our numbers beside the published reference numbers", "",
@@ -326,10 +390,10 @@ def render_report(book: ScoreBook, tables: list[Table], mats: dict[str, pd.DataF
           "| corpus | system | UA | WA | F1 |", "|---|---|---|---|---|"]
     best = main_rows(s.eval.main_condition)
     for corpus in ("iemocap", "meld", "ravdess", "savee"):
-        for model, (ua, wa, f1) in reference.INTRA[corpus].items():
-            L.append(f"| {NAMES[corpus]} | {reference.EMOBOX}: {model} | {ua:.2f} | {wa:.2f} | {f1:.2f} |")
-        if corpus in reference.QWEN_ZEROSHOT:
-            vals, how = reference.QWEN_ZEROSHOT[corpus]
+        for model, (ua, wa, f1) in INTRA[corpus].items():
+            L.append(f"| {NAMES[corpus]} | {EMOBOX}: {model} | {ua:.2f} | {wa:.2f} | {f1:.2f} |")
+        if corpus in QWEN_ZEROSHOT:
+            vals, how = QWEN_ZEROSHOT[corpus]
             L.append(f"| {NAMES[corpus]} | Qwen2-Audio-7B-Instruct zero-shot, third party ({how}) | "
                      + " | ".join(f"{vals[m]:.2f}" if m in vals else MISSING for m in METRICS) + " |")
         if corpus in s.exp.corpora:
@@ -343,7 +407,7 @@ def render_report(book: ScoreBook, tables: list[Table], mats: dict[str, pd.DataF
     L += ["Cross-corpus (accuracy %, EmoBox track-2 sets), EmoBox Whisper-large-v3 vs ours:", "",
           "| train -> test | EmoBox Whisper-large-v3 | " + " | ".join(f"ours: {r.label}" for r in best) + " |",
           "|---|---|" + "---|" * len(best)]
-    for (a, b), ref in reference.CROSS_WHISPER.items():
+    for (a, b), ref in CROSS_WHISPER.items():
         ours = []
         for r in best:
             v, _ = book.cross(a, b, r.stage, r.condition, r.reward) if a in s.exp.corpora else (math.nan, 0)

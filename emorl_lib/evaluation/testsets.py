@@ -12,10 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..data.corpora.splits import train_test
-from ..training.experiments import RunSpec
 from ..data.labels import candidates
 from ..data.manifest import Utterance, read_manifest
 from ..infra.paths import Paths
+from ..training.experiments import RunSpec
 
 XC_PREFIX = "xc-"
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .config import ConfigError, load_profile
-from ..data.manifest import atomic_write_text
+from .io import atomic_write_text
 from .paths import PACKAGE_ROOT, repo_root
 
 

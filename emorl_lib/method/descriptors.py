@@ -37,7 +37,8 @@ from typing import Sequence
 import numpy as np
 from tqdm.auto import tqdm
 
-from ..data.manifest import Utterance, atomic_write_text, read_jsonl, read_manifest, write_jsonl
+from ..data.manifest import Utterance, read_manifest
+from ..infra.io import atomic_write_text, read_jsonl, write_jsonl
 
 # Descriptor name -> the key of its z-score. The one list of what is described.
 FEATURES: tuple[str, ...] = ("pitch_st", "range_st", "energy_db", "rate_syl_s", "hnr_db", "tilt_db")
@@ -326,7 +327,9 @@ def descriptors_path(manifest: Path) -> Path:
 
 
 def _pool_context():
-    from ..data.prep import _pool_context as ctx  # one place decides how the kit forks its workers
+    from ..data.prep import (
+        _pool_context as ctx,  # one place decides how the kit forks its workers
+    )
 
     return ctx()
 

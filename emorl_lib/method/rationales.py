@@ -318,9 +318,9 @@ def profile_targets(profile="default", corpus: str = "iemocap", utts: Sequence[U
                     ) -> dict[str, str]:
     """SFT targets for a prepared corpus of a profile: descriptors (cached), the `rationale` section, and the
     `prompt` section's condition unless one is given. `utts`: a subset of the manifest (default: all of it)."""
+    from ..data.manifest import read_manifest
     from ..infra.config import Profile, load_profile
     from .descriptors import DescriptorConfig, describe_manifest
-    from ..data.manifest import read_manifest
     from .prompts import PromptConfig
 
     prof = (profile if isinstance(profile, Profile) else load_profile(profile)).with_overrides(overrides)

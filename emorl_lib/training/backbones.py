@@ -11,12 +11,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from ..infra.io import atomic_dir
 from ..infra.paths import PACKAGE_DATA, Paths
 
 # Tokens the chat format and the reasoning format need. Audio/turn markers are special (never generated as text);
@@ -164,7 +163,14 @@ def tiny_model_dir(paths: Paths, spec: TinySpec) -> Path:
 
 
 def _build_tiny_tokenizer(spec: TinySpec):
-    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
+    from tokenizers import (
+        AddedToken,
+        Tokenizer,
+        decoders,
+        models,
+        pre_tokenizers,
+        trainers,
+    )
     from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE())
@@ -199,7 +205,10 @@ def build_tiny_qwen2_audio(cfg: BackboneConfig, paths: Paths) -> Path:
         return out
     import torch
     from transformers import (
-        GenerationConfig, Qwen2AudioConfig, Qwen2AudioForConditionalGeneration, Qwen2AudioProcessor,
+        GenerationConfig,
+        Qwen2AudioConfig,
+        Qwen2AudioForConditionalGeneration,
+        Qwen2AudioProcessor,
         WhisperFeatureExtractor,
     )
 
@@ -234,19 +243,10 @@ def build_tiny_qwen2_audio(cfg: BackboneConfig, paths: Paths) -> Path:
         eos_token_id=[tokenizer.convert_tokens_to_ids("<|im_end|>"), tokenizer.pad_token_id],
         pad_token_id=tokenizer.pad_token_id, do_sample=False, max_new_tokens=256,
     )
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
-    try:
+    with atomic_dir(out, replace=False) as tmp:  # another process that finished first keeps its (equal) copy
         model.save_pretrained(tmp)
         processor.save_pretrained(tmp)
         (tmp / "emorl_build.json").write_text(json.dumps({"spec": asdict(spec), "version": TINY_BUILD_VERSION}))
-        if out.exists():  # another process finished first
-            shutil.rmtree(tmp)
-        else:
-            os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
 
 

@@ -10,23 +10,32 @@ pinned exactly (requirements.txt) and tests/test_training.py spies on the model 
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import torch
 from transformers import set_seed
 from trl import GRPOConfig, GRPOTrainer
 
-from .backbones import BackboneConfig, load_backbone
-from ..infra.config import Profile, load_profile
-from .experiments import ExperimentsConfig, RunSpec
 from ..data.labels import candidates as corpus_candidates
-from ..infra.perf import EncoderCache, find_audio_tower
+from ..infra.config import Profile, load_profile
+from ..infra.io import append_jsonl
 from ..method.prompts import PromptConfig, build_messages
 from ..method.rewards import AccuracyReward, FormatReward, RewardConfig, build_rewards
-from .common import open_run, trained_hash, precision_flags, resolve_optim, run_callbacks, train_and_save, training_rows
+from .backbones import BackboneConfig, load_backbone
+from .experiments import ExperimentsConfig, RunSpec
+from .runs import (
+    open_run,
+    precision_flags,
+    resolve_optim,
+    run_callbacks,
+    train_and_save,
+    trained_hash,
+    training_rows,
+)
 
 AUDIO_KEYS = ("input_features", "feature_attention_mask")
 
@@ -75,7 +84,7 @@ class AudioGRPOTrainer(GRPOTrainer):
     Every forward still receives the audio features; two exact caches only avoid recomputing them: identical
     prompts of a group are tokenised (audio loaded, mel features extracted) once (`cache_features`), and during
     `train()` the frozen audio encoder runs once per distinct clip of a generation batch (`cache_audio`,
-    emorl_lib.infra.perf.EncoderCache; skipped with a notice when the encoder has trainable parameters)."""
+    `EncoderCache` below; skipped with a notice when the encoder has trainable parameters)."""
 
     def __init__(self, *args: Any, completions_log: Path | None = None, log_completions_every: int = 0,
                  cache_audio: bool = True, cache_features: bool = True, **kwargs: Any):
@@ -206,9 +215,7 @@ class AudioGRPOTrainer(GRPOTrainer):
         rewards = {name: list(v)[-k:] for name, v in logs["rewards"].items()}
         rec = {"step": step, "completions": [c[0]["content"] if isinstance(c, list) else c for c in comps],
                "rewards": rewards, "label": inputs[-1].get("label"), "utt_id": inputs[-1].get("utt_id")}
-        self._completions_log.parent.mkdir(parents=True, exist_ok=True)
-        with self._completions_log.open("a") as f:
-            f.write(json.dumps(rec) + "\n")
+        append_jsonl(self._completions_log, [rec])
 
 
 def _take(rows, sel: list[int]):
@@ -216,6 +223,141 @@ def _take(rows, sel: list[int]):
     if isinstance(rows, (torch.Tensor, np.ndarray)):
         return rows[sel]
     return [rows[j] for j in sel]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The audio encoder runs once per clip (exact: a repeated clip gets the output computed for it)
+# ----------------------------------------------------------------------------------------------------------------
+def find_audio_tower(model):
+    """The Qwen2-Audio encoder inside a (PEFT-wrapped) model, or None."""
+    for name, module in model.named_modules():
+        if name.endswith("audio_tower") and hasattr(module, "_get_feat_extract_output_lengths"):
+            return module
+    return None
+
+
+class EncoderCache:
+    """Runs a frozen audio encoder once per distinct clip and serves repeats from memory.
+
+    Installed on the encoder instance (`install`), it intercepts `forward(input_features, attention_mask)`: rows
+    whose features (and mask row) equal a cached clip exactly are served from the cache; the rest are encoded in
+    one batch. Refuses to install on an encoder with trainable parameters (its output would change with training
+    and differ between the policy and the reference). `clear()` at each new generation batch bounds the memory to
+    that batch's clips. Counters: `encoded` rows computed, `served` rows answered from the cache."""
+
+    def __init__(self) -> None:
+        self.entries: list[tuple[Any, Any, Any, Any]] = []  # (fingerprint, features, mask row, output) per clip
+        self.encoded = 0
+        self.served = 0
+        self._tower = None
+        self._forward = None
+
+    # -- wiring --
+    def install(self, tower) -> "EncoderCache":
+        if any(p.requires_grad for p in tower.parameters()):
+            raise ValueError("EncoderCache: the audio encoder has trainable parameters (lora.modules_to_save or a "
+                             "LoRA target in audio_tower?); its output cannot be cached")
+        self._tower, self._forward = tower, tower.forward
+        tower.forward = self._cached_forward
+        return self
+
+    def uninstall(self) -> None:
+        if self._tower is not None:
+            del self._tower.forward  # back to the class's method
+            self._tower = self._forward = None
+        self.clear()
+
+    def clear(self) -> None:
+        self.entries.clear()
+
+    # -- the forward --
+    @staticmethod
+    def _fingerprint(x):
+        import torch
+
+        flat = x.reshape(x.shape[0], -1).double()
+        w = torch.linspace(1.0, 2.0, flat.shape[1], dtype=flat.dtype, device=flat.device)
+        return torch.stack([flat.sum(1), (flat * w).sum(1)], 1)
+
+    def _stochastic(self) -> bool:
+        """Dropout active in the encoder: its output is random, so a cached one would not be what the plain path
+        computes."""
+        cfg = self._tower.config
+        rates = [getattr(cfg, k, 0.0) or 0.0 for k in ("dropout", "attention_dropout", "activation_dropout",
+                                                         "encoder_layerdrop")]
+        return bool(self._tower.training and any(r > 0 for r in rates))
+
+    def _lookup(self, fp, feats, mask_row) -> int | None:
+        import torch
+
+        for i, (efp, efeats, emask, _) in enumerate(self.entries):
+            if (efp.shape == fp.shape and torch.equal(efp, fp) and efeats.shape == feats.shape
+                    and torch.equal(efeats, feats) and _mask_equal(emask, mask_row)):
+                return i
+        return None
+
+    def _cached_forward(self, input_features, attention_mask=None, **kwargs):
+        import torch
+        from transformers.modeling_outputs import BaseModelOutput
+
+        if kwargs.get("output_hidden_states") or kwargs.get("output_attentions") or self._stochastic():
+            return self._forward(input_features, attention_mask=attention_mask, **kwargs)
+        fps = self._fingerprint(input_features)
+        n = input_features.shape[0]
+        slot: list[int | None] = []
+        first_of: dict[int, int] = {}  # new rows equal to an earlier new row in this call
+        misses: list[int] = []
+        for r in range(n):
+            m = None if attention_mask is None else attention_mask[r]
+            hit = self._lookup(fps[r], input_features[r], m)
+            if hit is None:
+                for j in misses:
+                    if torch.equal(fps[j], fps[r]) and torch.equal(input_features[j], input_features[r]) and \
+                            _mask_equal(None if attention_mask is None else attention_mask[j], m):
+                        first_of[r] = j
+                        break
+                else:
+                    misses.append(r)
+            slot.append(hit)
+        if misses:
+            idx = torch.tensor(misses, device=input_features.device)
+            mask = None if attention_mask is None else attention_mask.index_select(0, idx)
+            out = self._forward(input_features.index_select(0, idx), attention_mask=mask, **kwargs)
+            hidden = out.last_hidden_state
+            base = len(self.entries)
+            for k, r in enumerate(misses):
+                m = None if attention_mask is None else attention_mask[r]
+                self.entries.append((fps[r], input_features[r], m, hidden[k].detach()))
+            for k, r in enumerate(misses):
+                slot[r] = base + k
+            for r, j in first_of.items():
+                slot[r] = slot[j]
+        self.encoded += len(misses)
+        self.served += n - len(misses)
+        return BaseModelOutput(last_hidden_state=torch.stack([self.entries[s][3] for s in slot], 0))
+
+
+def _mask_equal(a, b) -> bool:
+    import torch
+
+    if a is None or b is None:
+        return a is None and b is None
+    return a.shape == b.shape and bool(torch.equal(a, b))
+
+
+@contextmanager
+def encoder_cache(model) -> Iterator[EncoderCache | None]:
+    """An EncoderCache on `model`'s audio tower for the duration of the block (None if it has none)."""
+    tower = find_audio_tower(model)
+    if tower is None:
+        yield None
+        return
+    cache = EncoderCache().install(tower)
+    try:
+        yield cache
+    finally:
+        cache.uninstall()
+
 
 
 # -------------------------------------------------------------------------------------------------------------------

@@ -15,13 +15,20 @@ from typing import Any
 import torch
 from transformers import set_seed
 
-from .backbones import BackboneConfig, load_backbone
-from ..infra.config import Profile
-from .experiments import RunSpec
 from ..data.labels import candidates as corpus_candidates
+from ..infra.config import Profile
 from ..method.prompts import PromptConfig, build_messages
 from ..method.rationales import profile_targets
-from .common import open_run, precision_flags, resolve_optim, run_callbacks, train_and_save, training_rows
+from .backbones import BackboneConfig, load_backbone
+from .experiments import RunSpec
+from .runs import (
+    open_run,
+    precision_flags,
+    resolve_optim,
+    run_callbacks,
+    train_and_save,
+    training_rows,
+)
 
 IGNORE = -100
 

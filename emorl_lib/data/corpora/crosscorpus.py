@@ -14,8 +14,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-from ..manifest import Utterance, atomic_write_text, read_jsonl, write_jsonl
+from ...infra.io import atomic_write_text, read_jsonl, write_jsonl
 from ...infra.paths import PACKAGE_DATA
+from ..manifest import Utterance
 
 ATTRIBUTION = ("EmoBox track-2 lists (emo-box/EmoBox, MIT licence; Ma et al., INTERSPEECH 2024, "
                "arXiv 2406.07162)")

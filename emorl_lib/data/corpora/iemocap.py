@@ -11,8 +11,8 @@ import re
 from pathlib import Path
 
 from ..labels import IEMOCAP_ALL_CODES
+from ..manifest import Utterance, labelled_row
 from .report import CorpusReport, LayoutError, listing
-from .rows import Candidate, make_candidate
 from .text import clean_text, read_text
 
 CORPUS = "iemocap"
@@ -76,13 +76,13 @@ def read_transcripts(session_dir: Path) -> dict[str, str]:
     return out
 
 
-def load(root: str | Path) -> tuple[list[Candidate], CorpusReport]:
+def load(root: str | Path) -> tuple[list[Utterance], CorpusReport]:
     base = find_root(Path(root))
     report = CorpusReport(CORPUS, str(base.resolve()))
     missing = [s for s in SESSIONS if not (base / s).is_dir()]
     if missing:
         report.notes.append(f"missing session folder(s): {', '.join(missing)}")
-    rows: list[Candidate] = []
+    rows: list[Utterance] = []
     seen: set[str] = set()
     for sess_name in SESSIONS:
         sess = base / sess_name
@@ -112,7 +112,7 @@ def load(root: str | Path) -> tuple[list[Candidate], CorpusReport]:
                 if int(m.group(1)) != session:
                     report.notes.append(f"{f}:{n}: {utt} listed under {sess_name}")
                 letter = m.group(2)
-                cand = make_candidate(
+                cand = labelled_row(
                     CORPUS, utt, code, speaker=f"Ses0{m.group(1)}{letter}", gender=letter, split=None,
                     fold=int(m.group(1)), source="", transcript=transcripts.get(utt))
                 if cand is None:

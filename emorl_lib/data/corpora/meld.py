@@ -14,8 +14,8 @@ import re
 from pathlib import Path
 
 from .. import labels
+from ..manifest import Utterance, labelled_row
 from .report import CorpusReport, LayoutError, listing
-from .rows import Candidate, make_candidate
 from .splits import MELD_SPLITS
 from .text import clean_text, read_text
 
@@ -100,10 +100,10 @@ def read_csv_rows(path: Path) -> list[tuple[int, dict]]:
     return out
 
 
-def load(root: str | Path) -> tuple[list[Candidate], CorpusReport]:
+def load(root: str | Path) -> tuple[list[Utterance], CorpusReport]:
     base = find_root(Path(root))
     report = CorpusReport(CORPUS, str(base.resolve()))
-    rows: list[Candidate] = []
+    rows: list[Utterance] = []
     for split in MELD_SPLITS:
         cpath = csv_path(base, split)
         if cpath is None:
@@ -131,7 +131,7 @@ def load(root: str | Path) -> tuple[list[Candidate], CorpusReport]:
                 continue
             seen.add((dia, utt))
             speaker = clean_text(r.get("Speaker") or "") or "unknown"
-            cand = make_candidate(CORPUS, utt_id, emotion, speaker=speaker, gender=None, split=split, fold=None,
+            cand = labelled_row(CORPUS, utt_id, emotion, speaker=speaker, gender=None, split=split, fold=None,
                                   source="", transcript=clean_text(r.get("Utterance")))
             if cand is None:
                 report.skip("unknown emotion", f"{cpath}:{n}: {utt_id} {emotion!r} (expected one of "

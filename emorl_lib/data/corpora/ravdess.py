@@ -9,8 +9,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from ..manifest import Utterance, labelled_row
 from .report import CorpusReport, LayoutError, listing
-from .rows import Candidate, make_candidate
 from .splits import ravdess_fold
 
 CORPUS = "ravdess"
@@ -34,10 +34,10 @@ def find_root(root: Path) -> Path:
         f" (the {FOLDERS[0]}/ folder, also accepted lower-cased), {listing(root)}")
 
 
-def load(root: str | Path) -> tuple[list[Candidate], CorpusReport]:
+def load(root: str | Path) -> tuple[list[Utterance], CorpusReport]:
     base = find_root(Path(root))
     report = CorpusReport(CORPUS, str(base.resolve()))
-    rows: list[Candidate] = []
+    rows: list[Utterance] = []
     for adir in _actor_dirs(base):
         for p in sorted(adir.iterdir()):
             if p.name.startswith("._") or not p.is_file() or p.suffix.lower() != ".wav":
@@ -54,7 +54,7 @@ def load(root: str | Path) -> tuple[list[Candidate], CorpusReport]:
                 report.skip("song, not speech (channel 02)", str(p))
                 continue
             a = int(actor)
-            cand = make_candidate(CORPUS, p.stem, emotion, speaker=f"Actor_{a:02d}",
+            cand = labelled_row(CORPUS, p.stem, emotion, speaker=f"Actor_{a:02d}",
                                   gender="M" if a % 2 else "F", split=None, fold=ravdess_fold(a),
                                   source=str(p.resolve()))
             if cand is None:

@@ -10,8 +10,8 @@ import re
 from pathlib import Path
 
 from .. import labels
+from ..manifest import Utterance, labelled_row
 from .report import CorpusReport, LayoutError, listing
-from .rows import Candidate, make_candidate
 from .splits import SAVEE_TEST_SPEAKERS, savee_fold
 
 CORPUS = "savee"
@@ -49,11 +49,11 @@ def _files(layout: str, base: Path) -> list[tuple[str | None, Path]]:
     return out
 
 
-def load(root: str | Path) -> tuple[list[Candidate], CorpusReport]:
+def load(root: str | Path) -> tuple[list[Utterance], CorpusReport]:
     layout, base = find_layout(Path(root))
     report = CorpusReport(CORPUS, str(base.resolve()))
     report.notes.append(f"layout: {layout} ({base})")
-    rows: list[Candidate] = []
+    rows: list[Utterance] = []
     seen: set[str] = set()
     for spk, p in _files(layout, base):
         if spk is None:
@@ -75,7 +75,7 @@ def load(root: str | Path) -> tuple[list[Candidate], CorpusReport]:
             report.skip("duplicate utterance id", str(p))
             continue
         seen.add(utt_id)
-        cand = make_candidate(CORPUS, utt_id, code, speaker=spk, gender="M", split=None, fold=fold,
+        cand = labelled_row(CORPUS, utt_id, code, speaker=spk, gender="M", split=None, fold=fold,
                               source=str(p.resolve()))
         assert cand is not None  # the name pattern only admits known codes
         rows.append(cand)

@@ -21,7 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from ..manifest import atomic_write_text
+from ...infra.io import atomic_write_text
 from . import iemocap, meld, ravdess, savee
 from .clips import default_workers
 from .track2 import track2_included

@@ -15,9 +15,9 @@ import re
 import zlib
 from pathlib import Path
 
+from ...infra.io import atomic_write_text
 from . import text
 from .clips import Clip, render_all, rng_for
-from ..manifest import atomic_write_text
 from .track2 import track2_included
 
 ROOT_NAME = "MELD.Raw"

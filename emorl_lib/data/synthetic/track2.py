@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import zlib
 
-from ..manifest import read_jsonl
+from ...infra.io import read_jsonl
 from ...infra.paths import PACKAGE_DATA
 
 PER_CLASS = 60           # entries per class in each list

@@ -1,19 +1,22 @@
-"""What the SFT and GRPO stages share: picking training rows, optimiser choice, per-step CSV logs, resume."""
+"""A run's life cycle, shared by SFT and GRPO (training rows, optimiser choice, per-step CSV logs, exact resume,
+the final adapter written atomically), and the loop that trains every run of a stage."""
 
 from __future__ import annotations
 
-import csv
 import math
 import random
+import time
 from pathlib import Path
 from typing import Any
 
 from transformers import TrainerCallback
 
 from ..data.corpora import train_test
-from .experiments import RunSpec
 from ..data.manifest import Utterance, read_manifest
+from ..infra.config import Profile, load_profile
+from ..infra.io import atomic_dir, read_csv, write_csv
 from ..infra.paths import Paths
+from .experiments import ExperimentsConfig, RunSpec, grpo_runs, sft_runs, validate
 
 
 def training_rows(paths: Paths, run: RunSpec, max_rows: int | None, seed: int,
@@ -88,8 +91,7 @@ class CSVLogger(TrainerCallback):
 
     def on_train_begin(self, args, state, control, **kwargs):
         if self.path.exists():
-            with self.path.open(newline="") as f:
-                self.rows = [r for r in csv.DictReader(f) if r.get("step") and int(float(r["step"])) <= state.global_step]
+            self.rows = [r for r in read_csv(self.path) if r.get("step") and int(float(r["step"])) <= state.global_step]
         else:
             self.rows = []
         self._flush()
@@ -105,16 +107,7 @@ class CSVLogger(TrainerCallback):
         self._flush()
 
     def _flush(self):
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        keys: list[str] = []
-        for r in self.rows:
-            keys += [k for k in r if k not in keys]
-        tmp = self.path.with_suffix(".csv.tmp")
-        with tmp.open("w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=keys or ["step"])
-            w.writeheader()
-            w.writerows(self.rows)
-        tmp.replace(self.path)
+        write_csv(self.path, self.rows, None if self.rows else ["step"])
 
 
 def accuracy_column(df) -> str | None:
@@ -226,8 +219,6 @@ def train_and_save(trainer, processor, run: RunSpec, paths: Paths, final: Path, 
     """Train (resuming from the run's newest checkpoint), then write the final adapter atomically with what produced
     it. Returns None when stopped early by `stop_after_steps` (no `final`, as after an interruption)."""
     import json
-    import os
-    import shutil
     import time
     from dataclasses import asdict
 
@@ -241,16 +232,49 @@ def train_and_save(trainer, processor, run: RunSpec, paths: Paths, final: Path, 
     meta = {"run": asdict(run), "name": run.name, "stage": stage, "seconds": round(time.time() - t0, 1),
             "settings_hash": trained_hash(run.checkpoint_dir(paths)),
             "steps": trainer.state.global_step, **meta}
-    tmp = final.with_name(final.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
     model = trainer.model
-    if hasattr(model, "peft_config"):
-        model.save_pretrained(tmp, selected_adapters=["default"])  # not TRL's frozen "ref" copy
-    else:
-        model.save_pretrained(tmp)
-    processor.save_pretrained(tmp)
-    (tmp / "emorl_run.json").write_text(json.dumps(meta, indent=1, default=str))
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(tmp, final)
+    with atomic_dir(final) as tmp:
+        if hasattr(model, "peft_config"):
+            model.save_pretrained(tmp, selected_adapters=["default"])  # not TRL's frozen "ref" copy
+        else:
+            model.save_pretrained(tmp)
+        processor.save_pretrained(tmp)
+        (tmp / "emorl_run.json").write_text(json.dumps(meta, indent=1, default=str))
     return final
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Train every run of a stage in a profile's experiment matrix (what notebooks 03/04 and `emorl sft|grpo` call).
+# ----------------------------------------------------------------------------------------------------------------
+def _select(runs: list[RunSpec], only: list[str] | None) -> list[RunSpec]:
+    if not only:
+        return runs
+    chosen = [r for r in runs if r.name in only]
+    unknown = sorted(set(only) - {r.name for r in chosen})
+    if unknown:
+        raise ValueError(f"unknown run(s) {unknown}; this profile's runs: {[r.name for r in runs]}")
+    return chosen
+
+
+def stage_runs(profile: Profile, stage: str) -> list[RunSpec]:
+    ecfg = profile.section("experiments", ExperimentsConfig)
+    validate(ecfg)
+    return sft_runs(ecfg) if stage == "sft" else grpo_runs(ecfg)
+
+
+def train_stage(stage: str, profile: Profile | str = "default", overrides: dict | None = None,
+                only: list[str] | None = None, force: bool = False) -> dict[str, Path]:
+    """Train the `sft` or `grpo` runs of the profile; returns run name -> final adapter folder."""
+    from .grpo import run_grpo
+    from .sft import run_sft
+
+    prof = load_profile(profile, overrides) if isinstance(profile, str) else profile.with_overrides(overrides)
+    runs = _select(stage_runs(prof, stage), only)
+    train = run_sft if stage == "sft" else run_grpo
+    out: dict[str, Path] = {}
+    for i, run in enumerate(runs, 1):
+        t0 = time.time()
+        print(f"[{stage}] run {i}/{len(runs)}: {run.name}", flush=True)
+        out[run.name] = train(prof, run, force=force)
+        print(f"[{stage}] {run.name}: {time.time() - t0:.0f} s -> {out[run.name]}", flush=True)
+    return out
