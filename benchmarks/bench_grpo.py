@@ -58,7 +58,7 @@ def build_random_full(models_dir: Path) -> Path:
     )
 
     from emorl_lib.training.backbones import (
-        TinySpec,
+        TinyModelConfig,
         _build_tiny_tokenizer,
         chat_template,
     )
@@ -66,7 +66,7 @@ def build_random_full(models_dir: Path) -> Path:
     out = models_dir / "random-qwen2-audio-7b-shapes"
     if (out / "config.json").exists():
         return out
-    tok = _build_tiny_tokenizer(TinySpec(max_position_embeddings=FULL_TEXT["max_position_embeddings"]))
+    tok = _build_tiny_tokenizer(TinyModelConfig(max_position_embeddings=FULL_TEXT["max_position_embeddings"]))
     fe = WhisperFeatureExtractor(feature_size=128, sampling_rate=16000, hop_length=160, chunk_length=30, n_fft=400,
                                  padding_value=0.0, return_attention_mask=True)
     eos = tok.convert_tokens_to_ids("<|im_end|>")

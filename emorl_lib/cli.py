@@ -57,12 +57,12 @@ def add_prepare(sub) -> None:
 
 
 def _run_evaluate(args: argparse.Namespace) -> int:
-    from .evaluation.matrix import Settings, collect, run_matrix, write_environment
+    from .evaluation.matrix import EvalSetup, collect, run_matrix, write_environment
     from .evaluation.tables import write_all
 
     overrides = {"eval": {"max_utterances": args.max_utterances}} if args.max_utterances else None
     try:
-        s = Settings.load(args.profile, overrides)
+        s = EvalSetup.load(args.profile, overrides)
         if not args.tables_only:
             print(run_matrix(s, stages=args.stage, progress=not args.quiet).summary())
         write_environment(s)

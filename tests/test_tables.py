@@ -8,7 +8,7 @@ import pytest
 
 from emorl_lib.data.manifest import Utterance
 from emorl_lib.infra.io import write_jsonl
-from emorl_lib.training.experiments import RunSpec
+from emorl_lib.training.experiments import Run
 
 FOUR = ("neutral", "happy", "sad", "angry")
 
@@ -20,10 +20,10 @@ def _utt(uid, corpus, label, fold=None, split=None):
 
 @pytest.fixture()
 def settings(tmp_path):
-    from emorl_lib.evaluation.matrix import Settings
+    from emorl_lib.evaluation.matrix import EvalSetup
 
     root = tmp_path
-    s = Settings.load("default", {
+    s = EvalSetup.load("default", {
         "paths": {"cache": str(root / "cache"), "runs": str(root / "runs"), "results": str(root / "results")},
         "experiments": {"corpora": ["iemocap", "meld"], "iemocap_folds": [1, 2],
                         "grpo_runs": [["binary", "IR"], ["eswr", "IR"], ["eswr", "ESR"]], "sft_conditions": ["IR", "ESR"]},
@@ -58,24 +58,24 @@ def _predict(s, run, test_set, correct_every=2):
 def test_test_sets_follow_the_protocol(settings):
     from emorl_lib.evaluation.matrix import test_set_names
 
-    assert test_set_names(RunSpec("meld", "grpo", "ESR", "eswr"), settings) == ["meld-test", "xc-iemocap", "xc-savee"]
-    assert test_set_names(RunSpec("iemocap", "sft", "IR", None, 1), settings) == ["iemocap-f1", "xc-meld", "xc-savee"]
-    assert test_set_names(RunSpec("iemocap", "sft", "IR", None, 2), settings) == ["iemocap-f2"]  # first fold only
+    assert test_set_names(Run("meld", "grpo", "ESR", "eswr"), settings) == ["meld-test", "xc-iemocap", "xc-savee"]
+    assert test_set_names(Run("iemocap", "sft", "IR", None, 1), settings) == ["iemocap-f1", "xc-meld", "xc-savee"]
+    assert test_set_names(Run("iemocap", "sft", "IR", None, 2), settings) == ["iemocap-f2"]  # first fold only
 
 
 def test_tables_values_in_range_and_missing_shown(settings):
     from emorl_lib.evaluation.matrix import collect
     from emorl_lib.evaluation.tables import MISSING, write_all
 
-    zs = [RunSpec("iemocap", "zeroshot", "IR", None, f) for f in (1, 2)] + [RunSpec("meld", "zeroshot", "IR")]
+    zs = [Run("iemocap", "zeroshot", "IR", None, f) for f in (1, 2)] + [Run("meld", "zeroshot", "IR")]
     for r in zs:
         for t in (["iemocap-f1"] if r.fold == 1 else ["iemocap-f2"]) if r.corpus == "iemocap" else ["meld-test"]:
             _predict(settings, r, t)
-    _predict(settings, RunSpec("meld", "grpo", "ESR", "eswr"), "meld-test", correct_every=1)
-    _predict(settings, RunSpec("meld", "grpo", "ESR", "eswr"), "xc-savee", correct_every=1)
-    _predict(settings, RunSpec("iemocap", "grpo", "ESR", "eswr", 1), "xc-meld")
+    _predict(settings, Run("meld", "grpo", "ESR", "eswr"), "meld-test", correct_every=1)
+    _predict(settings, Run("meld", "grpo", "ESR", "eswr"), "xc-savee", correct_every=1)
+    _predict(settings, Run("iemocap", "grpo", "ESR", "eswr", 1), "xc-meld")
     # an interrupted file counts as not evaluated, not as a score on fewer utterances
-    write_jsonl(RunSpec("meld", "sft", "IR").predictions(settings.paths, "meld-test"),
+    write_jsonl(Run("meld", "sft", "IR").predictions(settings.paths, "meld-test"),
                 [{"utt_id": "m0", "gold": "neutral", "raw": "", "label": "neutral", "reason": "ok", "n_tokens": 1,
                   "seconds": 0.1, "batch_size": 1, "condition": "IR"}])
     book = collect(settings)
@@ -113,10 +113,10 @@ def test_tables_values_in_range_and_missing_shown(settings):
 
 
 def test_max_utterances_is_stated(settings):
-    from emorl_lib.evaluation.matrix import Settings, collect
+    from emorl_lib.evaluation.matrix import EvalSetup, collect
     from emorl_lib.evaluation.tables import build_tables
 
-    s = Settings.load(settings.profile, {"eval": {"max_utterances": 4}})
+    s = EvalSetup.load(settings.profile, {"eval": {"max_utterances": 4}})
     tables, _ = build_tables(collect(s))
     assert all(any("at most 4 utterances" in n for n in t.notes) for t in tables)
 
@@ -130,9 +130,9 @@ def test_figures_from_logs_and_scores(settings, tmp_path):
     from emorl_lib.evaluation.tables import build_tables, main_rows
     from emorl_lib.method.rewards import RewardConfig
 
-    _predict(settings, RunSpec("meld", "zeroshot", "IR"), "meld-test")
+    _predict(settings, Run("meld", "zeroshot", "IR"), "meld-test")
     for reward in ("binary", "eswr"):
-        run = RunSpec("meld", "grpo", "IR", reward)
+        run = Run("meld", "grpo", "IR", reward)
         run.log_csv(settings.paths).parent.mkdir(parents=True, exist_ok=True)
         pd.DataFrame({"step": range(1, 6), "reward": np.linspace(0.2, 0.8, 5), "frac_reward_zero_std": [.5] * 5,
                       "kl": [0.01] * 5, f"rewards/{reward}_accuracy/mean": np.linspace(0.1, 0.6, 5)}

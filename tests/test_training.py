@@ -13,7 +13,7 @@ import torch
 from emorl_lib.data.manifest import Utterance
 from emorl_lib.infra.config import Profile
 from emorl_lib.infra.io import write_jsonl
-from emorl_lib.training.experiments import RunSpec
+from emorl_lib.training.experiments import Run
 
 LABELS = ("neutral", "happy", "sad", "angry")
 F0 = {"neutral": 160.0, "happy": 300.0, "sad": 110.0, "angry": 240.0}
@@ -75,7 +75,7 @@ def test_grpo_every_logprob_forward_receives_audio(train_profile):
     from emorl_lib.training.runs import training_rows
 
     paths = train_profile.paths
-    run = RunSpec("iemocap", "grpo", "IR", "eswr", 1)
+    run = Run("iemocap", "grpo", "IR", "eswr", 1)
     bcfg = BackboneConfig()
     bb = load_backbone(bcfg, paths, trainable=True)
     # num_iterations=2 makes TRL compute old-policy log-probs too; beta>0 adds the reference forward
@@ -173,7 +173,7 @@ def test_interrupted_run_resumes_to_the_same_weights(train_profile, stage, monke
     runner = run_sft if stage == "sft" else run_grpo
     paths = train_profile.paths
     # uninterrupted
-    a = RunSpec("iemocap", stage, "IR", "eswr" if stage == "grpo" else None, 1)
+    a = Run("iemocap", stage, "IR", "eswr" if stage == "grpo" else None, 1)
     final_a = runner(train_profile, a, force=True)
     # the same run under another name (fold 1 of a copy of the manifest), stopped after 2 of 4 steps, then resumed
     b_prof = train_profile.with_overrides({"paths": {"runs": str(paths.run.parent / "b")}})
@@ -203,7 +203,7 @@ def test_interrupted_run_resumes_to_the_same_weights(train_profile, stage, monke
 def test_a_finished_run_is_skipped_until_its_settings_change(train_profile, capsys):
     from emorl_lib.training.sft import run_sft
 
-    run = RunSpec("iemocap", "sft", "IR", None, 1)
+    run = Run("iemocap", "sft", "IR", None, 1)
     prof = train_profile.with_overrides({"paths": {"runs": str(train_profile.paths.run.parent / "settings")},
                                          "sft": {"max_steps": 2}})
     paths = prof.paths.ensure()

@@ -12,7 +12,7 @@ import pandas as pd
 
 from ..data.labels import CORPUS_LABELS
 from ..method.priors import build_prior, similarity_matrix
-from ..training.experiments import RunSpec, grpo_runs, sft_runs
+from ..training.experiments import Run, grpo_runs, sft_runs
 from ..training.runs import accuracy_column  # the log's column names are the trainer's
 from .matrix import ScoreBook
 from .metrics import METRICS, UNPARSEABLE
@@ -44,7 +44,7 @@ def pooled_confusion(book: ScoreBook, corpus: str, rec: Recipe) -> tuple[np.ndar
     folds = s.exp.iemocap_folds if corpus == "iemocap" else [None]
     total, labels = None, None
     for f in folds:
-        run = RunSpec(corpus, rec.stage, rec.condition, rec.reward, f)
+        run = Run(corpus, rec.stage, rec.condition, rec.reward, f)
         name = f"{corpus}-f{f}" if f is not None else f"{corpus}-{s.eval.meld_split}"
         e = book.get(run, name)
         if e and e.scores:
@@ -165,17 +165,17 @@ def read_log(path: Path) -> pd.DataFrame | None:
     return df.sort_values("step")
 
 
-def grpo_logs(book: ScoreBook) -> dict[RunSpec, pd.DataFrame]:
+def grpo_logs(book: ScoreBook) -> dict[Run, pd.DataFrame]:
     s = book.settings
     return {r: d for r in grpo_runs(s.exp) if (d := read_log(r.log_csv(s.paths))) is not None}
 
 
-def sft_logs(book: ScoreBook) -> dict[RunSpec, pd.DataFrame]:
+def sft_logs(book: ScoreBook) -> dict[Run, pd.DataFrame]:
     s = book.settings
     return {r: d for r in sft_runs(s.exp) if (d := read_log(r.log_csv(s.paths))) is not None}
 
 
-def training_curves(logs: Mapping[RunSpec, pd.DataFrame], smooth: int = 1, note: str = ""):
+def training_curves(logs: Mapping[Run, pd.DataFrame], smooth: int = 1, note: str = ""):
     """GRPO curves, ESWR (solid) vs binary (dashed): total reward, accuracy reward, share of zero-std groups, KL,
     completion length."""
     if not logs:
@@ -206,7 +206,7 @@ def training_curves(logs: Mapping[RunSpec, pd.DataFrame], smooth: int = 1, note:
     return fig
 
 
-def sft_curves(logs: Mapping[RunSpec, pd.DataFrame], note: str = ""):
+def sft_curves(logs: Mapping[Run, pd.DataFrame], note: str = ""):
     logs = {r: d for r, d in logs.items() if "loss" in d.columns}
     if not logs:
         return None

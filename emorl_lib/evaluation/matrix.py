@@ -1,7 +1,7 @@
 """Evaluate a profile's experiment matrix (experiments.py) and collect every score from the prediction files.
 
 `run_matrix` loads the base model once, scores the zero-shot runs, then puts each trained adapter that exists on
-top of it in turn (and takes it off again), writing predictions to RunSpec.predictions(paths, test_set).
+top of it in turn (and takes it off again), writing predictions to Run.predictions(paths, test_set).
 `collect` needs no model: it reads whatever prediction files exist, so tables and figures can be rebuilt at
 any time, and a run whose adapter or predictions are missing is reported as missing, never crashed on.
 """
@@ -22,7 +22,7 @@ from ..infra.io import atomic_write_text
 from ..infra.paths import Paths
 from ..method.prompts import CONDITIONS, PromptConfig
 from ..training.backbones import Backbone, BackboneConfig, load_backbone
-from ..training.experiments import ExperimentsConfig, RunSpec, all_runs, validate
+from ..training.experiments import ExperimentsConfig, Run, all_runs, validate
 from .generate import predict_set, read_predictions
 from .metrics import FoldMean, Scores, fold_mean, score
 from .testsets import (
@@ -74,7 +74,7 @@ class EvalConfig:
 
 
 @dataclass
-class Settings:
+class EvalSetup:
     """Everything evaluation reads from a profile."""
 
     profile: Profile
@@ -85,7 +85,7 @@ class Settings:
     backbone: BackboneConfig
 
     @classmethod
-    def load(cls, profile: str | Profile = "default", overrides: dict | None = None) -> "Settings":
+    def load(cls, profile: str | Profile = "default", overrides: dict | None = None) -> "EvalSetup":
         prof = profile if isinstance(profile, Profile) else load_profile(profile)
         prof = prof.with_overrides(overrides)
         exp = prof.section("experiments", ExperimentsConfig)
@@ -98,12 +98,12 @@ class Settings:
         return bool((self.profile.sections.get("data") or {}).get("synthetic", False))
 
 
-def adapter_ready(run: RunSpec, paths: Paths) -> bool:
+def adapter_ready(run: Run, paths: Paths) -> bool:
     d = run.adapter_dir(paths)
     return d is None or (d / "adapter_config.json").exists()
 
 
-def test_set_names(run: RunSpec, s: Settings) -> list[str]:
+def test_set_names(run: Run, s: EvalSetup) -> list[str]:
     """The sets a run is scored on: its in-corpus fold/split, then the other corpora's cross-corpus sets."""
     names = [in_corpus_name(run, s.eval.meld_split)]
     first_fold = s.exp.iemocap_folds[0] if s.exp.iemocap_folds else None
@@ -112,7 +112,7 @@ def test_set_names(run: RunSpec, s: Settings) -> list[str]:
     return names
 
 
-def load_test_set(name: str, run: RunSpec, s: Settings) -> TestSet:
+def load_test_set(name: str, run: Run, s: EvalSetup) -> TestSet:
     if is_crosscorpus(name):
         return crosscorpus_set(s.paths, test_corpus(name), s.eval.max_utterances, s.eval.seed)
     return in_corpus_set(s.paths, run, s.eval.max_utterances, s.eval.seed, s.eval.meld_split)
@@ -149,7 +149,7 @@ class MatrixReport:
         return "\n".join(lines)
 
 
-def run_matrix(settings: Settings, stages: list[str] | None = None, runs: list[RunSpec] | None = None,
+def run_matrix(settings: EvalSetup, stages: list[str] | None = None, runs: list[Run] | None = None,
                progress: bool = True, backbone: Backbone | None = None) -> MatrixReport:
     """Generate predictions for every run (of `stages`) whose model exists, on every set it is scored on."""
     s = settings
@@ -184,7 +184,7 @@ def run_matrix(settings: Settings, stages: list[str] | None = None, runs: list[R
 # ----------------------------------------------------------------------------------------------------------------
 @dataclass
 class Entry:
-    run: RunSpec
+    run: Run
     test_set: str
     n_expected: int
     n_total: int                  # the set's size before max_utterances
@@ -197,10 +197,10 @@ class Entry:
 
 @dataclass
 class ScoreBook:
-    settings: Settings
+    settings: EvalSetup
     entries: dict[tuple[str, str], Entry]
 
-    def get(self, run: RunSpec, test_set: str) -> Entry | None:
+    def get(self, run: Run, test_set: str) -> Entry | None:
         return self.entries.get((run.name, test_set))
 
     def in_corpus(self, corpus: str, stage: str, condition: str, reward: str | None = None
@@ -209,12 +209,12 @@ class ScoreBook:
         note when folds are missing."""
         s = self.settings
         if corpus != "iemocap":
-            run = RunSpec(corpus, stage, condition, reward, None)
+            run = Run(corpus, stage, condition, reward, None)
             e = self.get(run, in_corpus_name(run, s.eval.meld_split))
             return (e.scores if e and e.scores else None), ("" if e and e.scores else (e.status if e else "missing"))
         per = {}
         for f in s.exp.iemocap_folds:
-            run = RunSpec(corpus, stage, condition, reward, f)
+            run = Run(corpus, stage, condition, reward, f)
             e = self.get(run, in_corpus_name(run))
             if e and e.scores:
                 per[f] = e.scores
@@ -231,13 +231,13 @@ class ScoreBook:
         folds = self.settings.exp.iemocap_folds if train == "iemocap" else [None]
         vals = []
         for f in folds:
-            e = self.get(RunSpec(train, stage, condition, reward, f), "xc-" + test)
+            e = self.get(Run(train, stage, condition, reward, f), "xc-" + test)
             if e and e.scores:
                 vals.append(100 * e.scores.wa)
         return (float(np.mean(vals)), len(vals)) if vals else (float("nan"), 0)
 
 
-def collect(settings: Settings, progress: bool = False) -> ScoreBook:
+def collect(settings: EvalSetup, progress: bool = False) -> ScoreBook:
     """Score every (run, test set) of the matrix from its prediction file (no model needed)."""
     from tqdm.auto import tqdm
 
@@ -274,7 +274,7 @@ def collect(settings: Settings, progress: bool = False) -> ScoreBook:
     return ScoreBook(s, entries)
 
 
-def environment(settings: Settings) -> dict:
+def environment(settings: EvalSetup) -> dict:
     """What produced the numbers: profile, backbone, data, device (stated in every report)."""
     import torch
 
@@ -288,7 +288,7 @@ def environment(settings: Settings) -> dict:
     }
 
 
-def write_environment(settings: Settings) -> Path:
+def write_environment(settings: EvalSetup) -> Path:
     path = settings.paths.tables / "eval_environment.json"
     atomic_write_text(path, json.dumps(environment(settings), indent=1) + "\n")
     return path

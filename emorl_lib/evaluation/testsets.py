@@ -15,7 +15,7 @@ from ..data.corpora.splits import train_test
 from ..data.labels import candidates
 from ..data.manifest import Utterance, read_manifest
 from ..infra.paths import Paths
-from ..training.experiments import RunSpec
+from ..training.experiments import Run
 
 XC_PREFIX = "xc-"
 
@@ -23,7 +23,7 @@ XC_PREFIX = "xc-"
 @dataclass
 class TestSet:
     __test__ = False  # not a pytest class
-    name: str                  # iemocap-f1 | meld-test | xc-savee (RunSpec.predictions' test_set)
+    name: str                  # iemocap-f1 | meld-test | xc-savee (Run.predictions' test_set)
     corpus: str
     rows: list[Utterance]
     four_class: bool           # candidates restricted to the 4 shared classes; gold is label4
@@ -71,11 +71,11 @@ def _manifest(path: Path) -> list[Utterance]:
     return read_manifest(path)
 
 
-def in_corpus_name(run: RunSpec, meld_split: str = "test") -> str:
+def in_corpus_name(run: Run, meld_split: str = "test") -> str:
     return f"{run.corpus}-f{run.fold}" if run.fold is not None else f"{run.corpus}-{meld_split}"
 
 
-def in_corpus_set(paths: Paths, run: RunSpec, max_utterances: int | None = None, seed: int = 0,
+def in_corpus_set(paths: Paths, run: Run, max_utterances: int | None = None, seed: int = 0,
                   meld_split: str = "test") -> TestSet:
     """The test side of the run's fold (IEMOCAP) or MELD's held-out split."""
     rows = _manifest(paths.manifests / f"{run.corpus}.jsonl")

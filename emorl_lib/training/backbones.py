@@ -40,7 +40,7 @@ def chat_template() -> str:
 # Config
 # ----------------------------------------------------------------------------------------------------------------
 @dataclass
-class LoraSettings:
+class LoraConfig:
     enabled: bool = True
     r: int = 16
     alpha: int = 32
@@ -54,7 +54,7 @@ class LoraSettings:
 
 
 @dataclass
-class TinySpec:
+class TinyModelConfig:
     """Sizes of the tiny model; anything here changes the cached build's hash."""
 
     vocab_size: int = 2048
@@ -90,9 +90,9 @@ class BackboneConfig:
         default_factory=lambda: ["lm_head", "model.audio_tower", "model.multi_modal_projector"])
     device_map: str | None = "auto"  # auto: one GPU if there is one, else the CPU
     attn_implementation: str | None = "sdpa"
-    lora: LoraSettings = field(default_factory=LoraSettings)
+    lora: LoraConfig = field(default_factory=LoraConfig)
     gradient_checkpointing: bool = False
-    tiny: TinySpec = field(default_factory=TinySpec)
+    tiny: TinyModelConfig = field(default_factory=TinyModelConfig)
 
 
 @dataclass
@@ -112,7 +112,7 @@ class Backbone:
 
 
 @dataclass
-class BackboneSpec:
+class BackboneEntry:
     description: str
     default_path: str | None
     build: Callable[[BackboneConfig, Paths], Path] | None = None
@@ -147,7 +147,7 @@ def _tokenizer_corpus() -> list[str]:
     return lines
 
 
-def _tiny_hash(spec: TinySpec) -> str:
+def _tiny_hash(spec: TinyModelConfig) -> str:
     import transformers
 
     blob = json.dumps(
@@ -158,11 +158,11 @@ def _tiny_hash(spec: TinySpec) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:10]
 
 
-def tiny_model_dir(paths: Paths, spec: TinySpec) -> Path:
+def tiny_model_dir(paths: Paths, spec: TinyModelConfig) -> Path:
     return paths.models / f"tiny-qwen2-audio-{_tiny_hash(spec)}"
 
 
-def _build_tiny_tokenizer(spec: TinySpec):
+def _build_tiny_tokenizer(spec: TinyModelConfig):
     from tokenizers import (
         AddedToken,
         Tokenizer,
@@ -198,7 +198,7 @@ def _build_tiny_tokenizer(spec: TinySpec):
 
 
 def build_tiny_qwen2_audio(cfg: BackboneConfig, paths: Paths) -> Path:
-    """Build (once) and cache the tiny model; returns its folder. Deterministic for a given TinySpec."""
+    """Build (once) and cache the tiny model; returns its folder. Deterministic for a given TinyModelConfig."""
     spec = cfg.tiny
     out = tiny_model_dir(paths, spec)
     if (out / "config.json").exists():
@@ -250,10 +250,10 @@ def build_tiny_qwen2_audio(cfg: BackboneConfig, paths: Paths) -> Path:
     return out
 
 
-BACKBONES: dict[str, BackboneSpec] = {
-    "qwen2-audio-7b-instruct": BackboneSpec(
+BACKBONES: dict[str, BackboneEntry] = {
+    "qwen2-audio-7b-instruct": BackboneEntry(
         "Qwen2-Audio-7B-Instruct (8.2B parameters), from the hub or a local folder", REAL_HUB_ID),
-    "tiny-qwen2-audio": BackboneSpec(
+    "tiny-qwen2-audio": BackboneEntry(
         "Qwen2AudioForConditionalGeneration with a few million parameters, built locally (smoke runs)", None,
         build_tiny_qwen2_audio),
 }
@@ -358,9 +358,10 @@ def load_model(cfg: BackboneConfig, model_dir: str, adapter: str | None = None, 
 
         model = PeftModel.from_pretrained(model, adapter, is_trainable=trainable)
     elif trainable and cfg.lora.enabled:
-        from peft import LoraConfig, get_peft_model
+        from peft import LoraConfig as PeftLoraConfig
+        from peft import get_peft_model
 
-        lcfg = LoraConfig(
+        lcfg = PeftLoraConfig(
             r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
             target_modules=cfg.lora.target_modules, bias="none", task_type="CAUSAL_LM",
             modules_to_save=list(cfg.lora.modules_to_save) or None,

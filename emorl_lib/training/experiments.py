@@ -31,7 +31,7 @@ class ExperimentsConfig:
 
 
 @dataclass(frozen=True)
-class RunSpec:
+class Run:
     """One trained (or zero-shot) model: corpus, fold (IEMOCAP) and recipe."""
 
     corpus: str
@@ -62,32 +62,32 @@ class RunSpec:
         """Raw outputs + parsed labels of this model on `test_set` (e.g. 'iemocap-f1', 'meld-test', 'xc-savee')."""
         return paths.predictions / self.name / f"{test_set}.jsonl"
 
-    def sft_parent(self, cfg: ExperimentsConfig) -> "RunSpec | None":
+    def sft_parent(self, cfg: ExperimentsConfig) -> "Run | None":
         """The SFT run a GRPO run starts from, if any."""
         if self.stage != "grpo" or not cfg.sft_before_grpo:
             return None
-        return RunSpec(self.corpus, "sft", self.condition, None, self.fold)
+        return Run(self.corpus, "sft", self.condition, None, self.fold)
 
 
 def _folds(cfg: ExperimentsConfig, corpus: str) -> list[int | None]:
     return list(cfg.iemocap_folds) if corpus == "iemocap" else [None]
 
 
-def sft_runs(cfg: ExperimentsConfig) -> list[RunSpec]:
-    return [RunSpec(c, "sft", cond, None, f) for c in cfg.corpora for f in _folds(cfg, c) for cond in cfg.sft_conditions]
+def sft_runs(cfg: ExperimentsConfig) -> list[Run]:
+    return [Run(c, "sft", cond, None, f) for c in cfg.corpora for f in _folds(cfg, c) for cond in cfg.sft_conditions]
 
 
-def grpo_runs(cfg: ExperimentsConfig) -> list[RunSpec]:
-    return [RunSpec(c, "grpo", cond, reward, f)
+def grpo_runs(cfg: ExperimentsConfig) -> list[Run]:
+    return [Run(c, "grpo", cond, reward, f)
             for c in cfg.corpora for f in _folds(cfg, c) for reward, cond in cfg.grpo_runs]
 
 
-def zeroshot_runs(cfg: ExperimentsConfig) -> list[RunSpec]:
+def zeroshot_runs(cfg: ExperimentsConfig) -> list[Run]:
     conds = sorted({cond for _, cond in cfg.grpo_runs} | set(cfg.sft_conditions))
-    return [RunSpec(c, "zeroshot", cond, None, f) for c in cfg.corpora for f in _folds(cfg, c) for cond in conds]
+    return [Run(c, "zeroshot", cond, None, f) for c in cfg.corpora for f in _folds(cfg, c) for cond in conds]
 
 
-def all_runs(cfg: ExperimentsConfig) -> list[RunSpec]:
+def all_runs(cfg: ExperimentsConfig) -> list[Run]:
     return zeroshot_runs(cfg) + sft_runs(cfg) + grpo_runs(cfg)
 
 

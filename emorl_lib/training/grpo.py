@@ -26,7 +26,7 @@ from ..infra.io import append_jsonl
 from ..method.prompts import PromptConfig, build_messages
 from ..method.rewards import AccuracyReward, FormatReward, RewardConfig, build_rewards
 from .backbones import BackboneConfig, load_backbone
-from .experiments import ExperimentsConfig, RunSpec
+from .experiments import ExperimentsConfig, Run
 from .runs import (
     open_run,
     precision_flags,
@@ -409,7 +409,7 @@ def grpo_config(s: GRPOSettings, out_dir: Path, weights: list[float], bcfg: Back
     )
 
 
-def run_grpo(profile: Profile | str, run: RunSpec, overrides: dict | None = None, force: bool = False,
+def run_grpo(profile: Profile | str, run: Run, overrides: dict | None = None, force: bool = False,
              stop_after_steps: int | None = None) -> Path | None:
     """Train one GRPO run (resuming from its last checkpoint); returns the final adapter folder.
 

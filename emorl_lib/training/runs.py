@@ -16,10 +16,10 @@ from ..data.manifest import Utterance, read_manifest
 from ..infra.config import Profile, load_profile
 from ..infra.io import atomic_dir, read_csv, write_csv
 from ..infra.paths import Paths
-from .experiments import ExperimentsConfig, RunSpec, grpo_runs, sft_runs, validate
+from .experiments import ExperimentsConfig, Run, grpo_runs, sft_runs, validate
 
 
-def training_rows(paths: Paths, run: RunSpec, max_rows: int | None, seed: int,
+def training_rows(paths: Paths, run: Run, max_rows: int | None, seed: int,
                   balance: bool = False) -> list[Utterance]:
     """The training side of a run's split (IEMOCAP: all sessions but the test fold; MELD: official train).
 
@@ -182,7 +182,7 @@ def trained_hash(folder: Path) -> str | None:
     return None
 
 
-def open_run(profile, overrides: dict | None, run: RunSpec, force: bool, stage: str, extra: str = ""):
+def open_run(profile, overrides: dict | None, run: Run, force: bool, stage: str, extra: str = ""):
     """(profile, paths, final adapter folder, settings hash, whether it is already trained).
 
     A final adapter counts as trained only if it was made with the current settings: change a learning rate and
@@ -210,11 +210,11 @@ def open_run(profile, overrides: dict | None, run: RunSpec, force: bool, stage: 
     return prof, paths, final, h, False
 
 
-def run_callbacks(run: RunSpec, paths: Paths, stop_after_steps: int | None) -> list:
+def run_callbacks(run: Run, paths: Paths, stop_after_steps: int | None) -> list:
     return [CSVLogger(run.log_csv(paths))] + ([StopAt(stop_after_steps)] if stop_after_steps is not None else [])
 
 
-def train_and_save(trainer, processor, run: RunSpec, paths: Paths, final: Path, meta: dict, stage: str,
+def train_and_save(trainer, processor, run: Run, paths: Paths, final: Path, meta: dict, stage: str,
                    stop_after_steps: int | None = None) -> Path | None:
     """Train (resuming from the run's newest checkpoint), then write the final adapter atomically with what produced
     it. Returns None when stopped early by `stop_after_steps` (no `final`, as after an interruption)."""
@@ -246,7 +246,7 @@ def train_and_save(trainer, processor, run: RunSpec, paths: Paths, final: Path, 
 # ----------------------------------------------------------------------------------------------------------------
 # Train every run of a stage in a profile's experiment matrix (what notebooks 03/04 and `emorl sft|grpo` call).
 # ----------------------------------------------------------------------------------------------------------------
-def _select(runs: list[RunSpec], only: list[str] | None) -> list[RunSpec]:
+def _select(runs: list[Run], only: list[str] | None) -> list[Run]:
     if not only:
         return runs
     chosen = [r for r in runs if r.name in only]
@@ -256,7 +256,7 @@ def _select(runs: list[RunSpec], only: list[str] | None) -> list[RunSpec]:
     return chosen
 
 
-def stage_runs(profile: Profile, stage: str) -> list[RunSpec]:
+def stage_runs(profile: Profile, stage: str) -> list[Run]:
     ecfg = profile.section("experiments", ExperimentsConfig)
     validate(ecfg)
     return sft_runs(ecfg) if stage == "sft" else grpo_runs(ecfg)

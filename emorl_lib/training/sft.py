@@ -20,7 +20,7 @@ from ..infra.config import Profile
 from ..method.prompts import PromptConfig, build_messages
 from ..method.rationales import profile_targets
 from .backbones import BackboneConfig, load_backbone
-from .experiments import RunSpec
+from .experiments import Run
 from .runs import (
     open_run,
     precision_flags,
@@ -102,7 +102,7 @@ class AudioSFTCollator:
         }
 
 
-def sft_examples(prof: Profile, run: RunSpec, rows) -> list[dict]:
+def sft_examples(prof: Profile, run: Run, rows) -> list[dict]:
     pcfg = prof.section("prompt", PromptConfig)
     cands = list(corpus_candidates(run.corpus))
     # IR: the label alone; EUR/ESR: rationales from cached acoustic descriptors (or a teacher's jsonl)
@@ -111,7 +111,7 @@ def sft_examples(prof: Profile, run: RunSpec, rows) -> list[dict]:
              "target": targets[u.utt_id], "utt_id": u.utt_id} for u in rows if u.utt_id in targets]
 
 
-def run_sft(profile: Profile | str, run: RunSpec, overrides: dict | None = None, force: bool = False,
+def run_sft(profile: Profile | str, run: Run, overrides: dict | None = None, force: bool = False,
             stop_after_steps: int | None = None) -> Path | None:
     """Train one SFT warm-up (resuming from its last checkpoint); returns the final adapter folder."""
     from transformers import Trainer, TrainingArguments
