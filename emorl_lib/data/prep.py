@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 
 from ..infra.config import ConfigError, Profile, load_profile, to_dict
 from ..infra.io import atomic_write_text, write_jsonl
+from ..infra.log import get_logger
 from ..infra.paths import Paths
 from .audio import CacheResult, cache_clip
 from .corpora import CORPORA
@@ -27,6 +28,8 @@ from .corpora import load as load_corpus
 from .corpora.crosscorpus import ATTRIBUTION, CrossReport, write_crosscorpus
 from .corpora.report import CorpusReport, compare_official, format_table
 from .manifest import Utterance
+
+log = get_logger(__name__)
 
 
 @dataclass
@@ -143,8 +146,7 @@ def prepare_corpus(corpus: str, root: str | Path, paths: Paths, cfg: DataConfig,
         report.official_mismatches = compare_official(corpus, rows)
         if report.official_mismatches:
             msg = "\n".join(f"!!! {m}" for m in report.official_mismatches)
-            print(f"!!! {corpus}: kept clips do not match the official counts (protocols.md):\n{msg}",
-                  file=sys.stderr)
+            log.warning("!!! %s: kept clips do not match the official counts (docs/protocols.md):\n%s", corpus, msg)
     write_jsonl(paths.manifests / f"{corpus}.jsonl", rows)
     report.write(paths.manifests / f"{corpus}.report.json")
     return rows, report

@@ -17,7 +17,10 @@ from pathlib import Path
 
 from .config import ConfigError, load_profile
 from .io import atomic_write_text
+from .log import get_logger
 from .paths import PACKAGE_ROOT, repo_root
+
+log = get_logger(__name__)
 
 
 @dataclass(frozen=True)
@@ -81,12 +84,12 @@ def run(profile: str = "default", only: list[str] | None = None, force: bool = F
     try:
         prof = load_profile(profile)
     except ConfigError as e:
-        print(f"run_all: {e}", file=sys.stderr)
+        log.error(f"{e}")
         return 2
     paths = prof.paths.ensure()
     stages = discover_stages()
     if not stages:
-        print(f"run_all: no numbered notebooks in {notebooks_dir()}", file=sys.stderr)
+        log.error(f"no numbered notebooks in {notebooks_dir()}")
         return 2
     chosen = {s.key for s in select_stages(stages, only or [])}
     executed_dir = paths.results / "notebooks"
@@ -95,9 +98,9 @@ def run(profile: str = "default", only: list[str] | None = None, force: bool = F
     upstream = ""
     # notebooks run from notebooks/: a profile given as a file path must be absolute there
     profile_arg = str(Path(profile).resolve()) if profile.endswith((".yaml", ".yml")) else profile
-    print(f"run_all: profile '{prof.name}' ({prof.path}); results -> {paths.results}")
+    log.info(f"profile '{prof.name}' ({prof.path}); results -> {paths.results}")
     if prof.name == "default":
-        print("run_all: the embedded default runs a tiny model on synthetic corpora: its numbers are SMOKE numbers")
+        log.info("the embedded default runs a tiny model on synthetic corpora: its numbers are SMOKE numbers")
     for stage in stages:
         fp = fingerprint(stage, prof.sections, upstream, library)
         upstream = fp
@@ -108,12 +111,12 @@ def run(profile: str = "default", only: list[str] | None = None, force: bool = F
         if stage.key not in chosen:
             continue
         if list_only:
-            print(f"  {stage.notebook.name}: {'current' if current else 'to run'}")
+            log.info(f"{stage.notebook.name}: {'current' if current else 'to run'}")
             continue
         if current and not force:
-            print(f"  {stage.notebook.name}: current, skipped (--force reruns it)")
+            log.info(f"{stage.notebook.name}: current, skipped (--force reruns it)")
             continue
-        print(f"  {stage.notebook.name}: running ...", flush=True)
+        log.info(f"{stage.notebook.name}: running ...")
         t0 = time.time()
         stamp.unlink(missing_ok=True)
         rc = _execute(stage, out_nb, profile_arg, kernel)
@@ -121,7 +124,7 @@ def run(profile: str = "default", only: list[str] | None = None, force: bool = F
             return rc
         atomic_write_text(stamp, json.dumps({"fingerprint": fp, "seconds": round(time.time() - t0, 1),
                                              "finished": time.strftime("%Y-%m-%d %H:%M:%S")}))
-        print(f"  {stage.notebook.name}: done in {time.time() - t0:.0f} s -> {out_nb}")
+        log.info(f"{stage.notebook.name}: done in {time.time() - t0:.0f} s -> {out_nb}")
     return 0
 
 
@@ -135,10 +138,9 @@ def _execute(stage: Stage, out_nb: Path, profile_arg: str, kernel: str) -> int:
             kernel_name=kernel, cwd=str(stage.notebook.parent), progress_bar=True, log_output=False,
         )
     except PapermillExecutionError as e:
-        print(
-            f"\nrun_all: notebook {stage.notebook.name} FAILED in cell {e.cell_index} (execution count {e.exec_count}):"
+        log.error(
+            f"run_all: notebook {stage.notebook.name} FAILED in cell {e.cell_index} (execution count {e.exec_count}):"
             f"\n  {e.ename}: {e.evalue}\n  open the executed copy to see the traceback: {out_nb}",
-            file=sys.stderr,
         )
         return 1
     return 0

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -39,6 +38,9 @@ from tqdm.auto import tqdm
 
 from ..data.manifest import Utterance, read_manifest
 from ..infra.io import atomic_write_text, read_jsonl, write_jsonl
+from ..infra.log import get_logger
+
+log = get_logger(__name__)
 
 # Descriptor name -> the key of its z-score. The one list of what is described.
 FEATURES: tuple[str, ...] = ("pitch_st", "range_st", "energy_db", "rate_syl_s", "hnr_db", "tilt_db")
@@ -342,7 +344,7 @@ def load_cached(path: Path) -> dict[str, dict]:
     try:
         return {r["utt_id"]: r for r in read_jsonl(path) if isinstance(r, dict) and "utt_id" in r}
     except ValueError as e:  # a damaged cache is rebuilt, with a word
-        print(f"descriptors: {e}; recomputing {path.name}", file=sys.stderr)
+        log.warning("%s; recomputing %s", e, path.name)
         return {}
 
 
@@ -468,5 +470,5 @@ def describe_profile(profile="default", overrides: dict | None = None, corpora: 
     out = {}
     for c in corpora:
         out[c] = describe_manifest(prof.paths.manifests / f"{c}.jsonl", cfg, progress=progress)
-        print(out[c].report.summary(), file=sys.stderr)
+        log.info("%s", out[c].report.summary())
     return out

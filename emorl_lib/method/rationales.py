@@ -20,14 +20,16 @@ import hashlib
 import json
 import random
 import re
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping, Sequence
 
 from ..data.manifest import Utterance
+from ..infra.log import get_logger
 from .priors import DEFAULT_MAPPING, NRC_VAD
 from .prompts import TAGS, Rationale, canonical_condition, format_target
+
+log = get_logger(__name__)
 
 
 def _default_lexicon() -> dict[str, list[str]]:
@@ -309,7 +311,7 @@ def build_targets(utts: Sequence[Utterance], descriptors: Mapping[str, dict], co
         return {u.utt_id: format_target(cond, u.label) for u in utts}
     rationales, rep = build_rationales(utts, descriptors, cfg)
     if rep.teacher_fallback or rep.no_descriptors or rep.teacher_unused:
-        print(rep.summary(), file=sys.stderr)
+        log.warning("%s", rep.summary())
     return {u.utt_id: format_target(cond, u.label, rationales[u.utt_id]) for u in utts}
 
 

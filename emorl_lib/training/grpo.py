@@ -23,6 +23,7 @@ from trl import GRPOConfig, GRPOTrainer
 from ..data.labels import candidates as corpus_candidates
 from ..infra.config import Profile, load_profile
 from ..infra.io import append_jsonl
+from ..infra.log import get_logger
 from ..method.prompts import PromptConfig, build_messages
 from ..method.rewards import AccuracyReward, FormatReward, RewardConfig, build_rewards
 from .backbones import BackboneConfig, load_backbone
@@ -36,6 +37,8 @@ from .runs import (
     trained_hash,
     training_rows,
 )
+
+log = get_logger(__name__)
 
 AUDIO_KEYS = ("input_features", "feature_attention_mask")
 
@@ -104,7 +107,7 @@ class AudioGRPOTrainer(GRPOTrainer):
     def train(self, *args: Any, **kwargs: Any):
         tower = find_audio_tower(self.model) if self._cache_audio else None
         if tower is not None and any(p.requires_grad for p in tower.parameters()):
-            print("[grpo] cache_audio: the audio encoder has trainable parameters; its output is not cached")
+            log.info("cache_audio: the audio encoder has trainable parameters; its output is not cached")
             tower = None
         if tower is None:
             return super().train(*args, **kwargs)

@@ -15,8 +15,11 @@ from ..data.corpora import train_test
 from ..data.manifest import Utterance, read_manifest
 from ..infra.config import Profile, load_profile
 from ..infra.io import atomic_dir, read_csv, write_csv
+from ..infra.log import get_logger
 from ..infra.paths import Paths
 from .experiments import ExperimentsConfig, Run, grpo_runs, sft_runs, validate
+
+log = get_logger(__name__)
 
 
 def training_rows(paths: Paths, run: Run, max_rows: int | None, seed: int,
@@ -198,9 +201,9 @@ def open_run(profile, overrides: dict | None, run: Run, force: bool, stage: str,
     h = settings_hash(prof, stage, extra)
     if final.exists() and not force:
         if trained_hash(final) == h:
-            print(f"[{stage}] {run.name}: final adapter is current, skipped ({final})")
+            log.info("%s %s: final adapter is current, skipped (%s)", stage, run.name, final)
             return prof, paths, final, h, True
-        print(f"[{stage}] {run.name}: the settings changed since {final} was trained: training it again")
+        log.info("%s %s: the settings changed since %s was trained: training it again", stage, run.name, final)
     ckpt = run.checkpoint_dir(paths)
     if force or (ckpt.exists() and trained_hash(ckpt) != h):
         shutil.rmtree(ckpt, ignore_errors=True)
@@ -224,7 +227,7 @@ def train_and_save(trainer, processor, run: Run, paths: Paths, final: Path, meta
 
     resume = last_checkpoint(run.checkpoint_dir(paths))
     if resume:
-        print(f"[{stage}] {run.name}: resuming from {resume}")
+        log.info("%s %s: resuming from %s", stage, run.name, resume)
     t0 = time.time()
     trainer.train(resume_from_checkpoint=resume)
     if stop_after_steps is not None and trainer.state.global_step < trainer.state.max_steps:
@@ -274,7 +277,7 @@ def train_stage(stage: str, profile: Profile | str = "default", overrides: dict 
     out: dict[str, Path] = {}
     for i, run in enumerate(runs, 1):
         t0 = time.time()
-        print(f"[{stage}] run {i}/{len(runs)}: {run.name}", flush=True)
+        log.info("%s run %d/%d: %s", stage, i, len(runs), run.name)
         out[run.name] = train(prof, run, force=force)
-        print(f"[{stage}] {run.name}: {time.time() - t0:.0f} s -> {out[run.name]}", flush=True)
+        log.info("%s %s: %.0f s -> %s", stage, run.name, time.time() - t0, out[run.name])
     return out

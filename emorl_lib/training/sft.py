@@ -17,6 +17,7 @@ from transformers import set_seed
 
 from ..data.labels import candidates as corpus_candidates
 from ..infra.config import Profile
+from ..infra.log import get_logger
 from ..method.prompts import PromptConfig, build_messages
 from ..method.rationales import profile_targets
 from .backbones import BackboneConfig, load_backbone
@@ -29,6 +30,8 @@ from .runs import (
     train_and_save,
     training_rows,
 )
+
+log = get_logger(__name__)
 
 IGNORE = -100
 
@@ -124,7 +127,7 @@ def run_sft(profile: Profile | str, run: Run, overrides: dict | None = None, for
     rows = training_rows(paths, run, s.max_train_samples, s.seed, balance=True)
     examples = sft_examples(prof, run, rows)
     if len(examples) < len(rows):
-        print(f"[sft] {run.name}: {len(rows) - len(examples)} of {len(rows)} utterances have no target and are skipped")
+        log.warning("%s: %d of %d utterances have no target and are skipped", run.name, len(rows) - len(examples), len(rows))
     set_seed(s.seed)  # the new LoRA's random init must not depend on what ran before in this process
     bb = load_backbone(bcfg, paths, trainable=True)
     args = TrainingArguments(
