@@ -137,7 +137,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         # (c) mel features: a rerun with a warm cache vs fresh extraction (chat template + tokenise + features)
         cands = ts.candidates
         batches = [ts.rows[i:i + bs] for i in range(0, n, bs)]
-        msgs = [[build_messages(pcfg, u.wav, cands, u.transcript, cond) for u in b] for b in batches]
+        msgs = [[build_messages(pcfg, u.wav, cands, cond, u.transcript) for u in b] for b in batches]
         audios = [[load_16k(u.wav) for u in b] for b in batches]
         cache = FeatureCache()
         for m, au in zip(msgs, audios):  # the first evaluation fills it

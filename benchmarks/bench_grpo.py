@@ -7,7 +7,7 @@
 Modes (each a fresh model with the same seed, interleaved over --repeats, best median kept):
   plain     cache_audio=False, cache_features=False (what TRL does: G encodes per prompt per forward)
   features  only the per-group mel feature dedupe        encoder  only the audio-encoder output cache
-  cached    both (the default of GRPOSettings)
+  cached    both (the default of EmoGRPOConfig)
 Parts are inclusive wall times per step (the audio encoder runs inside generation and the log-prob forwards):
 features (audio load + mel + tokenise), audio_encoder, generation, logps_nograd (old/reference), logps_grad (loss
 forward), backward. Appends one row per mode to results/benchmarks/grpo.csv with the machine's description.
@@ -107,7 +107,7 @@ def tone_clips(folder: Path, n: int, seconds: float) -> list[str]:
     return out
 
 
-def run_mode(mode: str, prof, s, bcfg, wavs: list[str], condition: str, workdir: Path, warmup: int) -> dict:
+def run_mode(mode: str, prof, wavs: list[str], condition: str, workdir: Path, warmup: int) -> dict:
     """Train warmup + steps GRPO steps in one mode; per-step means of every part over the measured steps."""
     import torch
     from datasets import Dataset
@@ -115,31 +115,26 @@ def run_mode(mode: str, prof, s, bcfg, wavs: list[str], condition: str, workdir:
 
     from emorl_lib.data.labels import FOUR_CLASS
     from emorl_lib.infra.perf import Stopwatch, peak_memory, reset_peak_memory
-    from emorl_lib.method.prompts import PromptConfig, build_messages
-    from emorl_lib.method.rewards import RewardConfig
+    from emorl_lib.method.prompts import build_messages
     from emorl_lib.training.backbones import load_backbone
-    from emorl_lib.training.grpo import (
-        AudioGRPOTrainer,
-        find_audio_tower,
-        grpo_config,
-        reward_functions,
-    )
+    from emorl_lib.training.grpo import AudioGRPOTrainer, find_audio_tower, reward_functions
+    from emorl_lib.training.runs import trainer_config
 
     cache_audio, cache_features = MODES[mode]
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
     reset_peak_memory()
-    set_seed(s.seed)
-    bb = load_backbone(bcfg, prof.paths, trainable=True)
-    pcfg, rcfg = prof.section("prompt", PromptConfig), prof.section("reward", RewardConfig)
+    funcs, weights = reward_functions(prof.section("reward"), condition, "eswr")
+    args = trainer_config(prof, "grpo", output_dir=str(workdir / mode), reward_weights=weights)
+    set_seed(args.seed)
+    bb = load_backbone(prof.section("backbone"), prof.paths, trainable=True)
+    pcfg = prof.section("prompt")
     cands = list(FOUR_CLASS)
-    rows = [{"prompt": build_messages(pcfg, w, cands, None, condition), "label": cands[i % len(cands)],
+    rows = [{"prompt": build_messages(pcfg, w, cands, condition), "label": cands[i % len(cands)],
              "candidates": cands, "utt_id": f"tone{i}"} for i, w in enumerate(wavs)]
-    funcs, weights = reward_functions(rcfg, condition)
     trainer = AudioGRPOTrainer(model=bb.model, reward_funcs=funcs, processing_class=bb.processor,
-                               train_dataset=Dataset.from_list(rows),
-                               args=grpo_config(s, workdir / mode, weights, bcfg),
+                               train_dataset=Dataset.from_list(rows), args=args,
                                cache_audio=cache_audio, cache_features=cache_features)
     sw = Stopwatch()
     sw.wrap(trainer, "_tokenize_prompts", "features")
@@ -217,7 +212,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size", choices=["tiny", "full"], default="tiny")
     ap.add_argument("--profile", help="default: 'default' (tiny) or 'paper' (full)")
-    ap.add_argument("--condition", help="prompt condition (default: the profile's prompt.condition)")
+    ap.add_argument("--condition", default="ESR", help="prompt condition (default: ESR, the paper's method)")
     ap.add_argument("--generations", type=int, help="G (default: the profile's grpo.num_generations)")
     ap.add_argument("--completion-length", type=int, help="max completion tokens (default: the profile's)")
     ap.add_argument("--prompts-per-step", type=int, default=1)
@@ -239,9 +234,6 @@ def main(argv: list[str] | None = None) -> list[dict]:
         load_average,
         machine_description,
     )
-    from emorl_lib.method.prompts import PromptConfig
-    from emorl_lib.training.backbones import BackboneConfig
-    from emorl_lib.training.grpo import GRPOSettings
 
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -254,31 +246,33 @@ def main(argv: list[str] | None = None) -> list[dict]:
                          "QLoRA: it needs a CUDA GPU (about 15 GiB). None is visible here; run --size tiny on the CPU.")
     prof = load_profile(a.profile or ("paper" if a.size == "full" else "default"))
     paths = prof.paths.ensure()
-    bcfg = prof.section("backbone", BackboneConfig)
-    s = prof.section("grpo", GRPOSettings)
+    g = a.generations or prof.section("grpo").num_generations
+    grpo = {"num_generations": g, "per_device_train_batch_size": a.prompts_per_step * g,
+            "gradient_accumulation_steps": 1, "max_steps": a.warmup + a.steps, "save_steps": 10**6, "report_to": [],
+            "log_completions_every": 0, "max_train_prompts": None, "logging_steps": 1}
+    if a.completion_length:
+        grpo["max_completion_length"] = a.completion_length
+    over: dict = {"grpo": grpo}
     if a.size == "full":
-        bcfg.name, bcfg.path = "qwen2-audio-7b-instruct", str(build_random_full(paths.models))
-    s.num_generations = a.generations or s.num_generations
-    s.max_completion_length = a.completion_length or s.max_completion_length
-    s.prompts_per_step, s.gradient_accumulation_steps = a.prompts_per_step, 1
-    s.max_steps, s.save_steps, s.report_to, s.log_completions_every = a.warmup + a.steps, 10**6, [], 0
-    s.max_train_prompts, s.logging_steps = None, 1
-    condition = a.condition or prof.section("prompt", PromptConfig).condition
+        over["backbone"] = {"name": "qwen2-audio-7b-instruct", "path": str(build_random_full(paths.models))}
+    prof = prof.with_overrides(over)
+    bcfg, s = prof.section("backbone"), prof.section("grpo")
+    condition = a.condition
     clip_s = a.clip_seconds or (5.0 if a.size == "full" else 2.5)
     load_before = load_average()
     best: dict[str, dict] = {}
     with tempfile.TemporaryDirectory(prefix="bench_grpo_") as tmp:
-        wavs = tone_clips(Path(tmp), max(8, s.prompts_per_step * (a.warmup + a.steps)), clip_s)
+        wavs = tone_clips(Path(tmp), max(8, a.prompts_per_step * (a.warmup + a.steps)), clip_s)
         for _ in range(a.repeats):
             for m in modes:
-                r = run_mode(m, prof, s, bcfg, wavs, condition, Path(tmp), a.warmup)
+                r = run_mode(m, prof, wavs, condition, Path(tmp), a.warmup)
                 if m not in best or r["step_s"] < best[m]["step_s"]:
                     best[m] = r
     common = {"machine": machine_description(), "load_avg_before": load_before, "load_avg_after": load_average(),
               "size": a.size, "backbone": bcfg.name, "dtype": bcfg.dtype, "load_in_4bit": bcfg.load_in_4bit,
               "gradient_checkpointing": bcfg.gradient_checkpointing, "condition": condition,
               "num_generations": s.num_generations, "max_completion_length": s.max_completion_length,
-              "prompts_per_step": s.prompts_per_step, "beta": s.beta, "num_iterations": s.num_iterations,
+              "prompts_per_step": a.prompts_per_step, "beta": s.beta, "num_iterations": s.num_iterations,
               "clip_seconds": clip_s, "repeats": a.repeats,
               "threads": torch.get_num_threads()}
     rows = []

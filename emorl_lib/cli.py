@@ -13,7 +13,13 @@ from .data.corpora import CORPORA
 
 
 def _profile_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--profile", default="default", help="params/<profile>.yaml (default: default)")
+    p.add_argument("--profile", default="default", help="params/<profile>.yaml or a YAML path (default: default)")
+
+
+def _load(args: argparse.Namespace, overrides: dict | None = None):
+    from .infra.config import load_profile
+
+    return load_profile(args.profile, overrides)
 
 
 def _run_prepare(args: argparse.Namespace) -> int:
@@ -32,7 +38,7 @@ def _run_prepare(args: argparse.Namespace) -> int:
     if args.workers is not None:
         data["workers"] = args.workers
     try:
-        out = prepare(args.profile, {"data": data} if data else None, progress=not args.quiet)
+        out = prepare(_load(args, {"data": data} if data else None), progress=not args.quiet)
     except (LayoutError, ValueError, KeyError) as e:
         print(f"emorl prepare: {e}", file=sys.stderr)
         return 1
@@ -62,7 +68,7 @@ def _run_evaluate(args: argparse.Namespace) -> int:
 
     overrides = {"eval": {"max_utterances": args.max_utterances}} if args.max_utterances else None
     try:
-        s = EvalSetup.load(args.profile, overrides)
+        s = EvalSetup.of(_load(args, overrides))
         if not args.tables_only:
             print(run_matrix(s, stages=args.stage, progress=not args.quiet).summary())
         write_environment(s)
@@ -87,18 +93,13 @@ def add_evaluate(sub) -> None:
 
 def _run_infer(args: argparse.Namespace) -> int:
     from .evaluation.infer import infer_folder
-    from .evaluation.matrix import EvalConfig
-    from .infra.config import load_profile
-    from .method.prompts import PromptConfig
-    from .training.backbones import BackboneConfig
 
     try:
-        prof = load_profile(args.profile)
-        ecfg = prof.section("eval", EvalConfig)
-        res = infer_folder(args.input, args.out, adapter=args.adapter, condition=args.condition,
+        prof = _load(args)
+        ecfg = prof.section("eval")
+        res = infer_folder(args.input, args.out, adapter=args.adapter, condition=args.condition or "ESR",
                            labels=args.labels.split(",") if args.labels else None,
-                           backbone_cfg=prof.section("backbone", BackboneConfig),
-                           prompt_cfg=prof.section("prompt", PromptConfig), paths=prof.paths,
+                           backbone_cfg=prof.section("backbone"), prompt_cfg=prof.section("prompt"), paths=prof.paths,
                            batch_size=args.batch_size or ecfg.batch_size,
                            max_new_tokens_by_condition=ecfg.max_new_tokens,
                            require_answer_tag=ecfg.require_answer_tag, progress=not args.quiet)
@@ -126,7 +127,7 @@ def _run_train(args: argparse.Namespace) -> int:
     from .training.runs import train_stage
 
     try:
-        done = train_stage(args.command, args.profile, only=args.run, force=args.force)
+        done = train_stage(args.command, _load(args), only=args.run, force=args.force)
     except (FileNotFoundError, ValueError, KeyError) as e:
         print(f"emorl {args.command}: {e}", file=sys.stderr)
         return 1
@@ -165,8 +166,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .infra.config import ConfigError
+
     args = build_parser().parse_args(argv)
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except ConfigError as e:  # a profile that cannot be read: say where, before any work
+        print(f"emorl {args.command}: {e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -11,7 +11,6 @@ from emorl_lib.training.backbones import (
     build_tiny_qwen2_audio,
     load_backbone,
     load_processor,
-    resolve_model_dir,
     trainable_parameters,
 )
 
@@ -129,5 +128,5 @@ def test_4bit_lora_backward_generate_backward_on_cpu(kit_paths, tone_wav):
 
 
 def test_unknown_backbone_is_a_clear_error(kit_paths):
-    with pytest.raises(KeyError, match="known"):
-        resolve_model_dir(BackboneConfig(name="qwen3-omni"), kit_paths)
+    with pytest.raises(ValueError, match="expected one of .*tiny-qwen2-audio"):
+        BackboneConfig(name="qwen3-omni")

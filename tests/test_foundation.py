@@ -71,11 +71,11 @@ def test_from_dict_types_and_unknown_keys():
 def test_profiles_extend_and_override(tmp_path, monkeypatch):
     monkeypatch.setenv("EMORL_HOME", str(tmp_path))
     (tmp_path / "params").mkdir()
-    (tmp_path / "params" / "base.yaml").write_text("grpo: {lr: 1.0e-5, name: a}\npaths: {runs: r}\n")
-    (tmp_path / "params" / "child.yaml").write_text("extends: base\ngrpo: {name: b}\n")
-    p = load_profile("child", overrides={"grpo": {"lr": 2e-5}})
-    g = p.section("grpo", _Section)
-    assert (g.lr, g.name) == (2e-5, "b")
+    (tmp_path / "params" / "base.yaml").write_text("grpo: {learning_rate: 1.0e-5, seed: 1}\npaths: {runs: r}\n")
+    (tmp_path / "params" / "child.yaml").write_text("extends: base\ngrpo: {seed: 2}\n")
+    p = load_profile("child", overrides={"grpo": {"learning_rate": 2e-5}})
+    g = p.section("grpo")
+    assert (g.learning_rate, g.seed) == (2e-5, 2)
     assert p.paths.run == tmp_path / "r" / "child"
     with pytest.raises(ConfigError, match="known profiles: base, child"):
         load_profile("nope")

@@ -35,7 +35,7 @@ def test_resumable_appends_and_skips_finished(backbone, eval_wavs, tmp_path, mon
     generated = []
     real = G.generate_batch
     monkeypatch.setattr(G, "generate_batch", lambda bb, m, a, n, *rest: generated.extend(m) or real(bb, m, a, n, *rest))
-    first = G.predict_set(backbone, _set(rows[:3]), PromptConfig(condition="IR"), "IR", out, 2, 8, progress=False)
+    first = G.predict_set(backbone, _set(rows[:3]), PromptConfig(), "IR", out, 2, 8, progress=False)
     assert len(generated) == 3 and len(first) == 3
     before = out.read_text().splitlines()
     full = G.predict_set(backbone, _set(rows), PromptConfig(), "IR", out, 2, 8, progress=False)

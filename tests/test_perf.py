@@ -32,8 +32,8 @@ def clips(eval_wavs):
 def _messages(clips, order, condition="IR"):
     from emorl_lib.method.prompts import PromptConfig, build_messages
 
-    cfg = PromptConfig(condition=condition)
-    return [build_messages(cfg, clips[i][0], LABELS, None, condition) for i in order]
+    cfg = PromptConfig()
+    return [build_messages(cfg, clips[i][0], LABELS, condition) for i in order]
 
 
 # ---- mel features ------------------------------------------------------------------------------------------------
@@ -103,23 +103,20 @@ def test_grpo_caches_give_the_plain_log_probs(kit_paths, clips):
 
     from emorl_lib.method.rewards import RewardConfig
     from emorl_lib.training.backbones import BackboneConfig, load_backbone
-    from emorl_lib.training.grpo import (
-        AudioGRPOTrainer,
-        GRPOSettings,
-        grpo_config,
-        reward_functions,
-    )
+    from emorl_lib.training.grpo import AudioGRPOTrainer, EmoGRPOConfig, reward_functions
 
     g = 3
     bcfg = BackboneConfig()
     bb = load_backbone(bcfg, kit_paths, trainable=True)
-    s = GRPOSettings(num_generations=g, max_completion_length=4, max_steps=1, report_to=[], save_steps=100)
-    funcs, weights = reward_functions(RewardConfig(), "IR")
+    funcs, weights = reward_functions(RewardConfig(), "IR", "eswr")
+    args = EmoGRPOConfig(output_dir=str(kit_paths.run / "perf_grpo"), num_generations=g, per_device_train_batch_size=g,
+                         max_completion_length=4, max_steps=1, report_to=[], save_steps=100, reward_weights=weights,
+                         gradient_accumulation_steps=1)
     prompts = _messages(clips, [0, 1])
     ds = Dataset.from_list([{"prompt": p, "label": "happy", "candidates": LABELS, "utt_id": str(i)}
                             for i, p in enumerate(prompts)])
     trainer = AudioGRPOTrainer(model=bb.model, reward_funcs=funcs, processing_class=bb.processor, train_dataset=ds,
-                               args=grpo_config(s, kit_paths.run / "perf_grpo", weights, bcfg))
+                               args=args)
     repeated = [p for p in prompts for _ in range(g)]  # as TRL's sampler repeats them
 
     trainer._cache_features = False

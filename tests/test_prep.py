@@ -14,7 +14,7 @@ from emorl_lib.data import audio, prep
 from emorl_lib.data.corpora import LayoutError
 from emorl_lib.data.manifest import FIELDS, read_manifest
 from emorl_lib.data.prep import DataConfig, cache_dir, prepare_corpus
-from emorl_lib.infra.config import ConfigError
+from emorl_lib.infra.config import load_profile, ConfigError
 from emorl_lib.infra.io import read_jsonl
 from emorl_lib.infra.paths import Paths
 
@@ -126,7 +126,7 @@ def test_prepare_with_real_roots_writes_manifests_reports_and_crosscorpus(tmp_pa
     root = savee_tree(tmp_path / "SAVEE")
     prof = write_profile(tmp_path, {"synthetic": False, "corpora": ["savee"], "roots": {"savee": str(root)},
                                     "workers": 1})
-    out = prep.prepare(prof, progress=False)
+    out = prep.prepare(load_profile(prof), progress=False)
     m = out.paths.manifests
     assert out.manifests == {"savee": m / "savee.jsonl"} and (m / "prepare_report.json").is_file()
     txt = (m / "prepare_report.txt").read_text()
@@ -144,12 +144,12 @@ def test_prepare_with_real_roots_writes_manifests_reports_and_crosscorpus(tmp_pa
 def test_prepare_without_root_or_with_wrong_root_says_what_is_expected(tmp_path):
     prof = write_profile(tmp_path, {"synthetic": False, "corpora": ["iemocap"], "workers": 1})
     with pytest.raises(ConfigError, match=r"data.roots has no root for \['iemocap'\]"):
-        prep.prepare(prof, progress=False)
+        prep.prepare(load_profile(prof), progress=False)
     with pytest.raises(ConfigError, match="unknown"):
-        prep.prepare(prof, {"data": {"corpora": ["crema"]}}, progress=False)
+        load_profile(prof, {"data": {"corpora": ["crema"]}})
     (tmp_path / "wrong" / "Session1x").mkdir(parents=True)
     with pytest.raises(LayoutError, match=r"expected Session1..Session5/ .* found: Session1x/"):
-        prep.prepare(prof, {"data": {"roots": {"iemocap": str(tmp_path / "wrong")}}}, progress=False)
+        prep.prepare(load_profile(prof, {"data": {"roots": {"iemocap": str(tmp_path / "wrong")}}}), progress=False)
 
 
 def test_cli_prepare_real_root_and_wrong_root(tmp_path, capsys, monkeypatch):
@@ -175,7 +175,7 @@ def prepared(synthetic_corpora, tmp_path_factory):
     (tmp / "cache" / "synthetic").symlink_to(synthetic_corpora["iemocap"].parent)
     prof = write_profile(tmp, {"synthetic": True, "synthetic_seed": 0, "synthetic_size": SYNTHETIC_TEST_SIZE,
                                "workers": 2})
-    return prof, prep.prepare(prof, progress=False)
+    return prof, prep.prepare(load_profile(prof), progress=False)
 
 
 def test_synthetic_prepare_skips_meld_defects_and_writes_every_manifest(prepared):
@@ -216,7 +216,7 @@ def test_synthetic_track2_resolution_and_unresolved_report(prepared):
 
 def test_synthetic_second_prepare_reuses_the_cache(prepared):
     prof, first = prepared
-    again = prep.prepare(prof, progress=False)
+    again = prep.prepare(load_profile(prof), progress=False)
     for corpus, rep in again.reports.items():
         assert rep.decoded == 0 and rep.reused == rep.kept == first.reports[corpus].kept
     assert again.manifests["iemocap"].read_text() == first.manifests["iemocap"].read_text()

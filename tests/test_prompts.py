@@ -14,8 +14,8 @@ from emorl_lib.method.prompts import (
 
 
 def test_messages_have_system_audio_block_and_candidate_labels():
-    cfg = PromptConfig(condition="IR")
-    msgs = build_messages(cfg, "/x/a.wav", CORPUS_LABELS["iemocap"])
+    cfg = PromptConfig()
+    msgs = build_messages(cfg, "/x/a.wav", CORPUS_LABELS["iemocap"], "IR")
     assert [m["role"] for m in msgs] == ["system", "user"]
     assert msgs[0]["content"] == [{"type": "text", "text": cfg.system_prompt}]
     audio, text = msgs[1]["content"]
@@ -27,27 +27,26 @@ def test_messages_have_system_audio_block_and_candidate_labels():
 
 def test_each_condition_shows_its_format():
     for cond, tags in [("EUR", ["<think>", "<answer>"]), ("ESR", ["<content>", "<acoustics>", "<summary>"])]:
-        t = user_text(PromptConfig(condition=cond), CORPUS_LABELS["meld"])
+        t = user_text(PromptConfig(), CORPUS_LABELS["meld"], cond)
         assert all(tag in t for tag in tags)
-    assert "<content>" not in user_text(PromptConfig(condition="EUR"), ["sad", "happy"])
+    assert "<content>" not in user_text(PromptConfig(), ["sad", "happy"], "EUR")
 
 
 def test_transcript_off_by_default_and_required_when_on():
-    assert "hello there" not in user_text(PromptConfig(), ["sad"], transcript="hello there")
+    assert "hello there" not in user_text(PromptConfig(), ["sad"], "IR", transcript="hello there")
     on = PromptConfig(transcript=True)
-    assert "hello there" in user_text(on, ["sad"], transcript="hello there")
+    assert "hello there" in user_text(on, ["sad"], "IR", transcript="hello there")
     with pytest.raises(ValueError, match="transcript"):
-        user_text(on, ["sad"], transcript=None)
+        user_text(on, ["sad"], "IR", transcript=None)
 
 
 def test_wording_comes_from_config():
-    cfg = from_dict(PromptConfig, {"condition": "eur", "system_prompt": "SYS", "task_instruction": "Pick {labels}"}, "p")
-    assert cfg.condition == "EUR"
-    msgs = build_messages(cfg, "a.wav", ["sad", "calm"])
+    cfg = from_dict(PromptConfig, {"system_prompt": "SYS", "task_instruction": "Pick {labels}"}, "p")
+    msgs = build_messages(cfg, "a.wav", ["sad", "calm"], "eur")
     assert msgs[0]["content"][0]["text"] == "SYS"
     assert msgs[1]["content"][1]["text"].startswith("Pick sad, calm")
     with pytest.raises(ConfigError):
-        from_dict(PromptConfig, {"condition": "XR"}, "p")
+        from_dict(PromptConfig, {"condition": "EUR"}, "p")  # a run's condition is the experiment matrix's
 
 
 @pytest.mark.parametrize("cond", CONDITIONS)

@@ -183,13 +183,12 @@ def test_profile_targets_read_the_sections_and_describe_the_manifest(tmp_path):
     from emorl_lib.method.descriptors import describe_profile
     from emorl_lib.method.rationales import profile_targets
 
-    assert load_profile("default").section("rationale", RationaleConfig).teacher_jsonl is None
-    assert load_profile("default").section("descriptors", DescriptorConfig).f0_method in ("yin", "pyin")
+    assert load_profile("default").section("rationale").teacher_jsonl is None
+    assert load_profile("default").section("descriptors").f0_method in ("yin", "pyin")
     prof = tmp_path / "p.yaml"
     prof.write_text(yaml.safe_dump({
         "paths": {"cache": str(tmp_path / "c"), "runs": str(tmp_path / "r"), "results": str(tmp_path / "res")},
-        "data": {"corpora": ["savee"]}, "descriptors": {"workers": 1}, "rationale": {"seed": 3},
-        "prompt": {"condition": "EUR"}}))
+        "data": {"corpora": ["savee"]}, "descriptors": {"workers": 1}, "rationale": {"seed": 3}}))
     t = np.arange(16000) / 16000
     rows = []
     for i in range(4):
@@ -199,15 +198,16 @@ def test_profile_targets_read_the_sections_and_describe_the_manifest(tmp_path):
         u.wav = str(wav)
         rows.append(u)
     write_jsonl(tmp_path / "r" / "p" / "manifests" / "savee.jsonl", rows)
-    targets = profile_targets(str(prof), "savee", progress=False)
+    prof = load_profile(prof)
+    targets = profile_targets(prof, "savee", "EUR", progress=False)
     assert all(structure_ok(targets[u.utt_id], "EUR") and parse_answer(targets[u.utt_id]).label == u.label
                for u in rows)
     assert (tmp_path / "r" / "p" / "manifests" / "savee.descriptors.jsonl").is_file()
-    sub = profile_targets(str(prof), "savee", utts=rows[:2], condition="ESR", progress=False)
+    sub = profile_targets(prof, "savee", "ESR", utts=rows[:2], progress=False)
     assert list(sub) == ["DC_a00", "DC_a01"] and all(structure_ok(x, "ESR") for x in sub.values())
-    esr = profile_targets(str(prof), "savee", condition="ESR", progress=False)
+    esr = profile_targets(prof, "savee", "ESR", progress=False)
     assert "loud" in esr["DC_a03"] and "quiet" in esr["DC_a00"]  # loudest / quietest clip of speaker DC
-    assert describe_profile(str(prof), progress=False)["savee"].report.reused == 4
+    assert describe_profile(prof, progress=False)["savee"].report.reused == 4
 
 
 def test_volume_is_described_when_the_rate_is_unknown():

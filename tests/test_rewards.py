@@ -105,7 +105,7 @@ def test_build_rewards_from_config_names_and_weights():
     cfg = from_dict(RewardConfig, {"alpha": 0.3, "format_weight": 0.5, "prior": {"kind": "va"}}, "reward")
     funcs, weights = build_rewards(cfg, "EUR")
     assert [f.__name__ for f in funcs] == ["eswr_va_reward", "format_EUR_reward"] and weights == [1.0, 0.5]
-    funcs, weights = build_rewards(RewardConfig(accuracy="binary", use_format=False), "IR")
+    funcs, weights = build_rewards(RewardConfig(use_format=False), "IR", "binary")
     assert [f.__name__ for f in funcs] == ["accuracy_reward"] and weights == [1.0]
     total = WeightedSum(*build_rewards(RewardConfig(), "IR"))
     assert total([ans("surprise"), ans("fear")], label=["fear", "fear"]) == pytest.approx([1 + 0.5 * NEIGHBOUR, 2.0])

@@ -21,14 +21,15 @@ def _utt(uid, corpus, label, fold=None, split=None):
 @pytest.fixture()
 def settings(tmp_path):
     from emorl_lib.evaluation.matrix import EvalSetup
+    from emorl_lib.infra.config import load_profile
 
     root = tmp_path
-    s = EvalSetup.load("default", {
+    s = EvalSetup.of(load_profile("default", {
         "paths": {"cache": str(root / "cache"), "runs": str(root / "runs"), "results": str(root / "results")},
         "experiments": {"corpora": ["iemocap", "meld"], "iemocap_folds": [1, 2],
                         "grpo_runs": [["binary", "IR"], ["eswr", "IR"], ["eswr", "ESR"]], "sft_conditions": ["IR", "ESR"]},
         "eval": {"max_utterances": None, "bootstrap": 200},
-    })
+    }))
     m = s.paths.manifests
     iem = [_utt(f"i{f}_{k}", "iemocap", FOUR[k % 4], fold=f) for f in (1, 2) for k in range(8)]
     meld = [_utt(f"m{k}", "meld", ("neutral", "happy", "sad", "angry", "surprise", "fear", "disgust")[k % 7],
@@ -116,7 +117,7 @@ def test_max_utterances_is_stated(settings):
     from emorl_lib.evaluation.matrix import EvalSetup, collect
     from emorl_lib.evaluation.tables import build_tables
 
-    s = EvalSetup.load(settings.profile, {"eval": {"max_utterances": 4}})
+    s = EvalSetup.of(settings.profile.with_overrides({"eval": {"max_utterances": 4}}))
     tables, _ = build_tables(collect(s))
     assert all(any("at most 4 utterances" in n for n in t.notes) for t in tables)
 

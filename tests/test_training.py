@@ -36,10 +36,9 @@ def train_profile(tmp_path_factory, kit_paths) -> Profile:
     sections = {
         "paths": {"cache": str(kit_paths.cache), "runs": str(root / "runs"), "results": str(root / "results")},
         "backbone": {"name": "tiny-qwen2-audio"},
-        "prompt": {"condition": "IR"},
-        "reward": {"accuracy": "eswr"},
         "experiments": {"corpora": ["iemocap"], "iemocap_folds": [1], "sft_before_grpo": False},
-        "grpo": {"num_generations": 4, "max_completion_length": 12, "max_steps": 4, "save_steps": 2,
+        "grpo": {"num_generations": 4, "per_device_train_batch_size": 4, "gradient_accumulation_steps": 1,
+                 "max_completion_length": 12, "max_steps": 4, "save_steps": 2,
                  "report_to": [], "logging_steps": 1, "beta": 0.04, "learning_rate": 1e-3,
                  "log_completions_every": 1},
         "sft": {"max_steps": 4, "save_steps": 2, "per_device_train_batch_size": 2, "gradient_accumulation_steps": 1,
@@ -65,13 +64,7 @@ def test_grpo_every_logprob_forward_receives_audio(train_profile):
     from emorl_lib.method.prompts import PromptConfig
     from emorl_lib.method.rewards import RewardConfig
     from emorl_lib.training.backbones import BackboneConfig, load_backbone
-    from emorl_lib.training.grpo import (
-        AudioGRPOTrainer,
-        GRPOSettings,
-        grpo_config,
-        prompt_rows,
-        reward_functions,
-    )
+    from emorl_lib.training.grpo import AudioGRPOTrainer, EmoGRPOConfig, prompt_rows, reward_functions
     from emorl_lib.training.runs import training_rows
 
     paths = train_profile.paths
@@ -79,12 +72,13 @@ def test_grpo_every_logprob_forward_receives_audio(train_profile):
     bcfg = BackboneConfig()
     bb = load_backbone(bcfg, paths, trainable=True)
     # num_iterations=2 makes TRL compute old-policy log-probs too; beta>0 adds the reference forward
-    s = GRPOSettings(num_generations=4, max_completion_length=8, max_steps=1, num_iterations=2, beta=0.04,
-                     report_to=[], save_steps=100)
-    funcs, weights = reward_functions(RewardConfig(), "IR")
+    funcs, weights = reward_functions(RewardConfig(), "IR", "eswr")
+    args = EmoGRPOConfig(output_dir=str(paths.run / "spy"), num_generations=4, per_device_train_batch_size=4,
+                         max_completion_length=8, max_steps=1, num_iterations=2, beta=0.04, report_to=[],
+                         save_steps=100, reward_weights=weights, gradient_accumulation_steps=1)
     rows = training_rows(paths, run, None, 0)
-    ds = Dataset.from_list(prompt_rows(rows, PromptConfig(condition="IR"), "iemocap", "IR"))
-    trainer = AudioGRPOTrainer(model=bb.model, reward_funcs=funcs, args=grpo_config(s, paths.run / "spy", weights, bcfg),
+    ds = Dataset.from_list(prompt_rows(rows, PromptConfig(), "iemocap", "IR"))
+    trainer = AudioGRPOTrainer(model=bb.model, reward_funcs=funcs, args=args,
                                train_dataset=ds, processing_class=bb.processor)
     calls = []
     inner = bb.model.get_base_model().model  # Qwen2AudioModel: every forward path goes through it
@@ -135,9 +129,9 @@ def test_sft_collator_masks_prompt_and_audio(tiny_backbone_dir, tone_wav):
 
     proc = load_processor(str(tiny_backbone_dir))
     coll = AudioSFTCollator(proc)
-    cfg = PromptConfig(condition="IR")
+    cfg = PromptConfig()
     targets = [format_target("IR", "angry"), format_target("IR", "neutral")]
-    batch = coll([{"messages": build_messages(cfg, str(tone_wav), ["neutral", "angry"]), "target": targets[0]},
+    batch = coll([{"messages": build_messages(cfg, str(tone_wav), ["neutral", "angry"], "IR"), "target": targets[0]},
                   {"messages": build_messages(cfg, str(tone_wav), ["neutral", "angry"], condition="IR") +
                    [], "target": targets[1] + " extra words"}])
     ids, labels, mask = batch["input_ids"], batch["labels"], batch["attention_mask"]
@@ -168,7 +162,7 @@ def test_interrupted_run_resumes_to_the_same_weights(train_profile, stage, monke
     from emorl_lib.training.grpo import run_grpo
     from emorl_lib.training.sft import run_sft
 
-    monkeypatch.setattr(grpo, "reward_functions", lambda cfg, cond: ([_length_reward], [1.0]))
+    monkeypatch.setattr(grpo, "reward_functions", lambda cfg, cond, acc: ([_length_reward], [1.0]))
 
     runner = run_sft if stage == "sft" else run_grpo
     paths = train_profile.paths

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from ..infra.config import ConfigError, Profile, load_profile, to_dict
+from ..infra.config import ConfigError, Profile, to_dict
 from ..infra.io import atomic_write_text, write_jsonl
 from ..infra.log import get_logger
 from ..infra.paths import Paths
@@ -51,6 +51,9 @@ class DataConfig:
         bad_roots = [c for c in self.roots if c not in CORPORA]
         if bad_roots:
             raise ValueError(f"roots: unknown corpus {bad_roots}; known: {list(CORPORA)}")
+        if self.workers < 1 or self.synthetic_size <= 0 or self.silence_peak < 0:
+            raise ValueError(f"need workers >= 1, synthetic_size > 0 and silence_peak >= 0; got {self.workers}, "
+                             f"{self.synthetic_size}, {self.silence_peak}")
 
 
 @dataclass
@@ -167,12 +170,9 @@ def resolve_roots(cfg: DataConfig, paths: Paths) -> dict[str, Path]:
     return {c: Path(str(cfg.roots[c])).expanduser() for c in cfg.corpora}
 
 
-def prepare(profile: str | Profile = "default", overrides: dict | None = None, progress: bool = True
-            ) -> Prepared:
+def prepare(prof: Profile, progress: bool = True) -> Prepared:
     """Build caches, manifests, reports and cross-corpus manifests for the profile's corpora."""
-    prof = profile if isinstance(profile, Profile) else load_profile(profile)
-    prof = prof.with_overrides(overrides)
-    cfg = prof.section("data", DataConfig)
+    cfg = prof.section("data")
     paths = prof.paths.ensure()
     out = Prepared(paths=paths, cfg=cfg, roots=resolve_roots(cfg, paths))
     all_rows: dict[str, list[Utterance]] = {}

@@ -134,7 +134,7 @@ def predict_set(backbone, test_set: TestSet, prompt_cfg: PromptConfig, condition
                 preds.append(Prediction(r.utt_id, test_set.gold(r), "", None, f"{AUDIO_ERROR}: {e.reason}", 0,
                                         0.0, 0, cond, max_new_tokens))
         if ok_rows:
-            msgs = [build_messages(prompt_cfg, r.wav, cands, r.transcript, cond) for r in ok_rows]
+            msgs = [build_messages(prompt_cfg, r.wav, cands, cond, r.transcript) for r in ok_rows]
             t0 = time.perf_counter()
             gens = generate_batch(backbone, msgs, audios, max_new_tokens, use_cache, feature_cache)
             per = (time.perf_counter() - t0) / len(ok_rows)

@@ -114,7 +114,7 @@ def infer_files(backbone: Backbone, files: Sequence[Path], prompt_cfg: PromptCon
             except OSError as e:
                 out[p] = FileResult(name(p), error=f"unreadable: {e}")
         if ok:
-            msgs = [build_messages(cfg, str(p), labels, None, cond) for p in ok]
+            msgs = [build_messages(cfg, str(p), labels, cond) for p in ok]
             t0 = time.perf_counter()
             gens = generate_batch(backbone, msgs, audios, max_new_tokens)
             per = (time.perf_counter() - t0) / len(ok)
@@ -129,7 +129,7 @@ def infer_files(backbone: Backbone, files: Sequence[Path], prompt_cfg: PromptCon
 
 
 def infer_folder(input_dir: str | Path, out_csv: str | Path, adapter: str | Path | None = None,
-                 condition: str | None = None, labels: Sequence[str] | None = None,
+                 condition: str = "ESR", labels: Sequence[str] | None = None,
                  backbone_cfg: BackboneConfig | None = None, prompt_cfg: PromptConfig | None = None,
                  paths: Paths | None = None, batch_size: int = 8, max_new_tokens: int | None = None,
                  max_new_tokens_by_condition: dict[str, int] | None = None, require_answer_tag: bool = False,
@@ -140,7 +140,7 @@ def infer_folder(input_dir: str | Path, out_csv: str | Path, adapter: str | Path
     if not files:
         raise FileNotFoundError(f"infer: no audio files ({', '.join(AUDIO_SUFFIXES)}) under {input_dir}")
     prompt_cfg = prompt_cfg or PromptConfig()
-    cond = canonical_condition(condition or prompt_cfg.condition)
+    cond = canonical_condition(condition)
     if adapter is not None and not (Path(adapter) / "adapter_config.json").exists():
         raise FileNotFoundError(f"infer: {adapter} holds no adapter_config.json (expected a saved LoRA adapter, "
                                 "e.g. runs/<profile>/checkpoints/<run>/final)")

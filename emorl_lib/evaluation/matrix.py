@@ -17,12 +17,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ..infra.config import Profile, load_profile, to_dict
+from ..infra.config import Profile, setting, to_dict
 from ..infra.io import atomic_write_text
 from ..infra.paths import Paths
 from ..method.prompts import CONDITIONS, PromptConfig
 from ..training.backbones import Backbone, BackboneConfig, load_backbone
-from ..training.experiments import ExperimentsConfig, Run, all_runs, validate
+from ..training.experiments import ExperimentsConfig, Run, all_runs
 from .generate import predict_set, read_predictions
 from .metrics import FoldMean, Scores, fold_mean, score
 from .testsets import (
@@ -42,9 +42,13 @@ from .testsets import (
 # ----------------------------------------------------------------------------------------------------------------
 @dataclass
 class EvalConfig:
-    batch_size: int = 8
-    # Tokens each condition may generate: an answer alone is short, reasoning is not (R1-AQA caps completions at 256).
-    max_new_tokens: dict[str, int] = field(default_factory=lambda: {"IR": 24, "EUR": 256, "ESR": 256})
+    """The `eval` section: greedy batched generation over every test set, metrics with bootstrap intervals."""
+
+    batch_size: int = setting(16, "kit", "utterances per generation batch (greedy, left-padded, KV cache)")
+    # Tokens each condition may generate: an answer alone is short, reasoning is not. IR gets room for a chatty
+    # zero-shot base model's sentence around its label; a trained model stops at <|im_end|> long before.
+    max_new_tokens: dict[str, int] = setting({"IR": 64, "EUR": 256, "ESR": 256}, "inferred",
+                                             "R1-AQA caps completions at 256; IR: a sentence of zero-shot reply")
     bootstrap: int = 1000          # bootstrap resamples for the 95 % CIs (0: no CIs)
     ci: float = 0.95
     seed: int = 0                  # bootstrap and the max_utterances subsample
@@ -61,6 +65,11 @@ class EvalConfig:
         missing = [c for c in CONDITIONS if c not in self.max_new_tokens]
         if missing:
             raise ValueError(f"eval.max_new_tokens lacks condition(s) {missing}")
+        bad = {c: n for c, n in self.max_new_tokens.items() if c not in CONDITIONS or n < 1}
+        if bad:
+            raise ValueError(f"eval.max_new_tokens: {bad} (expected IR/EUR/ESR: a positive number of tokens)")
+        if self.bootstrap < 0:
+            raise ValueError(f"eval.bootstrap must be >= 0, not {self.bootstrap}")
         if self.batch_size < 1:
             raise ValueError(f"eval.batch_size must be >= 1, not {self.batch_size}")
         if self.max_utterances is not None and self.max_utterances < 1:
@@ -85,17 +94,13 @@ class EvalSetup:
     backbone: BackboneConfig
 
     @classmethod
-    def load(cls, profile: str | Profile = "default", overrides: dict | None = None) -> "EvalSetup":
-        prof = profile if isinstance(profile, Profile) else load_profile(profile)
-        prof = prof.with_overrides(overrides)
-        exp = prof.section("experiments", ExperimentsConfig)
-        validate(exp)
-        return cls(prof, prof.paths.ensure(), exp, prof.section("eval", EvalConfig),
-                   prof.section("prompt", PromptConfig), prof.section("backbone", BackboneConfig))
+    def of(cls, prof: Profile) -> "EvalSetup":
+        return cls(prof, prof.paths.ensure(), prof.section("experiments"), prof.section("eval"),
+                   prof.section("prompt"), prof.section("backbone"))
 
     @property
     def synthetic(self) -> bool:
-        return bool((self.profile.sections.get("data") or {}).get("synthetic", False))
+        return self.profile.section("data").synthetic
 
 
 def adapter_ready(run: Run, paths: Paths) -> bool:

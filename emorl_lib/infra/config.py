@@ -1,24 +1,33 @@
-"""Profiles: named sets of parameters in `params/<name>.yaml`, read into dataclasses.
+"""Profiles: named sets of parameters in `params/<name>.yaml`, read into each section's config class.
 
-A profile is one YAML file of sections (`paths`, `data`, `backbone`, `prompt`, `reward`, `sft`, `grpo`,
-`eval`, ...). `extends: <other profile>` deep-merges this file over another. Each module owns the dataclass
-for its section (TRL style: one config dataclass per stage) and reads it with `profile.section(name, cls)`.
-Unknown keys are an error that names the file and the key: a typo must never silently fall back to a default.
+A profile is one YAML file of sections. `extends: <other profile>` deep-merges this file over another. Every section
+has exactly one config class (`SECTIONS`: TRL's own config classes for the trainers, the kit's dataclasses for the
+rest); the class holds each setting's default and checks its range, and the YAML lists only what differs from it.
+
+A profile is checked whole when it is loaded (`load_profile` -> `validate`): an unknown section or key, a value of the
+wrong type (`num_generations: six`) or out of range (a negative learning rate) is a `ConfigError` that names the file,
+the section, the key and what was expected, before any work starts.
 """
 
 from __future__ import annotations
 
+import contextvars
 import copy
 import dataclasses
+import difflib
+import enum
+import importlib
 import types
 import typing
+import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Iterator, TypeVar
 
 import yaml
 
-from .paths import Paths, PathsConfig, repo_root
+from .paths import Paths, repo_root
 
 T = TypeVar("T")
 
@@ -99,19 +108,118 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
     return value
 
 
-def from_dict(cls: type[T], data: dict | None, where: str = "") -> T:
-    """Build dataclass `cls` from a mapping; unknown keys raise ConfigError naming `where`."""
+TAGS = ("quoted", "inferred", "kit")
+
+# Building a transformers TrainingArguments (TRL's configs too) sets up devices and RESETS accelerate's global state,
+# which breaks a trainer that is already running. Checking a profile and hashing a run's settings build the trainers'
+# configs with the kit's own checks only (`check_only`); the one config a trainer gets is built in full.
+_CHECK_ONLY: contextvars.ContextVar[bool] = contextvars.ContextVar("emorl_check_only", default=False)
+
+
+@contextmanager
+def check_only() -> Iterator[None]:
+    token = _CHECK_ONLY.set(True)
+    try:
+        yield
+    finally:
+        _CHECK_ONLY.reset(token)
+
+
+def checking_only() -> bool:
+    """True inside `check_only()`: a trainer config's __post_init__ stops after the kit's checks."""
+    return _CHECK_ONLY.get()
+
+
+def setting(default: Any, tag: str, why: str) -> Any:
+    """A config field whose default carries its provenance: `quoted` (from the paper, via a third party),
+    `inferred` (our reading of related work), `kit` (the kit's own choice). `emorl config` prints them."""
+    if tag not in TAGS:
+        raise ValueError(f"tag {tag!r}: expected one of {TAGS}")
+    meta = {"tag": tag, "why": why}
+    if isinstance(default, (list, dict, set)):
+        return field(default_factory=lambda: copy.deepcopy(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    if origin is typing.Literal:
+        return " | ".join(repr(a) for a in typing.get_args(tp))
+    if tp is type(None):
+        return "null"
+    names = {bool: "true/false", int: "an integer", float: "a number", str: "a string", list: "a list",
+             dict: "a mapping", tuple: "a list"}
+    return names.get(origin or tp, getattr(tp, "__name__", str(tp)))
+
+
+def _matches(tp: Any, value: Any) -> bool:
+    """Whether a YAML value fits a field's type hint (what is not a plain type is accepted as is)."""
+    if tp is Any or isinstance(tp, typing.TypeVar):
+        return True
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        return any(_matches(a, value) for a in typing.get_args(tp))
+    if origin is typing.Literal:
+        return value in typing.get_args(tp)
+    if tp is type(None):
+        return value is None
+    if tp is bool:
+        return isinstance(value, bool)
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if tp is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if tp is str:
+        return isinstance(value, str)
+    if tp is Path:
+        return isinstance(value, (str, Path))
+    if origin in (list, tuple) or tp in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            return False
+        args = [a for a in typing.get_args(tp) if a is not Ellipsis]
+        return not args or all(_matches(args[0], v) for v in value)
+    if origin is dict or tp is dict:
+        if not isinstance(value, dict):
+            return False
+        args = typing.get_args(tp)
+        return len(args) != 2 or all(_matches(args[1], v) for v in value.values())
+    if dataclasses.is_dataclass(tp):
+        return isinstance(value, (dict, tp))
+    if isinstance(tp, type) and issubclass(tp, enum.Enum):
+        return value in {m.value for m in tp} or isinstance(value, tp)
+    return True
+
+
+def from_dict(cls: type[T], data: dict | None, where: str = "", runtime: dict | None = None) -> T:
+    """Build config class `cls` from a YAML mapping (checked: unknown keys, types, the class's own range checks),
+    plus `runtime` values that the kit sets itself (never from YAML). Every error is a ConfigError naming `where`."""
     data = dict(data or {})
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls) if f.init}
     unknown = sorted(set(data) - names)
     if unknown:
-        raise ConfigError(
-            f"{where}: unknown key(s) {unknown} for {cls.__name__}; expected some of {sorted(names)}"
-        )
+        hint = "; ".join(f"{k!r}: did you mean {m[0]!r}?" for k in unknown
+                         if (m := difflib.get_close_matches(k, names, n=1)))
+        raise ConfigError(f"{where}: unknown key(s) {unknown} for {cls.__name__}"
+                          + (f" ({hint})" if hint else f"; expected some of {sorted(names)}"))
+    owned = getattr(cls, "SET_ELSEWHERE", {})
+    for k in sorted(set(data) & set(owned)):
+        raise ConfigError(f"{where}.{k}: not a setting of this section: {owned[k]}")
+    for k, v in data.items():
+        if v is not None and dataclasses.is_dataclass(hints[k]) and isinstance(v, dict):
+            continue  # checked by its own from_dict below
+        if not _matches(hints[k], v):
+            raise ConfigError(f"{where}.{k}: expected {_type_name(hints[k])}, got {v!r}")
     kwargs = {k: _coerce(hints[k], v, f"{where}.{k}") for k, v in data.items()}
+    kwargs.update(runtime or {})
     try:
-        return cls(**kwargs)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # transformers' own deprecation notices, not the user's
+            return cls(**kwargs)
+    except ConfigError:
+        raise
     except (TypeError, ValueError) as e:
         raise ConfigError(f"{where}: {e}") from None
 
@@ -137,26 +245,75 @@ class Profile:
     path: Path | None
     sections: dict[str, Any] = field(default_factory=dict)
 
-    def section(self, key: str, cls: type[T], overrides: dict | None = None) -> T:
-        raw = self.sections.get(key) or {}
-        if overrides:
-            raw = _deep_merge(raw, overrides)
-        return from_dict(cls, raw, where=f"{self.path or self.name}: {key}")
+    def section(self, key: str, cls: type | None = None, **runtime: Any) -> Any:
+        """The `key` section as its config class (`SECTIONS`); `runtime` adds values the kit sets itself (a trainer's
+        output folder, say)."""
+        known = section_class(key)
+        if cls is not None and cls is not known:
+            raise TypeError(f"section {key!r} is read as {known.__name__}, not {cls.__name__}")
+        return from_dict(known, self.sections.get(key) or {}, where=f"{self.path or self.name}: {key}",
+                         runtime=runtime)
 
     @property
     def paths(self) -> Paths:
-        return Paths.for_profile(self.name, self.section("paths", PathsConfig))
+        return Paths.for_profile(self.name, self.section("paths"))
 
     def with_overrides(self, overrides: dict | None) -> "Profile":
-        """A copy with `{section: {key: value}}` merged in (a notebook's parameters cell uses this)."""
+        """A checked copy with `{section: {key: value}}` merged in."""
         if not overrides:
             return self
-        return Profile(self.name, self.path, _deep_merge(self.sections, overrides))
+        if not isinstance(overrides, dict) or not all(isinstance(v, dict) for v in overrides.values()):
+            raise ConfigError(f"overrides must be {{section: {{key: value}}}}, got {overrides!r}")
+        return validate(Profile(self.name, self.path, _deep_merge(self.sections, overrides)))
+
+
+# Each section of a profile and the one class that reads it ("module:Class", imported when first used: the trainers'
+# classes import TRL).
+SECTIONS: dict[str, str] = {
+    "paths": "emorl_lib.infra.paths:PathsConfig",
+    "data": "emorl_lib.data.prep:DataConfig",
+    "backbone": "emorl_lib.training.backbones:BackboneConfig",
+    "prompt": "emorl_lib.method.prompts:PromptConfig",
+    "reward": "emorl_lib.method.rewards:RewardConfig",
+    "descriptors": "emorl_lib.method.descriptors:DescriptorConfig",
+    "rationale": "emorl_lib.method.rationales:RationaleConfig",
+    "experiments": "emorl_lib.training.experiments:ExperimentsConfig",
+    "sft": "emorl_lib.training.sft:EmoSFTConfig",
+    "grpo": "emorl_lib.training.grpo:EmoGRPOConfig",
+    "eval": "emorl_lib.evaluation.matrix:EvalConfig",
+}
+
+
+def section_class(key: str) -> type:
+    if key not in SECTIONS:
+        raise ConfigError(f"unknown section {key!r}; a profile has the sections {', '.join(SECTIONS)}")
+    module, _, name = SECTIONS[key].partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def validate(prof: Profile) -> Profile:
+    """Read every section as its class (types, ranges, unknown keys and sections), and the checks that span sections,
+    so that a typo fails now and not after the stages before it have run."""
+    where = prof.path or prof.name
+    unknown = sorted(set(prof.sections) - set(SECTIONS))
+    if unknown:
+        hint = "; ".join(f"{k!r}: did you mean {m[0]!r}?" for k in unknown
+                         if (m := difflib.get_close_matches(k, SECTIONS, n=1)))
+        raise ConfigError(f"{where}: unknown section(s) {unknown}" + (f" ({hint})" if hint else "")
+                          + f"; a profile has the sections {', '.join(SECTIONS)}")
+    for key in SECTIONS:
+        prof.section(key)
+    from ..training.runs import (
+        trainer_config,  # the trainers' configs as a run builds them (precision, output)
+    )
+
+    for stage in ("sft", "grpo"):
+        trainer_config(prof, stage, output_dir=None)
+    return prof
 
 
 def load_profile(name_or_path: str | Path = "default", overrides: dict | None = None) -> Profile:
+    """Read and check a profile (see `validate`); `overrides` ({section: {key: value}}) are merged in first."""
     path = _profile_path(name_or_path)
-    sections = _read_yaml(path)
-    name = path.stem
-    prof = Profile(name=name, path=path, sections=sections)
-    return prof.with_overrides(overrides)
+    prof = Profile(name=path.stem, path=path, sections=_read_yaml(path))
+    return prof.with_overrides(overrides) if overrides else validate(prof)

@@ -31,7 +31,7 @@ import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -39,6 +39,9 @@ from tqdm.auto import tqdm
 from ..data.manifest import Utterance, read_manifest
 from ..infra.io import atomic_write_text, read_jsonl, write_jsonl
 from ..infra.log import get_logger
+
+if TYPE_CHECKING:
+    from ..infra.config import Profile
 
 log = get_logger(__name__)
 
@@ -93,6 +96,8 @@ class DescriptorConfig:
             raise ValueError(f"need 0 < fmin < fmax < {SR // 2} Hz, got fmin={self.fmin}, fmax={self.fmax}")
         if self.frame_samples <= 2 * SR / self.fmin:
             raise ValueError(f"frame_ms {self.frame_ms} is too short for fmin {self.fmin} Hz (need two periods)")
+        if self.workers < 1:
+            raise ValueError(f"workers must be >= 1, got {self.workers}")
         if not self.low_z < self.high_z <= self.strong_z:
             raise ValueError(f"need low_z < high_z <= strong_z, got {self.low_z}, {self.high_z}, {self.strong_z}")
 
@@ -456,17 +461,11 @@ def levels(z: dict[str, float | None], cfg: DescriptorConfig) -> dict[str, str |
     return out
 
 
-def describe_profile(profile="default", overrides: dict | None = None, corpora: Sequence[str] | None = None,
-                     progress: bool = True) -> dict[str, Descriptors]:
+def describe_profile(prof: "Profile", corpora: Sequence[str] | None = None, progress: bool = True
+                     ) -> dict[str, Descriptors]:
     """Descriptors for each prepared corpus manifest of a profile (the `descriptors` section's settings)."""
-    from ..infra.config import Profile, load_profile
-
-    prof = (profile if isinstance(profile, Profile) else load_profile(profile)).with_overrides(overrides)
-    cfg = prof.section("descriptors", DescriptorConfig)
-    if corpora is None:
-        from ..data.prep import DataConfig
-
-        corpora = prof.section("data", DataConfig).corpora
+    cfg = prof.section("descriptors")
+    corpora = prof.section("data").corpora if corpora is None else corpora
     out = {}
     for c in corpora:
         out[c] = describe_manifest(prof.paths.manifests / f"{c}.jsonl", cfg, progress=progress)

@@ -25,6 +25,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from ..data.labels import UNIFIED
+from ..infra.config import setting
 
 # Unified label -> emotion name used by the priors. "neutral" is special for Plutchik (S = 1/2).
 DEFAULT_MAPPING: dict[str, str] = {
@@ -59,11 +60,12 @@ PRIOR_KINDS = ("plutchik", "va", "confusion")
 class PriorConfig:
     """Which similarity prior ESWR uses and its data. `kind`: plutchik | va | confusion."""
 
-    kind: str = "plutchik"
-    mapping: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_MAPPING))
+    kind: str = setting("plutchik", "quoted", "Eq. 7: Plutchik's wheel")
+    mapping: dict[str, str] = setting(dict(DEFAULT_MAPPING), "inferred", "corpus labels onto the wheel; calm as "
+                                                                          "neutral")
     # plutchik
     plutchik_angles: dict[str, float] = field(default_factory=lambda: dict(PLUTCHIK_ANGLES))
-    neutral_similarity: float = 0.5          # S when either label is neutral (Eq. 7)
+    neutral_similarity: float = setting(0.5, "quoted", "Eq. 7: S when either label is neutral")
     neutral_names: list[str] = field(default_factory=lambda: ["neutral"])
     # va: coordinates (valence, arousal[, dominance]) in [0, 1]; S = 1 - distance / max possible distance
     va_coords: dict[str, list[float]] = field(default_factory=lambda: {k: list(v) for k, v in NRC_VAD.items()})

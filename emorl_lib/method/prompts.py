@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Sequence
 
+from ..infra.config import setting
+
 CONDITIONS: tuple[str, ...] = ("IR", "EUR", "ESR")
 
 # (tag, children): children None = free text inside the tag.
@@ -65,10 +67,10 @@ def render_layout(condition: str, fill: dict[str, str]) -> str:
 
 @dataclass
 class PromptConfig:
-    """The `prompt` section: which condition and every sentence the model is shown (the paper's are unverified)."""
+    """The `prompt` section: every sentence the model is shown (the paper's are unverified). Which condition a run
+    uses (IR / EUR / ESR) is the run's, set by the experiment matrix."""
 
-    condition: str = "ESR"
-    transcript: bool = False                 # put the transcript in the prompt (off: the paper is audio-only)
+    transcript: bool = setting(False, "inferred", "audio only in the prompt; the transcript is an explicit option")
     system_prompt: str = "You are an expert in recognising emotions from the human voice."
     task_instruction: str = (
         "Listen to the speech and identify the emotion of the speaker. "
@@ -92,16 +94,14 @@ class PromptConfig:
     label_separator: str = ", "
 
     def __post_init__(self) -> None:
-        self.condition = canonical_condition(self.condition)
         missing = [c for c in CONDITIONS if c not in self.format_instructions]
         if missing:
             raise ValueError(f"prompt.format_instructions lacks condition(s) {missing}")
 
 
-def user_text(cfg: PromptConfig, candidates: Sequence[str], transcript: str | None = None,
-              condition: str | None = None) -> str:
+def user_text(cfg: PromptConfig, candidates: Sequence[str], condition: str, transcript: str | None = None) -> str:
     """The text part of the user turn: task with the candidate labels, optional transcript, required format."""
-    cond = canonical_condition(condition or cfg.condition)
+    cond = canonical_condition(condition)
     if not candidates:
         raise ValueError("user_text: no candidate labels given")
     lines = [cfg.task_instruction.format(labels=cfg.label_separator.join(candidates))]
@@ -113,14 +113,14 @@ def user_text(cfg: PromptConfig, candidates: Sequence[str], transcript: str | No
     return "\n".join(lines)
 
 
-def build_messages(cfg: PromptConfig, wav: str, candidates: Sequence[str], transcript: str | None = None,
-                   condition: str | None = None) -> list[dict]:
+def build_messages(cfg: PromptConfig, wav: str, candidates: Sequence[str], condition: str,
+                   transcript: str | None = None) -> list[dict]:
     """Chat messages for the processor's chat template (audio as a block whose type is 'audio')."""
     return [
         {"role": "system", "content": [{"type": "text", "text": cfg.system_prompt}]},
         {"role": "user", "content": [
             {"type": "audio", "path": str(wav)},
-            {"type": "text", "text": user_text(cfg, candidates, transcript, condition)},
+            {"type": "text", "text": user_text(cfg, candidates, condition, transcript)},
         ]},
     ]
 

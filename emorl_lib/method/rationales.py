@@ -22,12 +22,15 @@ import random
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import TYPE_CHECKING, Mapping, Sequence
 
 from ..data.manifest import Utterance
 from ..infra.log import get_logger
 from .priors import DEFAULT_MAPPING, NRC_VAD
 from .prompts import TAGS, Rationale, canonical_condition, format_target
+
+if TYPE_CHECKING:
+    from ..infra.config import Profile
 
 log = get_logger(__name__)
 
@@ -315,19 +318,14 @@ def build_targets(utts: Sequence[Utterance], descriptors: Mapping[str, dict], co
     return {u.utt_id: format_target(cond, u.label, rationales[u.utt_id]) for u in utts}
 
 
-def profile_targets(profile="default", corpus: str = "iemocap", utts: Sequence[Utterance] | None = None,
-                    condition: str | None = None, overrides: dict | None = None, progress: bool = True
-                    ) -> dict[str, str]:
-    """SFT targets for a prepared corpus of a profile: descriptors (cached), the `rationale` section, and the
-    `prompt` section's condition unless one is given. `utts`: a subset of the manifest (default: all of it)."""
+def profile_targets(prof: "Profile", corpus: str, condition: str, utts: Sequence[Utterance] | None = None,
+                    progress: bool = True) -> dict[str, str]:
+    """SFT targets for a prepared corpus of a profile: descriptors (cached) and the `rationale` section.
+    `utts`: a subset of the manifest (default: all of it)."""
     from ..data.manifest import read_manifest
-    from ..infra.config import Profile, load_profile
-    from .descriptors import DescriptorConfig, describe_manifest
-    from .prompts import PromptConfig
+    from .descriptors import describe_manifest
 
-    prof = (profile if isinstance(profile, Profile) else load_profile(profile)).with_overrides(overrides)
     manifest = prof.paths.manifests / f"{corpus}.jsonl"
-    desc = describe_manifest(manifest, prof.section("descriptors", DescriptorConfig), progress=progress)
+    desc = describe_manifest(manifest, prof.section("descriptors"), progress=progress)
     utts = read_manifest(manifest) if utts is None else utts
-    cond = condition or prof.section("prompt", PromptConfig).condition
-    return build_targets(utts, desc, cond, prof.section("rationale", RationaleConfig))
+    return build_targets(utts, desc, condition, prof.section("rationale"))

@@ -21,6 +21,7 @@ if TYPE_CHECKING:  # pandas only for the notebook tables' return types
     import pandas as pd
 
 from ..data.labels import UNIFIED
+from ..infra.config import setting
 from .parsing import parse_answer, structure_ok
 from .priors import Prior, PriorConfig, build_prior
 from .prompts import canonical_condition
@@ -34,22 +35,19 @@ class RewardConfig:
     """The `reward` section. Paper (paper.md): ESWR on Plutchik's wheel with gamma 0.7, plus a binary format reward;
     alpha and its schedule are not known (parameters)."""
 
-    accuracy: str = "eswr"                   # eswr | binary
-    gamma: float = 0.7                       # partial credit only where S > gamma
-    alpha: float = 0.5                       # weight of partial credit (< 1; unverified)
-    alpha_schedule: str = "constant"         # constant | linear (alpha -> 0 at alpha_decay_end of training)
+    gamma: float = setting(0.7, "quoted", "Eq. 8: partial credit only where S > gamma")
+    alpha: float = setting(0.5, "kit", "weight of partial credit: the paper says below 1, the value is unknown")
+    alpha_schedule: str = setting("constant", "kit", "constant | linear (alpha -> 0 at alpha_decay_end): unknown")
     alpha_decay_end: float = 1.0             # fraction of max_steps where the linear decay reaches 0
     prior: PriorConfig = field(default_factory=PriorConfig)
-    use_format: bool = True
-    accuracy_weight: float = 1.0
-    format_weight: float = 1.0
+    use_format: bool = setting(True, "quoted", "section 3.3.1: a binary format reward, 1 only on an exact match")
+    accuracy_weight: float = setting(1.0, "inferred", "rewards summed, as R1-AQA")
+    format_weight: float = setting(1.0, "inferred", "rewards summed, as R1-AQA")
     format_allow_whitespace: bool = True     # whitespace between tags still counts as an exact match
     format_require_nonempty: bool = True     # every free-text tag must hold some text
     require_answer_tag: bool = True          # accuracy needs <answer>; off: read the label from the whole text
 
     def __post_init__(self) -> None:
-        if self.accuracy not in ACCURACY_KINDS:
-            raise ValueError(f"reward.accuracy '{self.accuracy}': expected one of {ACCURACY_KINDS}")
         if self.alpha_schedule not in ALPHA_SCHEDULES:
             raise ValueError(f"reward.alpha_schedule '{self.alpha_schedule}': expected one of {ALPHA_SCHEDULES}")
         if not 0.0 <= self.alpha <= 1.0:
@@ -202,18 +200,21 @@ class WeightedSum(_Reward):
         return total
 
 
-def accuracy_reward(cfg: RewardConfig, labels: Sequence[str] = UNIFIED) -> _Reward:
-    """The configured accuracy term: ESWR with the configured prior, or binary accuracy."""
-    if cfg.accuracy == "binary":
+def accuracy_reward(cfg: RewardConfig, accuracy: str = "eswr", labels: Sequence[str] = UNIFIED) -> _Reward:
+    """The accuracy term a run asks for (its `[reward, condition]` entry of the experiment matrix): ESWR with the
+    configured prior, or binary accuracy."""
+    if accuracy not in ACCURACY_KINDS:
+        raise ValueError(f"accuracy reward {accuracy!r}: expected one of {ACCURACY_KINDS}")
+    if accuracy == "binary":
         return AccuracyReward(cfg.require_answer_tag)
     prior = build_prior(cfg.prior, labels)
     return ESWRReward(prior, cfg.alpha, cfg.gamma, cfg.alpha_schedule, cfg.alpha_decay_end,
                       cfg.require_answer_tag, name=f"eswr_{prior.name}_reward")
 
 
-def build_rewards(cfg: RewardConfig, condition: str) -> tuple[list[Callable], list[float]]:
+def build_rewards(cfg: RewardConfig, condition: str, accuracy: str = "eswr") -> tuple[list[Callable], list[float]]:
     """Reward callables and their weights for GRPOTrainer(reward_funcs=..., args.reward_weights=...)."""
-    funcs: list[Callable] = [accuracy_reward(cfg)]
+    funcs: list[Callable] = [accuracy_reward(cfg, accuracy)]
     weights = [cfg.accuracy_weight]
     if cfg.use_format:
         funcs.append(FormatReward(condition, cfg.format_allow_whitespace, cfg.format_require_nonempty,

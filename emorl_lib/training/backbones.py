@@ -39,8 +39,13 @@ def chat_template() -> str:
 # ----------------------------------------------------------------------------------------------------------------
 # Config
 # ----------------------------------------------------------------------------------------------------------------
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+
+
 @dataclass
 class LoraConfig:
+    """LoRA on the language model (the `backbone.lora` section)."""
+
     enabled: bool = True
     r: int = 16
     alpha: int = 32
@@ -51,6 +56,12 @@ class LoraConfig:
     # Modules trained in full and saved inside the adapter. Empty for the 7B model; the tiny model's random
     # embeddings, head and audio projector need it (LoRA deltas on a random network learn little).
     modules_to_save: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.r < 1 or self.alpha <= 0:
+            raise ValueError(f"lora.r must be >= 1 and lora.alpha > 0, not {self.r} / {self.alpha}")
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"lora.dropout must be in [0, 1), not {self.dropout}")
 
 
 @dataclass
@@ -93,6 +104,15 @@ class BackboneConfig:
     lora: LoraConfig = field(default_factory=LoraConfig)
     gradient_checkpointing: bool = False
     tiny: TinyModelConfig = field(default_factory=TinyModelConfig)
+
+    def __post_init__(self) -> None:
+        if self.name not in BACKBONES:
+            raise ValueError(f"name {self.name!r}: expected one of {sorted(BACKBONES)}")
+        for key in ("dtype", "bnb_compute_dtype"):
+            if getattr(self, key) not in DTYPES:
+                raise ValueError(f"{key} {getattr(self, key)!r}: expected one of {DTYPES}")
+        if self.bnb_quant_type not in ("nf4", "fp4"):
+            raise ValueError(f"bnb_quant_type {self.bnb_quant_type!r}: expected nf4 or fp4")
 
 
 @dataclass

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..infra.config import setting
 from ..infra.paths import Paths
 
 STAGES = ("zeroshot", "sft", "grpo")
@@ -26,8 +27,29 @@ class ExperimentsConfig:
     grpo_runs: list[list[str]] = field(default_factory=lambda: [
         ["binary", "IR"], ["eswr", "IR"], ["binary", "ESR"], ["eswr", "ESR"], ["eswr", "EUR"]])
     sft_conditions: list[str] = field(default_factory=lambda: ["IR", "EUR", "ESR"])  # SFT warm-ups to train
-    sft_before_grpo: bool = True  # GRPO starts from the SFT adapter of the same condition (paper: unknown)
+    sft_before_grpo: bool = setting(True, "inferred", "GRPO starts from the SFT adapter of the same condition: the "
+                                                      "paper's warm-up is unknown; SARI needed one")
     cross_corpus: bool = True  # evaluate each trained model on the other corpora's balanced 4-class sets
+
+    def __post_init__(self) -> None:
+        """Fail early, naming the bad entry, rather than after an hour of training."""
+        for entry in self.grpo_runs:
+            if len(entry) != 2 or entry[0] not in ("binary", "eswr") or entry[1] not in ("IR", "EUR", "ESR"):
+                raise ValueError(f"grpo_runs: {entry!r} is not [binary|eswr, IR|EUR|ESR]")
+        bad = [c for c in self.sft_conditions if c not in ("IR", "EUR", "ESR")]
+        if bad:
+            raise ValueError(f"sft_conditions: {bad} are not IR, EUR or ESR")
+        bad = [c for c in self.corpora if c not in ("iemocap", "meld")]
+        if bad:
+            raise ValueError(f"corpora: {bad}; the in-corpus training corpora are iemocap and meld")
+        if self.sft_before_grpo:
+            missing = sorted({cond for _, cond in self.grpo_runs} - set(self.sft_conditions))
+            if missing:
+                raise ValueError(f"sft_before_grpo needs SFT runs for condition(s) {missing} (add them to "
+                                 "sft_conditions, or set sft_before_grpo: false)")
+        for f in self.iemocap_folds:
+            if f not in (1, 2, 3, 4, 5):
+                raise ValueError(f"iemocap_folds: {f} is not a session 1-5")
 
 
 @dataclass(frozen=True)
@@ -89,18 +111,3 @@ def zeroshot_runs(cfg: ExperimentsConfig) -> list[Run]:
 
 def all_runs(cfg: ExperimentsConfig) -> list[Run]:
     return zeroshot_runs(cfg) + sft_runs(cfg) + grpo_runs(cfg)
-
-
-def validate(cfg: ExperimentsConfig) -> None:
-    """Fail early, naming the bad entry, rather than after an hour of training."""
-    for entry in cfg.grpo_runs:
-        if len(entry) != 2 or entry[0] not in ("binary", "eswr") or entry[1] not in ("IR", "EUR", "ESR"):
-            raise ValueError(f"experiments.grpo_runs: {entry!r} is not [binary|eswr, IR|EUR|ESR]")
-    if cfg.sft_before_grpo:
-        missing = sorted({cond for _, cond in cfg.grpo_runs} - set(cfg.sft_conditions))
-        if missing:
-            raise ValueError(f"experiments: sft_before_grpo needs SFT runs for condition(s) {missing} "
-                             "(add them to sft_conditions, or set sft_before_grpo: false)")
-    for f in cfg.iemocap_folds:
-        if f not in (1, 2, 3, 4, 5):
-            raise ValueError(f"experiments.iemocap_folds: {f} is not a session 1-5")

@@ -11,74 +11,119 @@ from __future__ import annotations
 
 import json
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, ClassVar, Iterator
 
 import numpy as np
 import torch
 from transformers import set_seed
+from transformers.trainer_utils import SchedulerType
+from transformers.training_args import OptimizerNames
 from trl import GRPOConfig, GRPOTrainer
 
 from ..data.labels import candidates as corpus_candidates
-from ..infra.config import Profile, load_profile
+from ..infra.config import Profile, checking_only, setting
 from ..infra.io import append_jsonl
 from ..infra.log import get_logger
 from ..method.prompts import PromptConfig, build_messages
 from ..method.rewards import AccuracyReward, FormatReward, RewardConfig, build_rewards
-from .backbones import BackboneConfig, load_backbone
-from .experiments import ExperimentsConfig, Run
+from .backbones import load_backbone
+from .experiments import Run
 from .runs import (
+    changed_fields,
+    check_training_ranges,
     open_run,
-    precision_flags,
-    resolve_optim,
+    resolve_shared_fields,
     run_callbacks,
     train_and_save,
     trained_hash,
+    trainer_config,
     training_rows,
 )
 
 log = get_logger(__name__)
 
 AUDIO_KEYS = ("input_features", "feature_attention_mask")
+LOSS_TYPES = ("grpo", "bnpo", "dr_grpo", "dapo", "cispo", "sapo", "luspo", "vespo")  # what TRL 1.16's loss accepts
 
 
 @dataclass
-class GRPOSettings:
-    """The `grpo` section. Every GRPO setting is explicit here: TRL's defaults moved across versions."""
+class EmoGRPOConfig(GRPOConfig):
+    """The `grpo` section: TRL's GRPOConfig, every field of which a profile may set, with the kit's defaults where
+    they differ (the paper's recipe for the 7B model in QLoRA: TRL's own defaults moved across versions, so each
+    setting the recipe depends on is pinned here) and the kit's few fields of its own."""
 
-    num_generations: int = 6  # G [quoted]
-    prompts_per_step: int = 1  # prompts per device per step; TRL's batch counts completions = this x G
-    gradient_accumulation_steps: int = 1
-    learning_rate: float = 1.0e-5  # paper: 1e-6 (full fine-tuning) [quoted]; ~1e-5 is usual for LoRA
-    lr_scheduler_type: str = "constant"
-    warmup_steps: float = 0.0  # an int is steps; a float < 1 is a fraction of training (transformers 5)
-    weight_decay: float = 0.0
-    max_grad_norm: float = 1.0
-    beta: float = 0.04  # KL weight [inferred, R1-AQA]
-    temperature: float = 1.0  # [inferred, R1-AQA]
-    top_p: float = 1.0
-    top_k: int = 0  # 0: off
-    max_completion_length: int = 256  # [inferred, R1-AQA]
-    loss_type: str = "grpo"  # grpo | bnpo | dr_grpo | dapo | ... (TRL 1.16 default is dapo)
-    scale_rewards: str = "group"  # group | batch | none
-    num_iterations: int = 1  # policy updates per generation (mu)
-    epsilon: float = 0.2  # clipping
-    epsilon_high: float | None = None
-    mask_truncated_completions: bool = False
-    max_steps: int = 500
-    max_train_prompts: int | None = None  # cap the training set (smoke runs), class-balanced
-    logging_steps: int = 1
-    save_steps: int = 50  # checkpoint every N steps (exact resume after an interruption)
-    save_total_limit: int = 2
-    seed: int = 42
-    optim: str = "auto"  # auto: paged_adamw_8bit on a GPU with 4-bit, else adamw_torch
-    report_to: list[str] = field(default_factory=lambda: ["tensorboard"])
-    dataloader_num_workers: int = 0
-    log_completions_every: int = 10  # write a few sampled completions to <run>.completions.jsonl every N steps
-    # Speed-ups (exact: outputs equal the plain path's; tests/test_perf.py). TRL repeats each prompt G times:
-    cache_audio: bool = True  # run the frozen audio encoder once per clip per generation batch, not ~4G times
-    cache_features: bool = True  # load + mel-extract each prompt's audio once per group, not G times
+    # The paper's recipe (tags: quoted = from the paper via a third party; inferred = related work; kit = ours)
+    num_generations: int | None = setting(6, "quoted", "G, completions per prompt")
+    learning_rate: float = setting(1.0e-5, "kit", "the paper's 1e-6 is for full fine-tuning [quoted]; LoRA needs "
+                                                  "about 10x")
+    lr_scheduler_type: SchedulerType | str = setting("constant", "inferred", "R1-AQA")
+    beta: float = setting(0.04, "inferred", "KL weight, R1-AQA (TRL 1.16 defaults to 0)")
+    temperature: float = setting(1.0, "inferred", "R1-AQA")
+    top_p: float = setting(1.0, "inferred", "R1-AQA: plain sampling")
+    top_k: int = setting(0, "inferred", "0: off")
+    max_completion_length: int | None = setting(256, "inferred", "R1-AQA (TRL 1.16 defaults to 512)")
+    loss_type: str = setting("grpo", "inferred", "per-sequence mean, as TRL 0.15 that R1-AQA used (TRL 1.16: dapo)")
+    scale_rewards: str = setting("group", "inferred", "per-group mean/std advantage")
+    num_iterations: int = setting(1, "inferred", "policy updates per generation batch (mu)")
+    epsilon: float = setting(0.2, "inferred", "clipping")
+    # The kit's run shape
+    per_device_train_batch_size: int = setting(6, "kit", "completions per device per step (TRL counts completions): "
+                                                        "one prompt x G fits a 16 GB GPU")
+    gradient_accumulation_steps: int = setting(4, "kit", "4 prompts per optimizer step")
+    max_steps: int = setting(2000, "kit", "> 0: the run length in optimizer steps")
+    logging_steps: float = setting(1, "kit", "a CSV row per step")
+    save_steps: float = setting(100, "kit", "checkpoint every N steps: an interrupted run resumes exactly")
+    save_total_limit: int | None = setting(2, "kit", "checkpoints kept")
+    seed: int = setting(42, "kit", "LoRA init, sampling, data order")
+    report_to: None | str | list[str] = setting(["tensorboard"], "kit", "TensorBoard events under the checkpoint folder")
+    optim: OptimizerNames | str = setting("auto", "kit", "auto: paged 8-bit AdamW on a GPU (QLoRA's), AdamW on the CPU")
+    disable_dropout: bool = setting(True, "kit", "dropout off: the policy and reference forwards agree")
+    remove_unused_columns: bool | None = setting(False, "kit", "the rewards read the label/candidates columns")
+    # The kit's own fields
+    max_train_prompts: int | None = setting(None, "kit", "cap the training prompts (class-balanced); null: all")
+    log_completions_every: int = setting(20, "kit", "sampled completions to <run>.completions.jsonl every N steps")
+    cache_audio: bool = setting(True, "kit", "the frozen audio encoder runs once per clip per generation batch "
+                                             "(exact)")
+    cache_features: bool = setting(True, "kit", "a group's G copies of a prompt share one audio load and mel "
+                                                "extraction (exact)")
+
+    # Set by the kit from elsewhere, never in this section: where to set them instead.
+    SET_ELSEWHERE: ClassVar[dict[str, str]] = {
+        "bf16": "follows backbone.dtype", "fp16": "follows backbone.dtype",
+        "gradient_checkpointing": "set backbone.gradient_checkpointing",
+        "output_dir": "each run's checkpoint folder (runs/<profile>/checkpoints/<run>)",
+        "reward_weights": "set reward.accuracy_weight / reward.format_weight",
+        "log_completions": "the kit logs completions itself (log_completions_every)",
+    }
+
+    def __post_init__(self) -> None:
+        check_training_ranges(self)
+        if self.num_generations is None or self.num_generations < 2:
+            raise ValueError(f"num_generations must be >= 2 (a group needs two completions), not {self.num_generations}")
+        if self.per_device_train_batch_size % self.num_generations:
+            raise ValueError(f"per_device_train_batch_size ({self.per_device_train_batch_size}) counts completions and "
+                             f"must be a multiple of num_generations ({self.num_generations})")
+        if self.max_completion_length is not None and self.max_completion_length < 1:
+            raise ValueError(f"max_completion_length must be >= 1, not {self.max_completion_length}")
+        if not self.temperature > 0:
+            raise ValueError(f"temperature must be > 0, not {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], not {self.top_p}")
+        if self.loss_type not in LOSS_TYPES:
+            raise ValueError(f"loss_type {self.loss_type!r}: expected one of {LOSS_TYPES} (TRL 1.16)")
+        if self.scale_rewards not in ("group", "batch", "none"):
+            raise ValueError(f"scale_rewards {self.scale_rewards!r}: expected group, batch or none")
+        if self.beta < 0 or self.epsilon < 0:
+            raise ValueError(f"beta and epsilon must be >= 0, not {self.beta} / {self.epsilon}")
+        if self.log_completions_every < 0:
+            raise ValueError(f"log_completions_every must be >= 0, not {self.log_completions_every}")
+        self.gradient_checkpointing = False  # set on the model by the backbone loader (backbone.gradient_checkpointing)
+        self.log_completions = False
+        resolve_shared_fields(self)
+        if not checking_only():
+            super().__post_init__()
 
 
 class AudioGRPOTrainer(GRPOTrainer):
@@ -369,14 +414,14 @@ def encoder_cache(model) -> Iterator[EncoderCache | None]:
 def prompt_rows(rows, prompt_cfg: PromptConfig, corpus: str, condition: str) -> list[dict]:
     """Dataset rows for GRPO: the chat prompt (audio + instruction) and the columns the rewards read."""
     cands = list(corpus_candidates(corpus))
-    return [{"prompt": build_messages(prompt_cfg, u.wav, cands, u.transcript, condition),
+    return [{"prompt": build_messages(prompt_cfg, u.wav, cands, condition, u.transcript),
              "label": u.label, "candidates": cands, "utt_id": u.utt_id} for u in rows]
 
 
-def reward_functions(reward_cfg: RewardConfig, condition: str) -> tuple[list, list[float]]:
+def reward_functions(reward_cfg: RewardConfig, condition: str, accuracy: str) -> tuple[list, list[float]]:
     """The configured rewards, plus weight-0 binary accuracy and format terms so that every run logs batch accuracy
     and format-valid rate whatever it optimises."""
-    funcs, weights = build_rewards(reward_cfg, condition)
+    funcs, weights = build_rewards(reward_cfg, condition, accuracy)
     names = {getattr(f, "__name__", "") for f in funcs}
     acc = AccuracyReward(reward_cfg.require_answer_tag)
     if acc.__name__ not in names:
@@ -390,64 +435,34 @@ def reward_functions(reward_cfg: RewardConfig, condition: str) -> tuple[list, li
     return funcs, weights
 
 
-def grpo_config(s: GRPOSettings, out_dir: Path, weights: list[float], bcfg: BackboneConfig) -> GRPOConfig:
-    """TRL's config from ours. TensorBoard events land in <out_dir>/runs/ (transformers 5 has no logging_dir)."""
-    return GRPOConfig(
-        output_dir=str(out_dir),
-        per_device_train_batch_size=s.prompts_per_step * s.num_generations,
-        gradient_accumulation_steps=s.gradient_accumulation_steps,
-        num_generations=s.num_generations, max_completion_length=s.max_completion_length,
-        temperature=s.temperature, top_p=s.top_p, top_k=s.top_k,
-        beta=s.beta, loss_type=s.loss_type, scale_rewards=s.scale_rewards, num_iterations=s.num_iterations,
-        epsilon=s.epsilon, epsilon_high=s.epsilon_high, mask_truncated_completions=s.mask_truncated_completions,
-        reward_weights=weights, learning_rate=s.learning_rate, lr_scheduler_type=s.lr_scheduler_type,
-        warmup_steps=s.warmup_steps, weight_decay=s.weight_decay, max_grad_norm=s.max_grad_norm,
-        max_steps=s.max_steps, logging_steps=s.logging_steps,
-        save_strategy="steps", save_steps=s.save_steps, save_total_limit=s.save_total_limit,
-        seed=s.seed, data_seed=s.seed, optim=resolve_optim(s.optim, bcfg.load_in_4bit), report_to=s.report_to,
-        remove_unused_columns=False, dataloader_num_workers=s.dataloader_num_workers,
-        gradient_checkpointing=False,  # set on the model by backbones.load_model when asked
-        log_completions=False, shuffle_dataset=True, disable_dropout=True,
-        **precision_flags(bcfg.dtype),
-    )
-
-
-def run_grpo(profile: Profile | str, run: Run, overrides: dict | None = None, force: bool = False,
-             stop_after_steps: int | None = None) -> Path | None:
+def run_grpo(prof: Profile, run: Run, force: bool = False, stop_after_steps: int | None = None) -> Path | None:
     """Train one GRPO run (resuming from its last checkpoint); returns the final adapter folder.
 
     `stop_after_steps` ends training early WITHOUT writing `final` (as an interruption would): tests use it."""
-    pre = load_profile(profile, overrides) if isinstance(profile, str) else profile.with_overrides(overrides)
-    ecfg = pre.section("experiments", ExperimentsConfig)
-    parent = run.sft_parent(ecfg)
-    adapter = parent.adapter_dir(pre.paths) if parent else None
+    parent = run.sft_parent(prof.section("experiments"))
+    adapter = parent.adapter_dir(prof.paths) if parent else None
     # a retrained SFT adapter means this run must train again too
     start = f"start:{trained_hash(adapter) if adapter is not None and adapter.exists() else adapter is not None}"
-    prof, paths, final, _, done = open_run(pre, None, run, force, "grpo", extra=start)
+    paths, final, done = open_run(prof, run, force, "grpo", extra=start)
     if done:
         return final
-    s = prof.section("grpo", GRPOSettings)
-    bcfg = prof.section("backbone", BackboneConfig)
-    pcfg = prof.section("prompt", PromptConfig)
-    rcfg = prof.section("reward", RewardConfig)
-    rcfg.accuracy = run.reward or rcfg.accuracy
-    rows = training_rows(paths, run, s.max_train_prompts, s.seed, balance=True)
     if adapter is not None and not adapter.exists():
         raise FileNotFoundError(f"{run.name} starts from the SFT adapter {adapter}, which does not exist: run notebook 03 "
                                 "first (or set experiments.sft_before_grpo: false)")
-    set_seed(s.seed)  # the new LoRA's random init must not depend on what ran before in this process
-    bb = load_backbone(bcfg, paths, adapter=adapter, trainable=True)
-    funcs, weights = reward_functions(rcfg, run.condition)
+    funcs, weights = reward_functions(prof.section("reward"), run.condition, run.reward)
+    args = trainer_config(prof, "grpo", output_dir=str(run.checkpoint_dir(paths)), reward_weights=weights)
+    rows = training_rows(paths, run, args.max_train_prompts, args.seed, balance=True)
+    set_seed(args.seed)  # the new LoRA's random init must not depend on what ran before in this process
+    bb = load_backbone(prof.section("backbone"), paths, adapter=adapter, trainable=True)
     from datasets import Dataset
 
-    dataset = Dataset.from_list(prompt_rows(rows, pcfg, run.corpus, run.condition))
-    args = grpo_config(s, run.checkpoint_dir(paths), weights, bcfg)
+    dataset = Dataset.from_list(prompt_rows(rows, prof.section("prompt"), run.corpus, run.condition))
     trainer = AudioGRPOTrainer(
         model=bb.model, reward_funcs=funcs, args=args, train_dataset=dataset, processing_class=bb.processor,
         callbacks=run_callbacks(run, paths, stop_after_steps),
-        completions_log=paths.logs / f"{run.name}.completions.jsonl",
-        log_completions_every=s.log_completions_every, cache_audio=s.cache_audio, cache_features=s.cache_features,
+        completions_log=paths.logs / f"{run.name}.completions.jsonl", log_completions_every=args.log_completions_every,
+        cache_audio=args.cache_audio, cache_features=args.cache_features,
     )
     meta = {"train_prompts": len(rows), "start_adapter": str(adapter) if adapter else None,
-            "grpo": asdict(s), "reward": asdict(rcfg), "profile": prof.name}
+            "grpo": changed_fields(args), "reward": asdict(prof.section("reward")), "profile": prof.name}
     return train_and_save(trainer, bb.processor, run, paths, final, meta, "grpo", stop_after_steps)

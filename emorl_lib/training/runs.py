@@ -13,11 +13,11 @@ from transformers import TrainerCallback
 
 from ..data.corpora import train_test
 from ..data.manifest import Utterance, read_manifest
-from ..infra.config import Profile, load_profile
+from ..infra.config import Profile, check_only
 from ..infra.io import atomic_dir, read_csv, write_csv
 from ..infra.log import get_logger
 from ..infra.paths import Paths
-from .experiments import ExperimentsConfig, Run, grpo_runs, sft_runs, validate
+from .experiments import Run, grpo_runs, sft_runs
 
 log = get_logger(__name__)
 
@@ -51,13 +51,47 @@ def training_rows(paths: Paths, run: Run, max_rows: int | None, seed: int,
     return train
 
 
-def resolve_optim(name: str, load_in_4bit: bool) -> str:
-    """`auto`: paged 8-bit AdamW on a GPU (QLoRA's optimiser), plain AdamW on the CPU."""
-    if name != "auto":
-        return name
-    import torch
+def check_training_ranges(cfg) -> None:
+    """Checks shared by the SFT and GRPO configs, made without transformers' device setup (see config.check_only):
+    values TRL and transformers accept and fail on later, or train on nonsense with."""
+    from transformers.trainer_utils import SchedulerType
+    from transformers.training_args import OptimizerNames
 
-    return "paged_adamw_8bit" if (torch.cuda.is_available() and load_in_4bit) else "adamw_torch"
+    for name, enum_cls in (("lr_scheduler_type", SchedulerType), ("optim", OptimizerNames)):
+        value = getattr(cfg, name)
+        if not (value == "auto" and name == "optim"):
+            try:
+                enum_cls(value)
+            except ValueError:
+                raise ValueError(f"{name} {value!r}: expected one of {[m.value for m in enum_cls]}") from None
+    checks = [
+        ("learning_rate", cfg.learning_rate > 0, "a positive number"),
+        ("per_device_train_batch_size", cfg.per_device_train_batch_size >= 1, "at least 1"),
+        ("gradient_accumulation_steps", cfg.gradient_accumulation_steps >= 1, "at least 1"),
+        ("max_steps", cfg.max_steps == -1 or cfg.max_steps > 0, "a positive number of steps, or -1 (use epochs)"),
+        ("num_train_epochs", cfg.num_train_epochs > 0, "a positive number"),
+        ("warmup_steps", cfg.warmup_steps >= 0, "0 or more (a float below 1 is a fraction of training)"),
+        ("weight_decay", cfg.weight_decay >= 0, "0 or more"),
+        ("max_grad_norm", cfg.max_grad_norm >= 0, "0 or more"),
+        ("logging_steps", cfg.logging_steps > 0, "a positive number"),
+        ("save_steps", cfg.save_steps > 0, "a positive number"),
+    ]
+    for name, ok, expected in checks:
+        if not ok:
+            raise ValueError(f"{name}: expected {expected}, got {getattr(cfg, name)!r}")
+
+
+def resolve_shared_fields(cfg) -> None:
+    """Before transformers' own checks: `optim: auto` picks paged 8-bit AdamW on a GPU (QLoRA's optimiser) and
+    AdamW on the CPU; precision stays off unless the run sets it from backbone.dtype; data order follows the seed."""
+    if cfg.optim == "auto":
+        import torch
+
+        cfg.optim = "paged_adamw_8bit" if torch.cuda.is_available() else "adamw_torch"
+    if cfg.bf16 is None:
+        cfg.bf16 = False
+    if cfg.data_seed is None:
+        cfg.data_seed = cfg.seed
 
 
 def precision_flags(dtype_name: str) -> dict[str, bool]:
@@ -163,15 +197,42 @@ TRAIN_SECTIONS = {
     "sft": ("data", "backbone", "prompt", "sft", "rationale", "descriptors"),
     "grpo": ("data", "backbone", "prompt", "reward", "grpo"),
 }
+# Trainer fields that change what is logged or kept, not what is trained.
+NOT_TRAINING = {"output_dir", "logging_dir", "run_name", "logging_steps", "save_steps", "save_total_limit",
+                "report_to", "log_completions_every", "dataloader_num_workers"}
 SETTINGS_FILE = "emorl_settings.json"
 
 
-def settings_hash(prof, stage: str, extra: str = "") -> str:
-    """What a run was trained with: its stage's sections of the profile (+ e.g. the start adapter's hash)."""
+def trainer_config(prof: Profile, stage: str, **runtime: Any):
+    """The `sft` or `grpo` section as the trainer gets it: the profile's values over the class defaults, precision
+    from backbone.dtype, and what the run adds (output folder, reward weights)."""
+    return prof.section(stage, **precision_flags(prof.section("backbone").dtype), **runtime)
+
+
+def changed_fields(cfg) -> dict[str, Any]:
+    """The fields of a config that differ from its class's defaults (what a run's metadata records)."""
+    import dataclasses
+
+    with check_only():
+        default = type(cfg)()
+    return {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)
+            if f.init and str(getattr(cfg, f.name)) != str(getattr(default, f.name))}
+
+
+def settings_hash(prof: Profile, stage: str, extra: str = "") -> str:
+    """What a run is trained with: its stage's sections as resolved (a value written out equal to its default changes
+    nothing; a changed default does), + e.g. the start adapter's hash."""
     import hashlib
     import json
 
-    blob = json.dumps({k: prof.sections.get(k) for k in TRAIN_SECTIONS[stage]}, sort_keys=True, default=str)
+    from ..infra.config import to_dict
+
+    sections = {}
+    with check_only():
+        for k in TRAIN_SECTIONS[stage]:
+            values = to_dict(trainer_config(prof, k) if k in ("sft", "grpo") else prof.section(k))
+            sections[k] = {n: v for n, v in values.items() if n not in NOT_TRAINING}
+    blob = json.dumps(sections, sort_keys=True, default=str)
     return hashlib.sha256((blob + extra).encode()).hexdigest()[:16]
 
 
@@ -185,24 +246,21 @@ def trained_hash(folder: Path) -> str | None:
     return None
 
 
-def open_run(profile, overrides: dict | None, run: Run, force: bool, stage: str, extra: str = ""):
-    """(profile, paths, final adapter folder, settings hash, whether it is already trained).
+def open_run(prof: Profile, run: Run, force: bool, stage: str, extra: str = "") -> tuple[Paths, Path, bool]:
+    """(paths, final adapter folder, whether it is already trained).
 
     A final adapter counts as trained only if it was made with the current settings: change a learning rate and
     the run trains again (its checkpoints, made with the old settings, are cleared too). `force` always retrains."""
     import json
     import shutil
 
-    from ..infra.config import load_profile
-
-    prof = load_profile(profile, overrides) if isinstance(profile, str) else profile.with_overrides(overrides)
     paths = prof.paths.ensure()
     final = run.adapter_dir(paths)
     h = settings_hash(prof, stage, extra)
     if final.exists() and not force:
         if trained_hash(final) == h:
             log.info("%s %s: final adapter is current, skipped (%s)", stage, run.name, final)
-            return prof, paths, final, h, True
+            return paths, final, True
         log.info("%s %s: the settings changed since %s was trained: training it again", stage, run.name, final)
     ckpt = run.checkpoint_dir(paths)
     if force or (ckpt.exists() and trained_hash(ckpt) != h):
@@ -210,7 +268,7 @@ def open_run(profile, overrides: dict | None, run: Run, force: bool, stage: str,
         run.log_csv(paths).unlink(missing_ok=True)
     ckpt.mkdir(parents=True, exist_ok=True)
     (ckpt / SETTINGS_FILE).write_text(json.dumps({"settings_hash": h, "run": run.name}))
-    return prof, paths, final, h, False
+    return paths, final, False
 
 
 def run_callbacks(run: Run, paths: Paths, stop_after_steps: int | None) -> list:
@@ -259,19 +317,16 @@ def _select(runs: list[Run], only: list[str] | None) -> list[Run]:
     return chosen
 
 
-def stage_runs(profile: Profile, stage: str) -> list[Run]:
-    ecfg = profile.section("experiments", ExperimentsConfig)
-    validate(ecfg)
+def stage_runs(prof: Profile, stage: str) -> list[Run]:
+    ecfg = prof.section("experiments")
     return sft_runs(ecfg) if stage == "sft" else grpo_runs(ecfg)
 
 
-def train_stage(stage: str, profile: Profile | str = "default", overrides: dict | None = None,
-                only: list[str] | None = None, force: bool = False) -> dict[str, Path]:
+def train_stage(stage: str, prof: Profile, only: list[str] | None = None, force: bool = False) -> dict[str, Path]:
     """Train the `sft` or `grpo` runs of the profile; returns run name -> final adapter folder."""
     from .grpo import run_grpo
     from .sft import run_sft
 
-    prof = load_profile(profile, overrides) if isinstance(profile, str) else profile.with_overrides(overrides)
     runs = _select(stage_runs(prof, stage), only)
     train = run_sft if stage == "sft" else run_grpo
     out: dict[str, Path] = {}

@@ -8,26 +8,30 @@ instruction or the audio positions.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
-from transformers import set_seed
+from transformers import TrainingArguments, set_seed
+from transformers.trainer_utils import SchedulerType
+from transformers.training_args import OptimizerNames
 
 from ..data.labels import candidates as corpus_candidates
-from ..infra.config import Profile
+from ..infra.config import Profile, checking_only, setting
 from ..infra.log import get_logger
-from ..method.prompts import PromptConfig, build_messages
+from ..method.prompts import build_messages
 from ..method.rationales import profile_targets
-from .backbones import BackboneConfig, load_backbone
+from .backbones import load_backbone
 from .experiments import Run
 from .runs import (
+    changed_fields,
+    check_training_ranges,
     open_run,
-    precision_flags,
-    resolve_optim,
+    resolve_shared_fields,
     run_callbacks,
     train_and_save,
+    trainer_config,
     training_rows,
 )
 
@@ -37,25 +41,39 @@ IGNORE = -100
 
 
 @dataclass
-class SFTSettings:
-    """The `sft` section."""
+class EmoSFTConfig(TrainingArguments):
+    """The `sft` section: transformers' TrainingArguments (the warm-up runs on transformers' Trainer with the kit's
+    audio collator, pitfalls of TRL's SFTTrainer aside), every field of which a profile may set, with the kit's
+    defaults for the 7B model in QLoRA and one field of its own."""
 
-    learning_rate: float = 2.0e-4
-    num_train_epochs: float = 1.0
-    max_steps: int = -1  # > 0 overrides epochs
-    per_device_train_batch_size: int = 4
-    gradient_accumulation_steps: int = 4
-    lr_scheduler_type: str = "cosine"
-    warmup_steps: float = 0.03  # a float < 1 is a fraction of training
-    weight_decay: float = 0.0
-    max_grad_norm: float = 1.0
-    max_train_samples: int | None = None  # cap the training set (smoke runs), class-balanced
-    logging_steps: int = 10
-    save_steps: int = 200
-    save_total_limit: int = 2
-    seed: int = 42
-    optim: str = "auto"
-    report_to: list[str] = field(default_factory=lambda: ["tensorboard"])
+    learning_rate: float = setting(1.0e-4, "kit", "LoRA warm-up")
+    num_train_epochs: float = setting(1.0, "kit", "one pass over the training split")
+    per_device_train_batch_size: int = setting(4, "kit", "fits a 16 GB GPU with gradient checkpointing")
+    gradient_accumulation_steps: int = setting(4, "kit", "16 examples per optimizer step")
+    lr_scheduler_type: SchedulerType | str = setting("cosine", "kit", "")
+    warmup_steps: float = setting(0.03, "kit", "a float below 1 is a fraction of training")
+    logging_steps: float = setting(10, "kit", "a CSV row every N steps")
+    save_steps: float = setting(200, "kit", "checkpoint every N steps: an interrupted run resumes exactly")
+    save_total_limit: int | None = setting(2, "kit", "checkpoints kept")
+    seed: int = setting(42, "kit", "LoRA init and data order")
+    optim: OptimizerNames | str = setting("auto", "kit", "auto: paged 8-bit AdamW on a GPU (QLoRA's), AdamW on the CPU")
+    report_to: None | str | list[str] = setting(["tensorboard"], "kit", "TensorBoard events under the checkpoint folder")
+    remove_unused_columns: bool | None = setting(False, "kit", "the collator reads the raw examples")
+    label_names: list[str] | None = setting(["labels"], "kit", "the collator's masked labels")
+    max_train_samples: int | None = setting(None, "kit", "cap the training set (class-balanced); null: all")
+
+    SET_ELSEWHERE: ClassVar[dict[str, str]] = {
+        "bf16": "follows backbone.dtype", "fp16": "follows backbone.dtype",
+        "gradient_checkpointing": "set backbone.gradient_checkpointing",
+        "output_dir": "each run's checkpoint folder (runs/<profile>/checkpoints/<run>)",
+    }
+
+    def __post_init__(self) -> None:
+        check_training_ranges(self)
+        self.gradient_checkpointing = False  # set on the model by the backbone loader (backbone.gradient_checkpointing)
+        resolve_shared_fields(self)
+        if not checking_only():
+            super().__post_init__()
 
 
 class AudioSFTCollator:
@@ -106,41 +124,30 @@ class AudioSFTCollator:
 
 
 def sft_examples(prof: Profile, run: Run, rows) -> list[dict]:
-    pcfg = prof.section("prompt", PromptConfig)
+    pcfg = prof.section("prompt")
     cands = list(corpus_candidates(run.corpus))
     # IR: the label alone; EUR/ESR: rationales from cached acoustic descriptors (or a teacher's jsonl)
     targets = profile_targets(prof, run.corpus, utts=rows, condition=run.condition, progress=False)
-    return [{"messages": build_messages(pcfg, u.wav, cands, u.transcript, run.condition),
+    return [{"messages": build_messages(pcfg, u.wav, cands, run.condition, u.transcript),
              "target": targets[u.utt_id], "utt_id": u.utt_id} for u in rows if u.utt_id in targets]
 
 
-def run_sft(profile: Profile | str, run: Run, overrides: dict | None = None, force: bool = False,
-            stop_after_steps: int | None = None) -> Path | None:
+def run_sft(prof: Profile, run: Run, force: bool = False, stop_after_steps: int | None = None) -> Path | None:
     """Train one SFT warm-up (resuming from its last checkpoint); returns the final adapter folder."""
-    from transformers import Trainer, TrainingArguments
+    from transformers import Trainer
 
-    prof, paths, final, _, done = open_run(profile, overrides, run, force, "sft")
+    paths, final, done = open_run(prof, run, force, "sft")
     if done:
         return final
-    s = prof.section("sft", SFTSettings)
-    bcfg = prof.section("backbone", BackboneConfig)
-    rows = training_rows(paths, run, s.max_train_samples, s.seed, balance=True)
+    args = trainer_config(prof, "sft", output_dir=str(run.checkpoint_dir(paths)))
+    rows = training_rows(paths, run, args.max_train_samples, args.seed, balance=True)
     examples = sft_examples(prof, run, rows)
     if len(examples) < len(rows):
-        log.warning("%s: %d of %d utterances have no target and are skipped", run.name, len(rows) - len(examples), len(rows))
-    set_seed(s.seed)  # the new LoRA's random init must not depend on what ran before in this process
-    bb = load_backbone(bcfg, paths, trainable=True)
-    args = TrainingArguments(
-        output_dir=str(run.checkpoint_dir(paths)), per_device_train_batch_size=s.per_device_train_batch_size,
-        gradient_accumulation_steps=s.gradient_accumulation_steps, learning_rate=s.learning_rate,
-        num_train_epochs=s.num_train_epochs, max_steps=s.max_steps, lr_scheduler_type=s.lr_scheduler_type,
-        warmup_steps=s.warmup_steps, weight_decay=s.weight_decay, max_grad_norm=s.max_grad_norm,
-        logging_steps=s.logging_steps, save_strategy="steps", save_steps=s.save_steps,
-        save_total_limit=s.save_total_limit, seed=s.seed, data_seed=s.seed,
-        optim=resolve_optim(s.optim, bcfg.load_in_4bit), report_to=s.report_to, remove_unused_columns=False,
-        label_names=["labels"], dataloader_num_workers=0, **precision_flags(bcfg.dtype),
-    )
+        log.warning("%s: %d of %d utterances have no target and are skipped", run.name, len(rows) - len(examples),
+                    len(rows))
+    set_seed(args.seed)  # the new LoRA's random init must not depend on what ran before in this process
+    bb = load_backbone(prof.section("backbone"), paths, trainable=True)
     trainer = Trainer(model=bb.model, args=args, train_dataset=examples, data_collator=AudioSFTCollator(bb.processor),
                       callbacks=run_callbacks(run, paths, stop_after_steps))
-    meta = {"train_examples": len(examples), "sft": asdict(s), "profile": prof.name}
+    meta = {"train_examples": len(examples), "sft": changed_fields(args), "profile": prof.name}
     return train_and_save(trainer, bb.processor, run, paths, final, meta, "sft", stop_after_steps)
