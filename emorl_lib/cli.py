@@ -37,8 +37,9 @@ def _run_prepare(args: argparse.Namespace) -> int:
         data["roots"] = dict(zip(args.corpus, args.root))
     if args.workers is not None:
         data["workers"] = args.workers
+    prof = _load(args, {"data": data} if data else None)
     try:
-        out = prepare(_load(args, {"data": data} if data else None), progress=not args.quiet)
+        out = prepare(prof, progress=not args.quiet)
     except (LayoutError, ValueError, KeyError) as e:
         print(f"emorl prepare: {e}", file=sys.stderr)
         return 1
@@ -67,8 +68,8 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     from .evaluation.tables import write_all
 
     overrides = {"eval": {"max_utterances": args.max_utterances}} if args.max_utterances else None
+    s = EvalSetup.of(_load(args, overrides))
     try:
-        s = EvalSetup.of(_load(args, overrides))
         if not args.tables_only:
             print(run_matrix(s, stages=args.stage, progress=not args.quiet).summary())
         write_environment(s)
@@ -94,9 +95,9 @@ def add_evaluate(sub) -> None:
 def _run_infer(args: argparse.Namespace) -> int:
     from .evaluation.infer import infer_folder
 
+    prof = _load(args)
+    ecfg = prof.section("eval")
     try:
-        prof = _load(args)
-        ecfg = prof.section("eval")
         res = infer_folder(args.input, args.out, adapter=args.adapter, condition=args.condition or "ESR",
                            labels=args.labels.split(",") if args.labels else None,
                            backbone_cfg=prof.section("backbone"), prompt_cfg=prof.section("prompt"), paths=prof.paths,
@@ -126,8 +127,9 @@ def add_infer(sub) -> None:
 def _run_train(args: argparse.Namespace) -> int:
     from .training.runs import train_stage
 
+    prof = _load(args)
     try:
-        done = train_stage(args.command, _load(args), only=args.run, force=args.force)
+        done = train_stage(args.command, prof, only=args.run, force=args.force)
     except (FileNotFoundError, ValueError, KeyError) as e:
         print(f"emorl {args.command}: {e}", file=sys.stderr)
         return 1
@@ -153,8 +155,31 @@ def add_grpo(sub) -> None:
     _add_train(sub, "grpo", "GRPO with ESWR/binary rewards and IR/EUR/ESR prompts")
 
 
+def _run_config(args: argparse.Namespace) -> int:
+    from .infra.config import describe
+
+    prof = _load(args)
+    rows = describe(prof, everything=args.all)
+    print(f"profile {prof.name} ({prof.path}): {len(rows)} settings; 'from': the profile file or the class default; "
+          "tags: quoted = the paper, via a third party; inferred = related work; kit = this kit's choice; "
+          "library = TRL's / transformers' default")
+    width = max(len(r["setting"]) for r in rows)
+    for r in rows:
+        value = str(r["value"])
+        value = value if len(value) <= 48 else value[:45] + "..."
+        print(f"{r['setting']:<{width}}  {value:<48}  {r['from']:<7}  {r['tag']:<11}  {r['why']}")
+    return 0
+
+
+def add_config(sub) -> None:
+    p = sub.add_parser("config", help="every setting of a profile: value, where it comes from, provenance tag")
+    _profile_args(p)
+    p.add_argument("--all", action="store_true", help="also every untouched field of TRL's / transformers' configs")
+    p.set_defaults(func=_run_config)
+
+
 # Stages register here: name -> function adding its subparser.
-SUBCOMMANDS: list[Callable] = [add_prepare, add_sft, add_grpo, add_evaluate, add_infer]
+SUBCOMMANDS: list[Callable] = [add_prepare, add_sft, add_grpo, add_evaluate, add_infer, add_config]
 
 
 def build_parser() -> argparse.ArgumentParser:

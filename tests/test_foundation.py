@@ -148,3 +148,14 @@ def test_runner_rejects_unknown_notebook(toy_kit):
 
     with pytest.raises(SystemExit, match="no notebook '07'"):
         runner.main(["default", "07"])
+
+
+def test_runner_checks_the_whole_profile_before_running_any_notebook(toy_kit, capsys):
+    """A typo in the last stage's section fails now, not after the earlier stages have run."""
+    from emorl_lib.infra import runner
+
+    root, log = toy_kit
+    (root / "params" / "default.yaml").write_text("paths: {results: results, runs: runs}\ngrpo: {num_generations: six}\n")
+    assert runner.main([]) == 2
+    assert "grpo.num_generations: expected an integer" in capsys.readouterr().err
+    assert not log.exists() and not (root / "results" / "default" / "notebooks").exists()

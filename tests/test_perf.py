@@ -103,7 +103,11 @@ def test_grpo_caches_give_the_plain_log_probs(kit_paths, clips):
 
     from emorl_lib.method.rewards import RewardConfig
     from emorl_lib.training.backbones import BackboneConfig, load_backbone
-    from emorl_lib.training.grpo import AudioGRPOTrainer, EmoGRPOConfig, reward_functions
+    from emorl_lib.training.grpo import (
+        AudioGRPOTrainer,
+        EmoGRPOConfig,
+        reward_functions,
+    )
 
     g = 3
     bcfg = BackboneConfig()

@@ -27,7 +27,7 @@ def e2e(tmp_path_factory, kit_paths):
         "experiments": {"corpora": ["iemocap", "meld"], "iemocap_folds": [1], "sft_conditions": ["IR", "ESR"],
                         "grpo_runs": [["binary", "ESR"], ["eswr", "ESR"], ["eswr", "IR"]]},
         "sft": {"max_steps": 4, "save_steps": 2, "logging_steps": 1, "per_device_train_batch_size": 4, "report_to": []},
-        "grpo": {"max_steps": 2, "save_steps": 2, "num_generations": 3, "prompts_per_step": 1,
+        "grpo": {"max_steps": 2, "save_steps": 2, "num_generations": 3, "per_device_train_batch_size": 3,
                  "max_completion_length": 24, "report_to": []},
         "eval": {"max_utterances": 4, "bootstrap": 50, "max_new_tokens": {"IR": 8, "EUR": 24, "ESR": 24}},
     }

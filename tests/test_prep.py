@@ -14,7 +14,7 @@ from emorl_lib.data import audio, prep
 from emorl_lib.data.corpora import LayoutError
 from emorl_lib.data.manifest import FIELDS, read_manifest
 from emorl_lib.data.prep import DataConfig, cache_dir, prepare_corpus
-from emorl_lib.infra.config import load_profile, ConfigError
+from emorl_lib.infra.config import ConfigError, load_profile
 from emorl_lib.infra.io import read_jsonl
 from emorl_lib.infra.paths import Paths
 

@@ -64,7 +64,12 @@ def test_grpo_every_logprob_forward_receives_audio(train_profile):
     from emorl_lib.method.prompts import PromptConfig
     from emorl_lib.method.rewards import RewardConfig
     from emorl_lib.training.backbones import BackboneConfig, load_backbone
-    from emorl_lib.training.grpo import AudioGRPOTrainer, EmoGRPOConfig, prompt_rows, reward_functions
+    from emorl_lib.training.grpo import (
+        AudioGRPOTrainer,
+        EmoGRPOConfig,
+        prompt_rows,
+        reward_functions,
+    )
     from emorl_lib.training.runs import training_rows
 
     paths = train_profile.paths

@@ -198,15 +198,17 @@ def from_dict(cls: type[T], data: dict | None, where: str = "", runtime: dict | 
     data = dict(data or {})
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls) if f.init}
+    owned = getattr(cls, "SET_ELSEWHERE", {})
+    for k in sorted(set(data) & set(owned)):
+        raise ConfigError(f"{where}.{k}: not a setting of this section: {owned[k]}")
     unknown = sorted(set(data) - names)
     if unknown:
         hint = "; ".join(f"{k!r}: did you mean {m[0]!r}?" for k in unknown
                          if (m := difflib.get_close_matches(k, names, n=1)))
-        raise ConfigError(f"{where}: unknown key(s) {unknown} for {cls.__name__}"
-                          + (f" ({hint})" if hint else f"; expected some of {sorted(names)}"))
-    owned = getattr(cls, "SET_ELSEWHERE", {})
-    for k in sorted(set(data) & set(owned)):
-        raise ConfigError(f"{where}.{k}: not a setting of this section: {owned[k]}")
+        known = (f"expected some of {sorted(names)}" if len(names) <= 40 else
+                 f"{cls.__name__} has {len(names)} fields: `emorl config --all` lists them")
+        raise ConfigError(f"{where}: unknown key(s) {unknown} for {cls.__name__}" + (f" ({hint})" if hint else "")
+                          + f"; {known}")
     for k, v in data.items():
         if v is not None and dataclasses.is_dataclass(hints[k]) and isinstance(v, dict):
             continue  # checked by its own from_dict below
@@ -317,3 +319,43 @@ def load_profile(name_or_path: str | Path = "default", overrides: dict | None = 
     path = _profile_path(name_or_path)
     prof = Profile(name=path.stem, path=path, sections=_read_yaml(path))
     return prof.with_overrides(overrides) if overrides else validate(prof)
+
+
+def describe(prof: Profile, everything: bool = False) -> list[dict[str, Any]]:
+    """Every setting of a profile as rows (section, key, value, where it comes from, provenance tag, why): the
+    profile's own values, and the defaults that carry a tag or belong to the kit. `everything` adds every other field
+    of TRL's and transformers' config classes too."""
+    rows = []
+    with check_only():
+        for key in SECTIONS:
+            cls = section_class(key)
+            raw = prof.sections.get(key) or {}
+            rows += _describe(prof.section(key), cls, raw, key, everything)
+    return rows
+
+
+def _inherited(cls: type, name: str) -> bool:
+    """Whether a field comes from a library base class (TRL, transformers) rather than the kit's class."""
+    return any(name in vars(base).get("__annotations__", {}) for base in cls.__mro__[1:]
+               if not base.__module__.startswith("emorl_lib"))
+
+
+def _describe(obj: Any, cls: type, raw: dict, prefix: str, everything: bool) -> list[dict[str, Any]]:
+    own = {f.name for f in dataclasses.fields(cls) if f.name in vars(cls).get("__annotations__", {})}
+    rows = []
+    for f in dataclasses.fields(cls):
+        if not f.init or f.name in getattr(cls, "SET_ELSEWHERE", {}):
+            continue
+        value = getattr(obj, f.name)
+        if dataclasses.is_dataclass(value):
+            rows += _describe(value, type(value), raw.get(f.name) or {}, f"{prefix}.{f.name}", everything)
+            continue
+        tag, why = f.metadata.get("tag", ""), f.metadata.get("why", "")
+        if f.name not in raw and not (everything or tag or f.name in own):
+            continue
+        # an untagged default of the kit's own classes is the kit's choice; of TRL's or transformers', theirs
+        tag = tag or ("kit" if f.name in own or not _inherited(cls, f.name) else "library")
+        rows.append({"setting": f"{prefix}.{f.name}", "value": to_dict(value) if not isinstance(value, enum.Enum)
+                     else value.value, "from": "profile" if f.name in raw else "default",
+                     "tag": "see profile" if f.name in raw else tag, "why": why})
+    return rows

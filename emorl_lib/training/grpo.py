@@ -96,6 +96,7 @@ class EmoGRPOConfig(GRPOConfig):
         "output_dir": "each run's checkpoint folder (runs/<profile>/checkpoints/<run>)",
         "reward_weights": "set reward.accuracy_weight / reward.format_weight",
         "log_completions": "the kit logs completions itself (log_completions_every)",
+        "prompts_per_step": "set per_device_train_batch_size, which counts completions (prompts x num_generations)",
     }
 
     def __post_init__(self) -> None:
