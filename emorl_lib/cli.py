@@ -1,6 +1,10 @@
 """`emorl` command line: one subcommand per stage, each calling the same function its notebook calls.
 
 Each stage adds itself with a small `add_<name>(subparsers)` function registered in SUBCOMMANDS.
+
+Exit status: 0 done; 1 an error (its message names the file or setting); 2 a usage or profile error;
+3 (`prepare`) data incomplete: official counts missed or cross-corpus entries unresolved (`--allow-partial` accepts a
+known partial corpus); 130 interrupted (Ctrl-C), with one line saying where it stopped and how to resume.
 """
 
 from __future__ import annotations
@@ -10,6 +14,8 @@ import sys
 from typing import Callable
 
 from .data.corpora import CORPORA
+
+DATA_INCOMPLETE = 3  # exit status of `emorl prepare` when the data is incomplete (see the module docstring)
 
 
 def _profile_args(p: argparse.ArgumentParser) -> None:
@@ -37,6 +43,8 @@ def _run_prepare(args: argparse.Namespace) -> int:
         data["roots"] = dict(zip(args.corpus, args.root))
     if args.workers is not None:
         data["workers"] = args.workers
+    if args.allow_partial:
+        data["allow_partial"] = True
     prof = _load(args, {"data": data} if data else None)
     try:
         out = prepare(prof, progress=not args.quiet)
@@ -45,9 +53,14 @@ def _run_prepare(args: argparse.Namespace) -> int:
         return 1
     print(out.table())
     print(f"manifests: {out.paths.manifests}")
-    bad = [c for c, r in out.reports.items() if r.official_mismatches]
-    if bad:
-        print(f"!!! official counts do not match for: {', '.join(bad)} (see above)", file=sys.stderr)
+    problems = out.problems()
+    if problems:
+        verdict = "accepted (--allow-partial / data.allow_partial)" if out.cfg.allow_partial else "exit status 3"
+        print(f"emorl prepare: data incomplete, {verdict}:\n  " + "\n  ".join(problems), file=sys.stderr)
+        if not out.cfg.allow_partial:
+            print("emorl prepare: fix the corpus roots, or pass --allow-partial for a corpus known to be partial",
+                  file=sys.stderr)
+            return DATA_INCOMPLETE
     return 0
 
 
@@ -59,6 +72,9 @@ def add_prepare(sub) -> None:
     p.add_argument("--root", action="append",
                    help="real corpus root for the matching --corpus (implies data.synthetic: false)")
     p.add_argument("--workers", type=int, help="decoding processes (default: data.workers)")
+    p.add_argument("--allow-partial", action="store_true",
+                   help="exit 0 even when official counts are missed or cross-corpus entries stay unresolved "
+                        "(a corpus known to be partial); default: exit status 3")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_run_prepare)
 
@@ -191,14 +207,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .infra import progress
     from .infra.config import ConfigError
 
     args = build_parser().parse_args(argv)
+    progress.clear()
     try:
         return int(args.func(args) or 0)
     except ConfigError as e:  # a profile that cannot be read: say where, before any work
         print(f"emorl {args.command}: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        progress.close_bars()
+        print(progress.interrupted_line(f"emorl {args.command}"), file=sys.stderr)
+        return progress.INTERRUPTED_EXIT
 
 
 if __name__ == "__main__":

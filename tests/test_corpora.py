@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +22,7 @@ from emorl_lib.data.corpora import (
 )
 from emorl_lib.data.corpora.crosscorpus import (
     ATTRIBUTION,
-    entry_utt_id,
+    entry_candidates,
     resolve_track2,
     track2_entries,
 )
@@ -318,11 +319,13 @@ def test_track2_lists_are_balanced_and_ids_map():
         entries = track2_entries(c)
         assert len(entries) == 240
         assert {l: sum(e["label"] == l for e in entries) for l in labels.FOUR_CLASS} == dict.fromkeys(labels.FOUR_CLASS, 60)
-    assert entry_utt_id("meld", "audio/dia933_utt6.wav") == "train_dia933_utt6"
-    assert entry_utt_id("meld", "audio/final_videos_testdia100_utt5.wav") == "test_dia100_utt5"
-    assert entry_utt_id("meld", "audio/xdia1_utt2.wav") is None
-    assert entry_utt_id("savee", "JK/sa09.wav") == "JK_sa09"
-    assert entry_utt_id("iemocap", "happy/Ses02F_impro03_F019.wav") == "Ses02F_impro03_F019"
+    # a plain MELD name may be any split's clip; a final_videos_test name is a test clip
+    assert entry_candidates("meld", "audio/dia933_utt6.wav") == ["train_dia933_utt6", "dev_dia933_utt6",
+                                                                 "test_dia933_utt6"]
+    assert entry_candidates("meld", "audio/final_videos_testdia100_utt5.wav") == ["test_dia100_utt5"]
+    assert entry_candidates("meld", "audio/xdia1_utt2.wav") is None
+    assert entry_candidates("savee", "JK/sa09.wav") == ["JK_sa09"]
+    assert entry_candidates("iemocap", "happy/Ses02F_impro03_F019.wav") == ["Ses02F_impro03_F019"]
     assert "EmoBox" in ATTRIBUTION and "MIT" in ATTRIBUTION
 
 
@@ -333,16 +336,100 @@ def test_resolve_track2_reports_every_unresolved_entry():
                {"wav_filename": "audio/dia4_utt0.wav", "label": "neutral"},
                {"wav_filename": "audio/bogus.wav", "label": "neutral"}]
     rows = [utt("meld", "train_dia1_utt0", "joy", split="train"), utt("meld", "train_dia2_utt0", "joy", split="train"),
-            utt("meld", "test_dia3_utt0", "anger", split="test")]
+            utt("meld", "test_dia2_utt0", "surprise", split="test"), utt("meld", "test_dia3_utt0", "anger", split="test")]
     got, rep = resolve_track2("meld", rows, entries)
-    assert [r.utt_id for r in got] == ["train_dia1_utt0"]
-    assert rep.entries == 5 and rep.resolved == 1 and len(rep.unresolved) == 4
+    assert [r.utt_id for r in got] == ["train_dia1_utt0", "test_dia3_utt0"]
+    assert rep.entries == 5 and rep.resolved == 2 and len(rep.unresolved) == 3
     reasons = {u["entry"]: u["reason"] for u in rep.unresolved}
-    assert reasons["audio/dia2_utt0.wav"].startswith("label mismatch")
-    assert "same dia/utt in split(s): test (angry)" in reasons["audio/dia3_utt0.wav"]
+    assert reasons["audio/dia2_utt0.wav"] == ("label mismatch: list 'sad', manifest train (joy, s) -> 'happy', "
+                                              "test (surprise, s) -> None")
     assert reasons["audio/dia4_utt0.wav"].startswith("not in the manifest")
     assert reasons["audio/bogus.wav"] == "malformed file name"
+    assert rep.by_split == {"train": 1, "test": 1}
     assert "UNRESOLVED" in rep.summary() and "EmoBox" in rep.summary()
+    # entries a synthetic corpus leaves out by design are listed apart, not as failures
+    _, rep = resolve_track2("meld", rows, entries, not_generated={"audio/dia4_utt0.wav"})
+    assert rep.not_generated == ["audio/dia4_utt0.wav"] and len(rep.unresolved) == 2 and "by design" in rep.summary()
+
+
+def test_meld_names_collide_across_splits_and_resolve_by_label_then_speaker_then_split_order():
+    """dia222_utt12 is joy in train and anger in test: an 'angry' entry is the test clip. Two splits with the list's
+    label: the list's speaker decides; same label and speaker in both: the split order (a parameter) decides."""
+    entries = [{"wav_filename": "audio/dia222_utt12.wav", "label": "angry", "speaker": "Ross"},
+               {"wav_filename": "audio/dia84_utt1.wav", "label": "angry", "speaker": "Joey"},
+               {"wav_filename": "audio/dia208_utt1.wav", "label": "neutral", "speaker": "Joey"},
+               {"wav_filename": "audio/dia5_utt8.wav", "label": "angry", "speaker": "Rachel"}]
+    rows = [utt("meld", "train_dia222_utt12", "joy", "Ross", split="train"),
+            utt("meld", "test_dia222_utt12", "anger", "Ross", split="test"),
+            utt("meld", "train_dia84_utt1", "anger", "Phoebe", split="train"),
+            utt("meld", "dev_dia84_utt1", "surprise", "Ross", split="dev"),
+            utt("meld", "test_dia84_utt1", "anger", "Joey", split="test"),
+            utt("meld", "train_dia208_utt1", "neutral", "Joey", split="train"),
+            utt("meld", "test_dia208_utt1", "neutral", "Joey", split="test"),
+            utt("meld", "dev_dia5_utt8", "anger", "Rachel", split="dev"),
+            utt("meld", "test_dia5_utt8", "neutral", "Joey", split="test")]
+    got, rep = resolve_track2("meld", rows, entries)
+    assert [r.utt_id for r in got] == ["test_dia222_utt12", "test_dia84_utt1", "train_dia208_utt1", "dev_dia5_utt8"]
+    assert rep.resolved == 4 and not rep.unresolved and rep.by_split == {"train": 1, "dev": 1, "test": 2}
+    amb = {a["entry"]: a for a in rep.ambiguous}
+    assert set(amb) == {"audio/dia84_utt1.wav", "audio/dia208_utt1.wav"}
+    assert amb["audio/dia84_utt1.wav"]["settled_by"] == "speaker"
+    assert amb["audio/dia84_utt1.wav"]["candidates"] == ["train (anger, Phoebe)", "test (anger, Joey)"]
+    assert amb["audio/dia208_utt1.wav"]["settled_by"] == "split order"
+    got, _ = resolve_track2("meld", rows, entries, tie_order=("test", "dev", "train"))
+    assert got[2].utt_id == "test_dia208_utt1"
+
+
+def test_synthetic_meld_collisions_resolve_240_of_240_and_balanced():
+    """The full synthetic MELD plan (every list entry, size 2.0) reproduces the real collisions: entries living in
+    dev and test, namesakes with other labels, label ties told apart by the speaker or not at all. All 240 resolve
+    to rows carrying the list's label, 60 per class; looking in train alone would not."""
+    from emorl_lib.data.synthetic import meld as synth_meld
+
+    rows = [utt("meld", f"{split}_dia{d}_utt{u}", emo, spk, split=split)
+            for split, items in synth_meld.plan(0, 2.0).items() for d, u, spk, emo in items]
+    entries = track2_entries("meld")
+    got, rep = resolve_track2("meld", rows, entries)
+    assert rep.resolved == 240 and not rep.unresolved and len({r.utt_id for r in got}) == 240
+    assert [r.label4 for r in got] == [e["label"] for e in entries]
+    assert {l: sum(r.label4 == l for r in got) for l in labels.FOUR_CLASS} == dict.fromkeys(labels.FOUR_CLASS, 60)
+    assert rep.by_split["dev"] >= 10 and rep.by_split["test"] >= 20 and rep.by_split["train"] >= 150
+    assert {a["settled_by"] for a in rep.ambiguous} == {"speaker", "split order"}
+    # the collisions are there: the same name in several splits with different labels
+    by_name: dict[str, set] = {}
+    for r in rows:
+        by_name.setdefault(r.utt_id.split("_", 1)[1], set()).add((r.split, r.label))
+    assert sum(len({lab for _, lab in v}) > 1 for v in by_name.values()) >= 20
+    # looking in train alone (the old rule) would leave dozens unresolved, as on the real data (198 of 240)
+    train = {r.utt_id: r.label4 for r in rows if r.split == "train"}
+    hits = sum(train.get(f"train_{Path(e['wav_filename']).stem}") == e["label"] for e in entries)
+    assert hits <= 210
+
+
+@pytest.mark.skipif(not os.environ.get("EMORL_MELD_CSV_DIR"),
+                    reason="set EMORL_MELD_CSV_DIR to a folder with MELD's train/dev/test_sent_emo.csv")
+def test_real_meld_metadata_resolves_240_of_240():
+    """On MELD's own CSVs (declare-lab/MELD data/MELD/): every entry resolves; 13 label ties, 11 settled by the
+    speaker."""
+    base = Path(os.environ["EMORL_MELD_CSV_DIR"])
+    rows = []
+    for split in ("train", "dev", "test"):
+        for _, r in meld.read_csv_rows(base / f"{split}_sent_emo.csv"):
+            row = labelled_row_for_csv(split, r)
+            if row is not None:
+                rows.append(row)
+    got, rep = resolve_track2("meld", rows)
+    assert rep.resolved == 240 and not rep.unresolved
+    assert rep.by_split == {"train": 185, "dev": 16, "test": 39}
+    assert len(rep.ambiguous) == 13 and sum(a["settled_by"] == "speaker" for a in rep.ambiguous) == 11
+    assert {l: sum(r.label4 == l for r in got) for l in labels.FOUR_CLASS} == dict.fromkeys(labels.FOUR_CLASS, 60)
+
+
+def labelled_row_for_csv(split: str, r: dict) -> Utterance | None:
+    from emorl_lib.data.manifest import labelled_row
+
+    return labelled_row("meld", f"{split}_dia{r['Dialogue_ID']}_utt{r['Utterance_ID']}", r["Emotion"].strip().lower(),
+                        speaker=clean_text(r["Speaker"]), gender=None, split=split, fold=None, source="")
 
 
 # ---------------------------------------------------------------- the synthetic corpora (real layouts)

@@ -103,6 +103,57 @@ def test_interrupt_leaves_no_half_written_wav_or_manifest(tmp_path, monkeypatch)
     assert not list(target.glob(".*.tmp"))
 
 
+def test_clips_longer_than_the_model_window_are_counted_and_listed(tmp_path):
+    """The feature extractor cuts audio past its window (30 s for Qwen2-Audio, the tiny model's chunk): such clips
+    are kept, but counted and listed, never cut silently."""
+    from emorl_lib.data.corpora.report import format_table
+
+    paths = make_paths(tmp_path)
+    root = savee_tree(tmp_path / "SAVEE", defects=False)
+    sf.write(root / "AudioData" / "KL" / "su01.wav", 0.2 * np.ones(int(44100 * 1.25), np.float32), 44100)
+    rows, rep = prepare_corpus("savee", root, paths, DataConfig(workers=1), check_official=False, progress=False,
+                               window_s=1.0)
+    assert len(rows) == 13 and rep.window_seconds == 1.0 and rep.longer_than_window == ["KL_su01 (1.2 s)"]
+    txt = format_table([rep])
+    assert "longer than the model's 1 s audio window (only the first 1 s is heard): 1" in txt and "KL_su01" in txt
+    saved = json.loads((paths.manifests / "savee.report.json").read_text())
+    assert saved["longer_than_window"] == ["KL_su01 (1.2 s)"]
+
+
+def test_the_model_window_comes_from_the_backbone(tmp_path):
+    from emorl_lib.training.backbones import BackboneConfig, TinyModelConfig, audio_window_seconds
+
+    assert audio_window_seconds(BackboneConfig()) == 4.0
+    assert audio_window_seconds(BackboneConfig(tiny=TinyModelConfig(chunk_seconds=6))) == 6.0
+    assert audio_window_seconds(BackboneConfig(name="qwen2-audio-7b-instruct")) == 30.0
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "preprocessor_config.json").write_text(json.dumps({"chunk_length": 20, "sampling_rate": 16000,
+                                                                           "n_samples": 320000}))
+    assert audio_window_seconds(BackboneConfig(name="qwen2-audio-7b-instruct", path=str(tmp_path / "m"))) == 20.0
+
+
+def test_ctrl_c_in_prepare_prints_one_line_and_resumes(tmp_path, capsys, monkeypatch):
+    root = savee_tree(tmp_path / "SAVEE", defects=False)
+    prof = write_profile(tmp_path, {"synthetic": True, "workers": 1})
+    calls = {"n": 0}
+    real = audio.cache_clip
+
+    def interrupted(job):
+        calls["n"] += 1
+        if calls["n"] == 5:
+            raise KeyboardInterrupt
+        return real(job)
+
+    monkeypatch.setattr(prep, "cache_clip", interrupted)
+    argv = ["prepare", "--profile", str(prof), "--corpus", "savee", "--root", str(root), "--quiet", "--allow-partial"]
+    assert cli_main(argv) == 130
+    err = capsys.readouterr().err
+    assert err.strip() == ("emorl prepare: interrupted while preparing savee (corpus 1 of 1); run the same command "
+                           "again: clips already decoded into the cache are reused")
+    monkeypatch.setattr(prep, "cache_clip", real)
+    assert cli_main(argv) == 0
+
+
 def test_official_check_runs_for_real_roots_and_flags_mismatch(tmp_path, capsys):
     paths = make_paths(tmp_path)
     root = savee_tree(tmp_path / "SAVEE", defects=False)
@@ -139,6 +190,12 @@ def test_prepare_with_real_roots_writes_manifests_reports_and_crosscorpus(tmp_pa
                              "JK_sa01", "KL_n01", "KL_a01", "KL_sa01"}
     saved = json.loads((m / "crosscorpus_savee.report.json").read_text())
     assert len(saved["unresolved"]) == len(cross.unresolved) and "EmoBox" in saved["attribution"]
+    # incomplete real data stops notebook 01 (as `emorl prepare` exits 3) unless data.allow_partial
+    assert len(out.problems()) == 2
+    assert json.loads((m / "prepare_report.json").read_text())["problems"] == out.problems()
+    with pytest.raises(prep.DataIncomplete, match=r"(?s)savee: kept clips do not match .*data.allow_partial: true"):
+        out.check()
+    prep.prepare(load_profile(prof, {"data": {"allow_partial": True}}), progress=False).check()
 
 
 def test_prepare_without_root_or_with_wrong_root_says_what_is_expected(tmp_path):
@@ -153,11 +210,20 @@ def test_prepare_without_root_or_with_wrong_root_says_what_is_expected(tmp_path)
 
 
 def test_cli_prepare_real_root_and_wrong_root(tmp_path, capsys, monkeypatch):
+    """A real root that misses the official counts and leaves track-2 entries unresolved: exit status 3 naming
+    both; --allow-partial accepts it (exit 0, still said)."""
     root = savee_tree(tmp_path / "SAVEE", defects=False)
     prof = write_profile(tmp_path, {"synthetic": True, "workers": 1})
-    assert cli_main(["prepare", "--profile", str(prof), "--corpus", "savee", "--root", str(root), "--quiet"]) == 0
-    out = capsys.readouterr().out
-    assert "savee" in out and "found" in out and (tmp_path / "runs" / "prof" / "manifests" / "savee.jsonl").is_file()
+    rc = cli_main(["prepare", "--profile", str(prof), "--corpus", "savee", "--root", str(root), "--quiet"])
+    captured = capsys.readouterr()
+    assert rc == 3
+    assert "savee: kept clips do not match the official counts" in captured.err
+    assert "savee: 230 of 240 track-2 entries unresolved" in captured.err and "--allow-partial" in captured.err
+    assert "savee" in captured.out and "found" in captured.out
+    assert (tmp_path / "runs" / "prof" / "manifests" / "savee.jsonl").is_file()
+    rc = cli_main(["prepare", "--profile", str(prof), "--corpus", "savee", "--root", str(root), "--quiet",
+                   "--allow-partial"])
+    assert rc == 0 and "data incomplete, accepted" in capsys.readouterr().err
     rc = cli_main(["prepare", "--profile", str(prof), "--corpus", "savee", "--root", str(tmp_path / "nope"), "--quiet"])
     err = capsys.readouterr().err
     assert rc == 1 and "SAVEE: expected AudioData/" in err and "does not exist" in err
@@ -204,14 +270,19 @@ def test_synthetic_track2_resolution_and_unresolved_report(prepared):
     for corpus, rep in out.cross_reports.items():
         included = {e["wav_filename"] for e in track2_included(corpus, SYNTHETIC_TEST_SIZE)}
         rows = read_manifest(out.crosscorpus[corpus])
-        unresolved = {u["entry"] for u in rep.unresolved}
-        # every entry the small corpus holds resolves (fillers may happen to hold more); the rest are each listed
+        # every entry the small corpus holds resolves (fillers may happen to hold more); the rest are listed as
+        # left out by design, not as failures
         assert rep.entries == 240 and rep.resolved == len(rows) >= len(included)
-        assert rep.resolved + len(rep.unresolved) == 240 and not unresolved & included
-        assert all(u["reason"].startswith(("not in the manifest", "label mismatch")) for u in rep.unresolved)
+        assert not rep.unresolved and rep.resolved + len(rep.not_generated) == 240
+        assert not set(rep.not_generated) & included
         assert {r.label4 for r in rows} == {"neutral", "happy", "sad", "angry"}
-    meld_rows = read_manifest(out.crosscorpus["meld"])
-    assert all(r.split == "train" or r.utt_id in ("test_dia100_utt5", "test_dia12_utt3") for r in meld_rows)
+    # MELD: the entries live in train, dev and test, and label ties are reported with how they were settled
+    meld = out.cross_reports["meld"]
+    assert all(r.window_seconds == 4.0 for r in out.reports.values())  # the tiny model's chunk
+    assert set(meld.by_split) == {"train", "dev", "test"}
+    assert meld.ambiguous and all(a["settled_by"] == "speaker" for a in meld.ambiguous)
+    assert out.problems() == []
+    assert "settled by speaker" in out.table() and "not in the synthetic corpus by design" in out.table()
 
 
 def test_synthetic_second_prepare_reuses_the_cache(prepared):

@@ -20,6 +20,7 @@ from emorl_lib.data.synthetic import (
     track2_included,
     voice,
 )
+from emorl_lib.data.synthetic import meld
 from emorl_lib.data.synthetic.clips import Clip, render_clip
 
 IEMOCAP_UTT = re.compile(r"^Ses0[1-5][MF]_(impro|script)\d\d[ab]?(_\db?)?_[MF]\d{3}$")
@@ -177,9 +178,11 @@ def test_track2_entries_exist_with_consistent_labels(synthetic_corpora):
         assert r["speaker"] == Path(r["wav_filename"]).stem[3:6]  # the list names the mocap actor
     meld_emo = {"neutral": "neutral", "happy": "joy", "sad": "sadness", "angry": "anger"}
     rows = _meld_rows(synthetic_corpora["meld"])
+    placed = meld.track2_placement(size)
     for r in track2_included("meld", size):
         m = re.match(r"(final_videos_test)?dia(\d+)_utt(\d+)$", Path(r["wav_filename"]).stem)
-        split = "test" if m.group(1) else "train"
+        split = meld.PLACEMENTS[placed[r["wav_filename"]]][0][0]  # where the entry's own clip lives
+        assert split == "test" or not m.group(1)
         hit = [x for x in rows[split] if (x["Dialogue_ID"], x["Utterance_ID"]) == (m.group(2), m.group(3))]
         assert len(hit) == 1 and hit[0]["Speaker"] == r["speaker"] and hit[0]["Emotion"] == meld_emo[r["label"]]
     rav = {"neutral": "01", "happy": "03", "sad": "04", "angry": "05"}
@@ -188,6 +191,32 @@ def test_track2_entries_exist_with_consistent_labels(synthetic_corpora):
         assert Path(r["wav_filename"]).name.split("-")[2] == rav[r["label"]]
     for r in track2_included("savee", size):
         assert (synthetic_corpora["savee"] / "AudioData" / r["wav_filename"]).is_file()
+
+
+def test_synthetic_meld_reproduces_the_real_name_collisions():
+    """As in real MELD, list names exist in several splits with different labels, entries live in dev and test,
+    only where those splits have such dialogue ids, and the same seed gives the same plan."""
+    full = meld.plan(0, 2.0)
+    assert full == meld.plan(0, 2.0)
+    placed = meld.track2_placement(2.0)
+    splits_of: dict[tuple[int, int], dict[str, str]] = {}
+    for split, items in full.items():
+        for d, u, _, emo in items:
+            splits_of.setdefault((d, u), {})[split] = emo
+    entry_splits = {meld.PLACEMENTS[k][0][0] for k in placed.values()}
+    assert entry_splits == {"train", "dev", "test"}
+    for name, kind in placed.items():
+        m = re.search(r"dia(\d+)_utt(\d+)", name)
+        d, u = int(m.group(1)), int(m.group(2))
+        home = meld.PLACEMENTS[kind][0][0]
+        assert d < meld.SPLITS[home][2]  # a dev entry has a dev dialogue id (< 114), a test one < 280
+        assert set(splits_of[(d, u)]) >= {s for s, _ in meld.PLACEMENTS[kind]}
+    differing = [k for k, v in splits_of.items() if len(v) > 1 and len(set(v.values())) > 1]
+    same = [k for k, v in splits_of.items() if len(v) > 1 and len(set(v.values())) == 1]
+    assert len(differing) >= 20 and len(same) >= 5
+    # the small test corpus holds some of them too, so every test run exercises the resolution rule
+    small = {meld.PLACEMENTS[k][0][0] for k in meld.track2_placement(0.1).values()}
+    assert small == {"train", "dev", "test"}
 
 
 def test_track2_subset_grows_with_size():

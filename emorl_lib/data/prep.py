@@ -12,20 +12,23 @@ from __future__ import annotations
 import hashlib
 import json
 import multiprocessing as mp
+import signal
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from ..infra.config import ConfigError, Profile, to_dict
+from ..infra import progress as where
+from ..infra.config import ConfigError, Profile, setting, to_dict
 from ..infra.io import atomic_write_text, write_jsonl
 from ..infra.log import get_logger
 from ..infra.paths import Paths
 from .audio import CacheResult, cache_clip
 from .corpora import CORPORA
 from .corpora import load as load_corpus
-from .corpora.crosscorpus import ATTRIBUTION, CrossReport, write_crosscorpus
+from .corpora.crosscorpus import ATTRIBUTION, MELD_TIE_ORDER, CrossReport, track2_entries, write_crosscorpus
+from .corpora.splits import MELD_SPLITS
 from .corpora.report import CorpusReport, compare_official, format_table
 from .manifest import Utterance
 
@@ -43,6 +46,12 @@ class DataConfig:
     roots: dict[str, str | None] = field(default_factory=dict)  # real corpus roots (synthetic: false)
     workers: int = 2                # processes decoding/resampling into the cache
     silence_peak: float = 1e-4      # a clip whose peak |sample| is below this (-80 dBFS) counts as silent
+    allow_partial: bool = setting(False, "kit", "go on when real corpora miss official counts or leave track-2 "
+                                  "entries unresolved (a corpus known to be partial); off: `emorl prepare` exits 3 "
+                                  "and notebook 01 stops")
+    meld_tie_order: list[str] = setting(list(MELD_TIE_ORDER), "kit", "the split a MELD track-2 entry is taken from "
+                                        "when its label and speaker match in several (2 real entries); which one "
+                                        "EmoBox drew them from is not known")
 
     def __post_init__(self) -> None:
         unknown = [c for c in self.corpora if c not in CORPORA]
@@ -54,6 +63,12 @@ class DataConfig:
         if self.workers < 1 or self.synthetic_size <= 0 or self.silence_peak < 0:
             raise ValueError(f"need workers >= 1, synthetic_size > 0 and silence_peak >= 0; got {self.workers}, "
                              f"{self.synthetic_size}, {self.silence_peak}")
+        if sorted(self.meld_tie_order) != sorted(MELD_SPLITS):
+            raise ValueError(f"meld_tie_order: expected an order of {list(MELD_SPLITS)}, got {self.meld_tie_order}")
+
+
+class DataIncomplete(ValueError):
+    """Real corpora that miss official counts or leave cross-corpus entries unresolved (data.allow_partial off)."""
 
 
 @dataclass
@@ -74,7 +89,33 @@ class Prepared:
         if self.cross_reports:
             lines.append("cross-corpus test sets:")
             lines += [f"  {r.summary()}" for r in self.cross_reports.values()]
+            for r in self.cross_reports.values():
+                for a in r.ambiguous:
+                    lines.append(f"  {r.corpus}: {a['entry']} ({a['speaker']}) matches {', '.join(a['candidates'])}:"
+                                 f" took {a['chosen']} (settled by {a['settled_by']})")
         return "\n".join(lines) + "\n"
+
+    def problems(self) -> list[str]:
+        """What makes this preparation incomplete: official counts missed, track-2 entries unresolved (entries a
+        synthetic corpus leaves out by design are not problems)."""
+        out = []
+        for c, r in self.reports.items():
+            if r.official_mismatches:
+                more = ", ..." if len(r.official_mismatches) > 1 else ""
+                out.append(f"{c}: kept clips do not match the official counts ({len(r.official_mismatches)} "
+                           f"difference(s): {r.official_mismatches[0]}{more})")
+        for c, r in self.cross_reports.items():
+            if r.unresolved:
+                out.append(f"{c}: {len(r.unresolved)} of {r.entries} track-2 entries unresolved "
+                           f"(listed in crosscorpus_{c}.report.json)")
+        return out
+
+    def check(self) -> None:
+        """Raise DataIncomplete listing every problem, unless data.allow_partial is set."""
+        bad = self.problems()
+        if bad and not self.cfg.allow_partial:
+            raise DataIncomplete("data incomplete:\n  " + "\n  ".join(bad) + "\nfix the corpus roots, or set "
+                                 "data.allow_partial: true (emorl prepare --allow-partial) for a known partial corpus")
 
 
 def cache_dir(paths: Paths, corpus: str, root: Path) -> Path:
@@ -88,6 +129,12 @@ def _pool_context():
     return mp.get_context("fork") if sys.platform.startswith("linux") else mp.get_context()
 
 
+def _ignore_sigint() -> None:
+    """Pool workers leave Ctrl-C to the parent (which stops the pool and says where it stopped), so the terminal
+    shows one line, not a traceback per worker."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def build_cache(jobs: list[tuple[str, str, str, float]], workers: int, desc: str = "decode",
                 progress: bool = True) -> list[CacheResult]:
     """Run `audio.cache_clip` over jobs (key, source, target, silence_peak), in `workers` processes."""
@@ -99,7 +146,7 @@ def build_cache(jobs: list[tuple[str, str, str, float]], workers: int, desc: str
                 out.append(cache_clip(j))
                 bar.update()
         else:
-            with _pool_context().Pool(workers) as pool:
+            with _pool_context().Pool(workers, initializer=_ignore_sigint) as pool:
                 for r in pool.imap_unordered(cache_clip, jobs, chunksize=4):
                     out.append(r)
                     bar.update()
@@ -140,19 +187,40 @@ def cache_candidates(cands: list[Utterance], report: CorpusReport, target_dir: P
 
 
 def prepare_corpus(corpus: str, root: str | Path, paths: Paths, cfg: DataConfig, check_official: bool,
-                   progress: bool = True) -> tuple[list[Utterance], CorpusReport]:
-    """Load one corpus, build its cache, write its manifest and report; returns the rows and report."""
+                   progress: bool = True, window_s: float | None = None) -> tuple[list[Utterance], CorpusReport]:
+    """Load one corpus, build its cache, write its manifest and report; returns the rows and report.
+    `window_s`: the model's audio window; longer clips are kept but counted and listed (the model hears only
+    their first `window_s` seconds)."""
     cands, report = load_corpus(corpus, root)
     rows = cache_candidates(cands, report, cache_dir(paths, corpus, Path(report.root)), cfg, progress)
+    if window_s is not None:
+        report.window_seconds = window_s
+        report.longer_than_window = [f"{u.utt_id} ({u.duration:.1f} s)" for u in rows
+                                     if u.duration is not None and u.duration > window_s]
+        if report.longer_than_window:
+            log.warning("%s: %d clip(s) longer than the model's %g s audio window: only their first %g s is heard "
+                        "(listed in %s.report.json)", corpus, len(report.longer_than_window), window_s, window_s,
+                        corpus)
     if check_official:
         report.official_checked = True
         report.official_mismatches = compare_official(corpus, rows)
         if report.official_mismatches:
             msg = "\n".join(f"!!! {m}" for m in report.official_mismatches)
-            log.warning("!!! %s: kept clips do not match the official counts (docs/protocols.md):\n%s", corpus, msg)
+            log.warning("!!! %s: kept clips do not match the official counts (corpora/report.py, OFFICIAL_COUNTS):\n%s",
+                        corpus, msg)
     write_jsonl(paths.manifests / f"{corpus}.jsonl", rows)
     report.write(paths.manifests / f"{corpus}.report.json")
     return rows, report
+
+
+def _not_generated(cfg: DataConfig, corpus: str) -> set[str] | None:
+    """Track-2 entries a synthetic corpus of this size leaves out by design (None for real corpora)."""
+    if not cfg.synthetic:
+        return None
+    from .synthetic import track2_included
+
+    return ({e["wav_filename"] for e in track2_entries(corpus)}
+            - {e["wav_filename"] for e in track2_included(corpus, cfg.synthetic_size)})
 
 
 def resolve_roots(cfg: DataConfig, paths: Paths) -> dict[str, Path]:
@@ -172,22 +240,34 @@ def resolve_roots(cfg: DataConfig, paths: Paths) -> dict[str, Path]:
 
 def prepare(prof: Profile, progress: bool = True) -> Prepared:
     """Build caches, manifests, reports and cross-corpus manifests for the profile's corpora."""
+    from ..training.backbones import audio_window_seconds
+
     cfg = prof.section("data")
+    window_s = audio_window_seconds(prof.section("backbone"))
     paths = prof.paths.ensure()
+    if cfg.synthetic:
+        where.at("while generating the synthetic corpora",
+                 "run the same command again: a corpus generated completely is kept, a half-written one is redone")
     out = Prepared(paths=paths, cfg=cfg, roots=resolve_roots(cfg, paths))
     all_rows: dict[str, list[Utterance]] = {}
-    for corpus in cfg.corpora:
+    for i, corpus in enumerate(cfg.corpora, 1):
+        where.at(f"while preparing {corpus} (corpus {i} of {len(cfg.corpora)})",
+                 "run the same command again: clips already decoded into the cache are reused")
         rows, rep = prepare_corpus(corpus, out.roots[corpus], paths, cfg, check_official=not cfg.synthetic,
-                                   progress=progress)
+                                   progress=progress, window_s=window_s)
         all_rows[corpus] = rows
         out.manifests[corpus] = paths.manifests / f"{corpus}.jsonl"
         out.reports[corpus] = rep
-        out.crosscorpus[corpus], out.cross_reports[corpus] = write_crosscorpus(corpus, rows, paths.manifests)
+        out.crosscorpus[corpus], out.cross_reports[corpus] = write_crosscorpus(
+            corpus, rows, paths.manifests, not_generated=_not_generated(cfg, corpus),
+            tie_order=cfg.meld_tie_order)
     summary = {
         "profile": prof.name, "data": to_dict(cfg), "roots": {c: str(r) for c, r in out.roots.items()},
         "corpora": {c: r.to_dict() for c, r in out.reports.items()},
         "crosscorpus": {c: r.to_dict() for c, r in out.cross_reports.items()},
         "crosscorpus_attribution": ATTRIBUTION,
+        "audio_window_seconds": window_s,
+        "problems": out.problems(),
     }
     atomic_write_text(paths.manifests / "prepare_report.json", json.dumps(summary, indent=1, ensure_ascii=False) + "\n")
     out.report_txt = paths.manifests / "prepare_report.txt"

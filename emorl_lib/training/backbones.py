@@ -282,6 +282,33 @@ BACKBONES: dict[str, BackboneEntry] = {
 # ----------------------------------------------------------------------------------------------------------------
 # Loading
 # ----------------------------------------------------------------------------------------------------------------
+# Qwen2-Audio's feature extractor (WhisperFeatureExtractor, chunk_length 30 in the hub's preprocessor_config.json)
+# pads or CUTS every clip to 30 s: the model never hears audio past that.
+REAL_AUDIO_WINDOW_S = 30.0
+
+
+def processor_window_seconds(processor) -> float:
+    """The audio the model hears per clip, in seconds: the feature extractor's chunk (longer audio is cut)."""
+    fe = processor.feature_extractor
+    return float(fe.n_samples) / float(fe.sampling_rate)
+
+
+def audio_window_seconds(cfg: BackboneConfig) -> float:
+    """The same, from the profile alone (no model load): the tiny model's chunk, a local folder's
+    preprocessor_config.json, or the real model's 30 s."""
+    entry = BACKBONES.get(cfg.name)
+    if not cfg.path and entry is not None and entry.build is build_tiny_qwen2_audio:
+        return float(cfg.tiny.chunk_seconds)
+    pre = Path(cfg.path).expanduser() / "preprocessor_config.json" if cfg.path else None
+    if pre is not None and pre.is_file():
+        d = json.loads(pre.read_text(encoding="utf-8"))
+        if d.get("n_samples") and d.get("sampling_rate"):
+            return float(d["n_samples"]) / float(d["sampling_rate"])
+        if d.get("chunk_length"):
+            return float(d["chunk_length"])
+    return REAL_AUDIO_WINDOW_S
+
+
 def resolve_model_dir(cfg: BackboneConfig, paths: Paths) -> str:
     if cfg.name not in BACKBONES:
         raise KeyError(f"unknown backbone '{cfg.name}'; known: {sorted(BACKBONES)}")

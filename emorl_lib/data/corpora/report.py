@@ -43,6 +43,9 @@ class CorpusReport:
     official_mismatches: list[str] = field(default_factory=list)
     reused: int = 0
     decoded: int = 0
+    # Kept clips longer than the model's audio window (the feature extractor cuts them): "utt_id (N.N s)".
+    window_seconds: float | None = None
+    longer_than_window: list[str] = field(default_factory=list)
 
     def skip(self, reason: str, item: str) -> None:
         """An item seen but not kept (counts towards `found`)."""
@@ -80,7 +83,8 @@ def summary_rows(reports: list[CorpusReport]) -> list[dict]:
     reasons = sorted({r for rep in reports for r in rep.skipped})
     rows = []
     for rep in reports:
-        row = {"corpus": rep.corpus, "found": rep.found, "kept": rep.kept, "skipped": rep.n_skipped}
+        row = {"corpus": rep.corpus, "found": rep.found, "kept": rep.kept, "skipped": rep.n_skipped,
+               "longer_than_window": len(rep.longer_than_window)}
         row.update({r: len(rep.skipped.get(r, [])) for r in reasons})
         row["official"] = ("match" if not rep.official_mismatches else "MISMATCH") if rep.official_checked else "n/a"
         rows.append(row)
@@ -98,7 +102,8 @@ def format_table(reports: list[CorpusReport], max_listed: int = 20) -> str:
     """Human-readable summary: counts per corpus, skips per (corpus, reason), then each skipped item."""
     if not reports:
         return "(no corpora)\n"
-    main = [{k: r[k] for k in ("corpus", "found", "kept", "skipped", "official")} for r in summary_rows(reports)]
+    main = [{k: r[k] for k in ("corpus", "found", "kept", "skipped", "longer_than_window", "official")}
+            for r in summary_rows(reports)]
     out = _table(main)
     by_reason = [{"corpus": rep.corpus, "skip reason": reason, "count": n}
                  for rep in reports for reason, n in rep.counts().items()]
@@ -116,6 +121,13 @@ def format_table(reports: list[CorpusReport], max_listed: int = 20) -> str:
                 out.append(f"    {it}")
             if len(items) > max_listed:
                 out.append(f"    ... {len(items) - max_listed} more (full list in the json report)")
+        if rep.window_seconds is not None:
+            out.append(f"  kept, longer than the model's {rep.window_seconds:g} s audio window (only the first "
+                       f"{rep.window_seconds:g} s is heard): {len(rep.longer_than_window)}")
+            for it in rep.longer_than_window[:max_listed]:
+                out.append(f"    {it}")
+            if len(rep.longer_than_window) > max_listed:
+                out.append(f"    ... {len(rep.longer_than_window) - max_listed} more (full list in the json report)")
         if rep.official_checked:
             if rep.official_mismatches:
                 out.append("  !!! OFFICIAL COUNTS DO NOT MATCH:")
@@ -126,8 +138,8 @@ def format_table(reports: list[CorpusReport], max_listed: int = 20) -> str:
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Official counts of the real corpora (docs/protocols.md) and the check a real-data run is held to. Synthetic
-# corpora do not have these counts, so the check runs only when the roots are real corpora.
+# Official counts of the real corpora (EmoBox's tables and the corpora's own papers) and the check a real-data
+# run is held to. Synthetic corpora do not have these counts, so the check runs only when the roots are real corpora.
 # ----------------------------------------------------------------------------------------------------------------
 # Each entry: a grouping of the kept manifest rows and the count expected for each group.
 OFFICIAL_COUNTS: dict[str, dict[str, dict]] = {

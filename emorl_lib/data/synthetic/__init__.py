@@ -29,7 +29,7 @@ from .track2 import track2_included
 __all__ = ["generate", "generate_all", "CORPORA", "ROOT_NAMES", "GENERATOR_VERSION", "track2_included",
            "savee_flat_root"]
 
-GENERATOR_VERSION = "1"
+GENERATOR_VERSION = "2"
 CORPORA: tuple[str, ...] = ("iemocap", "meld", "ravdess", "savee")
 ROOT_NAMES: dict[str, str] = {"iemocap": iemocap.ROOT_NAME, "meld": meld.ROOT_NAME, "ravdess": ravdess.ROOT_NAME,
                               "savee": savee.ROOT_NAME}

@@ -7,6 +7,7 @@ from (seed, corpus, clip key) alone, so output is byte-identical for a seed what
 from __future__ import annotations
 
 import multiprocessing
+import signal
 import zlib
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -91,6 +92,11 @@ def _work(args: tuple[Clip, int, str]) -> tuple[str, float]:
     return clip.path, len(x) / sr
 
 
+def _ignore_sigint() -> None:
+    """Workers leave Ctrl-C to the parent: one line on the terminal, not a traceback per worker."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def render_all(clips: Sequence[Clip], seed: int, root: Path, workers: int = 2, desc: str = "") -> dict[str, float]:
     """Render and write every clip under root; returns clip path -> duration (s)."""
     jobs = [(c, seed, str(root)) for c in clips]
@@ -98,7 +104,8 @@ def render_all(clips: Sequence[Clip], seed: int, root: Path, workers: int = 2, d
     if workers <= 1 or len(jobs) < 8:
         return dict(tqdm(map(_work, jobs), **bar))
     # spawn, not fork: the caller may hold threads (torch, a notebook kernel) that fork would copy half-held.
-    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as ex:
+    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
+                             initializer=_ignore_sigint) as ex:
         return dict(tqdm(ex.map(_work, jobs, chunksize=8), **bar))
 
 

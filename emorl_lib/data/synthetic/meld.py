@@ -3,8 +3,13 @@
 CSV encoding: UTF-8 (what `pandas.read_csv` assumes), holding curly apostrophes, an accented word and, in some
 rows, cp1252 mojibake of the apostrophe ("â€™"), as real MELD text has; loaders must open it with an explicit
 encoding. Dialogues are sparse: only some utterance ids of a dialogue exist (the real ones are contiguous).
-Track-2 entries go to train, except the two named `final_videos_testdia{D}_utt{U}`: those are test clips, written
-under both names.
+
+Track-2 entries: as in real MELD, dialogue/utterance ids restart in every split, so an entry's plain
+`dia{D}_utt{U}` name can exist in several splits with different labels (`track2_placement`). Entries whose
+dialogue id exists in dev (< 114) or test (< 280) are placed, by a fixed cycle, in train, dev or test, with
+namesakes of another label in the other splits, or twice with the same label (told apart by the speaker, or not at
+all), in proportions like the real list's; the rest go to train. The two entries named
+`final_videos_testdia{D}_utt{U}` are test clips, written under both names.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from pathlib import Path
 from ...infra.io import atomic_write_text
 from . import text
 from .clips import Clip, render_all, rng_for
-from .track2 import track2_included
+from .track2 import inclusion_order, track2_included
 
 ROOT_NAME = "MELD.Raw"
 HEADER = ["Sr No.", "Utterance", "Speaker", "Emotion", "Sentiment", "Dialogue_ID", "Utterance_ID", "Season",
@@ -58,15 +63,99 @@ def _utterance_text(seed: int, split: str, d: int, u: int) -> str:
     return s
 
 
-def plan(seed: int, size: float) -> dict[str, list[tuple[int, int, str, str]]]:
-    """split -> [(dialogue, utterance, speaker, emotion)] sorted by dialogue and utterance."""
-    rows: dict[str, list[tuple[int, int, str, str]]] = {s: [] for s in SPLITS}
-    for r in track2_included("meld", size):
+# Where a track-2 entry's clip lives and which namesakes (same dialogue/utterance id in other splits) exist beside
+# it: (split, kind) with kind "entry" (the list's label and speaker), "other" (another label, another speaker),
+# "same" (the list's label, another speaker) or "twin" (the list's label and speaker).
+PLACEMENTS: dict[str, tuple[tuple[str, str], ...]] = {
+    "train": (("train", "entry"),),
+    "train+test_other": (("train", "entry"), ("test", "other")),
+    "dev": (("dev", "entry"),),
+    "dev+train_other": (("dev", "entry"), ("train", "other")),
+    "dev+test_other": (("dev", "entry"), ("test", "other")),
+    "dev+train_other+test_other": (("dev", "entry"), ("train", "other"), ("test", "other")),
+    "test": (("test", "entry"),),
+    "test+train_other": (("test", "entry"), ("train", "other")),
+    "test+train_same": (("test", "entry"), ("train", "same")),      # ambiguous by label; the speaker settles it
+    "train+test_twin": (("train", "entry"), ("test", "twin")),      # ambiguous by label and speaker
+}
+# Cycles over the entries that can live in dev (dialogue < 114) or in test (< 280), in inclusion order; shaped
+# after the real list (of such entries about 3/5 are dev or test clips, 1/6 ambiguous, the rest train).
+DEV_CYCLE = ("dev", "test+train_same", "dev+train_other", "test+train_other", "dev+train_other+test_other",
+             "train", "dev+test_other")
+TEST_CYCLE = ("test+train_other", "test+train_same", "test", "train+test_twin", "train", "test+train_other",
+              "train+test_other", "test", "train", "test+train_other")
+
+
+def _dialogues(split: str) -> int:
+    return SPLITS[split][2]
+
+
+def track2_placement(size: float) -> dict[str, str]:
+    """Included track-2 entry name -> PLACEMENTS key. Depends on the entry only (not on the seed or the size)."""
+    included = {r["wav_filename"] for r in track2_included("meld", size)}
+    everything = track2_included("meld", 2.0)  # every entry, for an order that does not depend on the size
+    rank: dict[str, int] = {}
+    for label in sorted({r["label"] for r in everything}):
+        names = inclusion_order([r["wav_filename"] for r in everything if r["label"] == label])
+        rank.update((n, i) for i, n in enumerate(names))
+    ranked = sorted(everything, key=lambda r: (rank[r["wav_filename"]], r["label"]))
+    out: dict[str, str] = {}
+    k_dev = k_test = 0
+    for r in ranked:
         m = TRACK2_NAME.match(Path(r["wav_filename"]).name)
         if not m:
             raise ValueError(f"track-2 MELD entry {r['wav_filename']!r} is not audio/[final_videos_test]dia<D>_utt<U>")
-        split = "test" if m.group(1) else "train"  # final_videos_test* names are test clips
-        rows[split].append((int(m.group(2)), int(m.group(3)), r["speaker"], TRACK2_EMOTION[r["label"]]))
+        d = int(m.group(2))
+        if m.group(1):
+            kind = "test"  # final_videos_test* names are test clips
+        elif d < _dialogues("dev"):
+            kind, k_dev = DEV_CYCLE[k_dev % len(DEV_CYCLE)], k_dev + 1
+        elif d < _dialogues("test"):
+            kind, k_test = TEST_CYCLE[k_test % len(TEST_CYCLE)], k_test + 1
+        else:
+            kind = "train"
+        if r["wav_filename"] in included:
+            out[r["wav_filename"]] = kind
+    return out
+
+
+def _other_emotion(emotion: str, key: str) -> str:
+    """A MELD emotion other than `emotion`, fixed by `key`."""
+    others = [e for e in EMOTIONS if e != emotion]
+    return others[zlib.crc32(key.encode()) % len(others)]
+
+
+def _other_speaker(speaker: str, key: str) -> str:
+    others = [s for s in sorted(GENDER) if s != speaker]
+    return others[zlib.crc32(("spk" + key).encode()) % len(others)]
+
+
+def track2_rows(size: float) -> dict[str, list[tuple[int, int, str, str]]]:
+    """split -> [(dialogue, utterance, speaker, emotion)] of the included track-2 entries and their namesakes."""
+    rows: dict[str, list[tuple[int, int, str, str]]] = {s: [] for s in SPLITS}
+    entries = {r["wav_filename"]: r for r in track2_included("meld", size)}
+    for name, kind in track2_placement(size).items():
+        r = entries[name]
+        m = TRACK2_NAME.match(Path(name).name)
+        d, u = int(m.group(2)), int(m.group(3))
+        emo, spk = TRACK2_EMOTION[r["label"]], r["speaker"]
+        for split, what in PLACEMENTS[kind]:
+            if what == "other":
+                rows[split].append((d, u, _other_speaker(spk, name + split), _other_emotion(emo, name + split)))
+            elif what == "same":
+                rows[split].append((d, u, _other_speaker(spk, name + split), emo))
+            else:  # entry, twin
+                rows[split].append((d, u, spk, emo))
+    for split, items in rows.items():
+        seen = [(d, u) for d, u, _, _ in items]
+        if len(seen) != len(set(seen)):
+            raise ValueError(f"synthetic MELD: two track-2 placements share a {split} dialogue/utterance id")
+    return rows
+
+
+def plan(seed: int, size: float) -> dict[str, list[tuple[int, int, str, str]]]:
+    """split -> [(dialogue, utterance, speaker, emotion)] sorted by dialogue and utterance."""
+    rows = track2_rows(size)
     n_fill = max(8, int(round(FILLERS_AT_SIZE_1 * size)))
     speakers = sorted(GENDER)
     for split, (_, _, n_dia) in SPLITS.items():
@@ -151,3 +240,4 @@ def write(root: Path, seed: int, size: float, workers: int) -> dict[str, int]:
     counts["clips"] = len(jobs)
     counts["final_videos"] = len(finals)
     return counts
+

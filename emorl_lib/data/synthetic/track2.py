@@ -30,13 +30,16 @@ def per_class(size: float) -> int:
     return min(PER_CLASS, max(2, math.ceil(PER_CLASS_AT_SIZE_1 * size)))
 
 
+def inclusion_order(names: list[str]) -> list[str]:
+    """The order in which a class's entries enter a synthetic corpus as its size grows (fixed, seed-free)."""
+    return sorted(names, key=lambda n: (zlib.crc32(n.encode()), n))
+
+
 def track2_included(corpus: str, size: float) -> list[dict]:
     """The track-2 entries (list rows) a synthetic corpus of this size contains, in list order."""
     rows = track2_list(corpus)
     k = per_class(size)
     keep: set[str] = set()
     for label in sorted({r["label"] for r in rows}):
-        names = sorted((r["wav_filename"] for r in rows if r["label"] == label),
-                       key=lambda n: (zlib.crc32(n.encode()), n))
-        keep.update(names[:k])
+        keep.update(inclusion_order([r["wav_filename"] for r in rows if r["label"] == label])[:k])
     return [r for r in rows if r["wav_filename"] in keep]
