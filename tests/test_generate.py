@@ -126,3 +126,42 @@ def test_adapter_on_and_off(backbone, eval_wavs, tmp_path):
     assert type(backbone.model).__name__ == "Qwen2AudioForConditionalGeneration"
     after = G.predict_set(backbone, ts, PromptConfig(), "IR", tmp_path / "after.jsonl", 2, 8, progress=False)
     assert [p["raw"] for p in after] == [p["raw"] for p in base]
+
+
+def test_interrupted_evaluation_says_where_and_keeps_what_it_finished(eval_wavs, tmp_path, monkeypatch):
+    """Ctrl-C during a batch: the finished batches stay in the file, the position names the utterance, the
+    run and the set (the CLI prints it in one line), and the next call generates only the rest."""
+    from emorl_lib.infra import progress
+
+    rows = _rows(eval_wavs)
+    out = tmp_path / "iemocap-f1_sft_IR" / "iemocap-f1.jsonl"
+    calls = []
+
+    def fake(bb, msgs, audios, n, *rest):
+        calls.append(len(msgs))
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return [G.Generated("<answer>sad</answer>", 3) for _ in msgs]
+
+    monkeypatch.setattr(G, "generate_batch", fake)
+    progress.clear()
+    with pytest.raises(KeyboardInterrupt):
+        G.predict_set(object(), _set(rows), PromptConfig(), "IR", out, 2, 8, progress=False)
+    assert progress.interrupted_line("emorl evaluate") == (
+        "emorl evaluate: interrupted at utterance 3 of 5 of iemocap-f1_sft_IR on iemocap-f1; run the same command "
+        "again to resume: finished predictions are kept")
+    assert len(out.read_text().splitlines()) == 2
+    preds = G.predict_set(object(), _set(rows), PromptConfig(), "IR", out, 2, 8, progress=False)
+    assert calls == [2, 2, 2, 1] and [p["label"] for p in preds] == ["sad"] * 5
+
+
+def test_trained_predictions_read_only_the_answer_tag(eval_wavs, tmp_path, monkeypatch):
+    """predict_set's default reads <answer> only; a zero-shot call may fall back, recorded as such."""
+    monkeypatch.setattr(G, "generate_batch", lambda bb, msgs, a, n, *r: [G.Generated("sounds sad", 2) for _ in msgs])
+    rows = _rows(eval_wavs[:2])
+    strict = G.predict_set(object(), _set(rows), PromptConfig(), "IR", tmp_path / "a.jsonl", 2, 8, progress=False)
+    assert [(p["label"], p["reason"]) for p in strict] == [(None, "no_answer_tag")] * 2
+    loose = G.predict_set(object(), _set(rows), PromptConfig(), "IR", tmp_path / "b.jsonl", 2, 8, progress=False,
+                          require_answer_tag=False)
+    assert [(p["label"], p["reason"]) for p in loose] == [("sad", "fallback")] * 2
+    assert G.reparse(loose[0], FOUR_CLASS, require_tag=True)["label"] is None

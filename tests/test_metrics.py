@@ -50,10 +50,46 @@ def test_matches_sklearn_when_everything_parses():
     assert list(s.recall.values()) == pytest.approx(list(recall_score(gold, pred, labels=list(LABELS), average=None)))
 
 
-def test_absent_class_is_left_out_of_the_averages():
+def test_absent_class_is_left_out_of_ua_but_counts_in_macro_f1():
     s = score(["a", "a", "b"], ["a", "c", "b"], LABELS, n_boot=0)
     assert np.isnan(s.recall["c"])
     assert s.ua == pytest.approx((0.5 + 1.0) / 2)
+    # sklearn, declared labels: a 2/3, b 1, c 0 (predicted once, never gold)
+    assert s.f1 == pytest.approx((2 / 3 + 1.0 + 0.0) / 3)
+    assert s.f1 == pytest.approx(f1_score(["a", "a", "b"], ["a", "c", "b"], labels=list(LABELS), average="macro",
+                                          zero_division=0))
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.filterwarnings("ignore:y_pred contains classes not in y_true")
+def test_macro_f1_is_sklearns_for_the_declared_label_set(seed):
+    """Unparseable outputs, classes never predicted, classes absent from the gold labels, small sets: macro-F1
+    equals sklearn's f1_score over the declared labels (an unparseable output is a label outside them)."""
+    rng = np.random.default_rng(seed)
+    labels = ("a", "b", "c", "d", "e")
+    n = int(rng.integers(3, 40))
+    gold = list(rng.choice(labels[:3 + seed % 3], n))  # some declared classes have no gold utterance
+    pred = [g if rng.random() < 0.4 else (None if rng.random() < 0.3 else str(rng.choice(labels))) for g in gold]
+    s = score(gold, pred, labels, n_boot=0)
+    expected = f1_score(gold, [p if p is not None else "unparseable" for p in pred], labels=list(labels),
+                        average="macro", zero_division=0)
+    assert s.f1 == pytest.approx(expected)
+    assert s.ua == pytest.approx(balanced_accuracy_score(gold, [p if p is not None else "unparseable" for p in pred]))
+
+
+def test_bootstrap_f1_replicates_use_the_same_rule():
+    gold = ["a", "a", "b", "b"]
+    pred = ["a", "b", "b", None]
+    s = score(gold, pred, LABELS, n_boot=50, seed=0)
+    # every replicate of a set where class c never occurs still averages over all three declared labels
+    assert np.nanmax(s.boot["f1"]) <= 2 / 3 + 1e-9
+
+
+def test_fallback_reads_are_counted():
+    s = score(["a", "b", "c"], ["a", "b", None], LABELS, n_boot=0, fallback=[True, False, False])
+    assert s.n_fallback == 1 and s.as_row()["fallback"] == 1
+    with pytest.raises(ValueError, match="fallback flags"):
+        score(["a"], ["a"], LABELS, n_boot=0, fallback=[True, True])
 
 
 def test_bootstrap_ci_contains_point_estimate_and_is_reproducible():

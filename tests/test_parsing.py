@@ -4,6 +4,7 @@ from hypothesis import strategies as st
 
 from emorl_lib.data.labels import UNIFIED
 from emorl_lib.method.parsing import (
+    LABELLED,
     REASONS,
     SYNONYMS,
     Parsed,
@@ -56,9 +57,52 @@ def test_missing_closing_tag_reads_to_end():
     assert parse_answer("<think>x</think><answer> Angry") == Parsed("angry", "unclosed_tag")
 
 
-def test_without_required_tag_reads_whole_text():
-    assert parse_answer("I think the speaker sounds sad.", require_tag=False).label == "sad"
+def test_without_required_tag_reads_whole_text_as_a_fallback():
+    assert parse_answer("I think the speaker sounds sad.", require_tag=False) == Parsed("sad", "fallback")
     assert parse_answer("I think the speaker sounds sad.").reason == "no_answer_tag"
+    # with a tag, the tag is read, never the rest
+    assert parse_answer("sad sad sad <answer>happy</answer>", require_tag=False) == Parsed("happy", "ok")
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("<answer>not angry</answer>", Parsed(None, "negated")),
+    ("<answer>never sad</answer>", Parsed(None, "negated")),
+    ("<answer>isn't happy</answer>", Parsed(None, "negated")),
+    ("<answer>The speaker isn’t happy.</answer>", Parsed(None, "negated")),
+    ("<answer>doesn't sound very angry</answer>", Parsed(None, "negated")),
+    ("<answer>not angry, but sad</answer>", Parsed("sad", "ok")),
+    ("<answer>not at all happy; neutral</answer>", Parsed("neutral", "ok")),
+    ("<answer>angry, not sad</answer>", Parsed("angry", "ok")),
+    ("<answer>Not happy. Angry.</answer>", Parsed("angry", "ok")),
+    ("<answer>happy</answer>", Parsed("happy", "ok")),
+])
+def test_a_negated_emotion_is_not_that_emotion(text, expected):
+    assert parse_answer(text) == expected
+
+
+def test_negation_holds_in_fallback_reads_too():
+    assert parse_answer("The voice is not angry at all, it is sad", require_tag=False) == Parsed("sad", "fallback")
+    assert parse_answer("She never sounds happy", require_tag=False) == Parsed(None, "negated")
+
+
+SPELLINGS = [("<answer>", "</answer>"), ("<ANSWER>", "</Answer>"), ("< answer >", "</ answer >"),
+             ("<answer >", "< / answer>"), ("<answer/>", "</answer>"), ("[answer]", "[/answer]"),
+             ("<answers>", "</answers>"), ("<answer", "</answer>")]
+
+
+@pytest.mark.parametrize("open_tag,close_tag", SPELLINGS)
+def test_parser_and_format_check_accept_the_same_tag_spellings(open_tag, close_tag):
+    text = f"{open_tag}happy{close_tag}"
+    parsed_ok = parse_answer(text).reason == "ok"
+    assert parsed_ok == structure_ok(text, "IR"), text
+    esr = (f"<think><content>a</content><acoustics>b</acoustics><summary>c</summary></think>"
+           f"{open_tag}happy{close_tag}")
+    assert (parse_answer(esr).reason == "ok") == structure_ok(esr, "ESR"), esr
+
+
+def test_tag_spellings_accepted_are_the_documented_ones():
+    accepted = [o for o, c in SPELLINGS if structure_ok(f"{o}happy{c}", "IR")]
+    assert accepted == ["<answer>", "<ANSWER>", "< answer >", "<answer >"]
 
 
 def test_conversational_completions_and_non_text():
@@ -117,7 +161,7 @@ TEXTS = st.one_of(st.text(), st.lists(TAGGY, max_size=60).map("".join))
 def test_parser_and_structure_never_crash(text, cond, ws):
     p = parse_answer(text)
     assert p.reason in REASONS
-    assert (p.label is None) == (p.reason not in ("ok", "unclosed_tag"))
+    assert (p.label is None) == (p.reason not in LABELLED)
     assert p.label is None or p.label in UNIFIED
     assert structure_ok(text, cond, allow_whitespace=ws) in (True, False)
 

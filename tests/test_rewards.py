@@ -190,3 +190,26 @@ def test_wrong_answer_table_and_sweep():
     assert set(sw.columns) >= {"reward", "accuracy", "G", "tie_share"} and len(sw) == 4
     six = sw[sw.G == 6].set_index("reward").tie_share
     assert six["eswr"] < six["binary"]
+
+
+def test_an_unclosed_answer_earns_no_accuracy_credit():
+    """A completion cut off inside <answer> (the length limit) is wrong, whatever its last words read; the parser
+    still says why (unclosed_tag) for the logs."""
+    cut = "<think>bright, fast</think><answer>happy"
+    for f in (AccuracyReward(), ESWRReward(plutchik_prior(), alpha=0.5, gamma=0.7)):
+        assert f([cut, ans("happy")], label=["happy", "happy"]) == [0.0, 1.0]
+    assert FormatReward("EUR")([cut]) == [0.0]
+
+
+def test_a_negated_answer_earns_no_credit():
+    f = AccuracyReward()
+    assert f([ans("not angry"), ans("never sad"), ans("isn't happy"), ans("not angry, but sad")],
+             label=["angry", "sad", "happy", "sad"]) == [0.0, 0.0, 0.0, 1.0]
+    eswr = ESWRReward(plutchik_prior(), alpha=0.5, gamma=0.7)
+    assert eswr([ans("not surprise")], label=["surprise"]) == [0.0]
+    assert eswr([ans("not surprise")], label=["fear"]) == [0.0]  # no partial credit for a negated neighbour
+
+
+def test_tagless_credit_only_when_the_tag_is_not_required():
+    assert AccuracyReward(require_tag=True)(["sad"], label=["sad"]) == [0.0]
+    assert AccuracyReward(require_tag=False)(["sad"], label=["sad"]) == [1.0]

@@ -150,3 +150,60 @@ def test_figures_from_logs_and_scores(settings, tmp_path):
         paths = F.save(fig, tmp_path, name)
         assert all(p.stat().st_size > 0 for p in paths)
     assert F.sft_curves(F.sft_logs(book)) is None  # no SFT logs: nothing to draw, no crash
+
+
+def test_trained_rows_read_only_the_answer_and_zero_shot_fallbacks_are_counted(settings):
+    """Predictions written by an older parser (a trained adapter's tagless output read whole) are read again:
+    a trained run scores only its <answer>; a zero-shot run may fall back to the whole text, counted per table."""
+    from emorl_lib.evaluation.matrix import collect, load_test_set
+    from emorl_lib.evaluation.tables import build_tables
+
+    def write(run, raw_of):
+        ts = load_test_set("meld-test", run, settings)
+        rows = []
+        for i, r in enumerate(ts.rows):
+            raw = raw_of(i, ts.gold(r))
+            rows.append({"utt_id": r.utt_id, "gold": ts.gold(r), "raw": raw, "label": ts.gold(r), "reason": "ok",
+                         "n_tokens": 3, "seconds": 0.01, "batch_size": 2, "condition": run.condition})
+        write_jsonl(run.predictions(settings.paths, "meld-test"), rows)
+        return len(rows)
+
+    # every output names the right label; half of them without a tag
+    n = write(Run("meld", "zeroshot", "IR"), lambda i, g: f"<answer>{g}</answer>" if i % 2 else f"it sounds {g}")
+    write(Run("meld", "sft", "IR"), lambda i, g: f"<answer>{g}</answer>" if i % 2 else f"it sounds {g}")
+    book = collect(settings)
+    zs = book.get(Run("meld", "zeroshot", "IR"), "meld-test").scores
+    sft = book.get(Run("meld", "sft", "IR"), "meld-test").scores
+    assert zs.wa == pytest.approx(1.0) and zs.n_fallback == n // 2
+    assert sft.wa == pytest.approx((n - n // 2) / n) and sft.n_fallback == 0 and sft.unparseable > 0
+    tables, _ = build_tables(book)
+    main = tables[0]
+    assert list(main.numbers.meld_fallback[:2]) == [n // 2, 0]
+    assert list(main.display["MELD fallback"][:2]) == [f"{n // 2}/{n}", f"0/{n}"]
+    assert any("fallback" in note for note in main.notes)
+    # zero-shot fallback can be switched off: then those outputs are unparseable too
+    from emorl_lib.evaluation.matrix import EvalSetup
+
+    strict = collect(EvalSetup.of(settings.profile.with_overrides({"eval": {"require_answer_tag": True}})))
+    assert strict.get(Run("meld", "zeroshot", "IR"), "meld-test").scores.n_fallback == 0
+
+
+@pytest.mark.parametrize("folds,says,never", [
+    ([1], "IEMOCAP = fold 1 only", "mean of"),
+    ([1, 2], "IEMOCAP = mean of folds 1, 2", "fold 1 only"),
+    ([1, 2, 3, 4, 5], "IEMOCAP = mean of the 5 leave-one-session-out folds", "only"),
+])
+def test_main_table_says_which_iemocap_folds_its_numbers_are(settings, folds, says, never):
+    from emorl_lib.evaluation.matrix import EvalSetup, collect
+    from emorl_lib.evaluation.tables import build_tables, render_report
+
+    s = EvalSetup.of(settings.profile.with_overrides({"experiments": {"iemocap_folds": folds}}))
+    _predict(s, Run("iemocap", "zeroshot", "IR", None, 1), "iemocap-f1")
+    book = collect(s)
+    tables, mats = build_tables(book)
+    main = tables[0]
+    assert says in main.caption and never not in main.caption.split(";", 1)[1]
+    report = render_report(book, tables, mats)
+    assert says in report
+    if len(folds) > 1:  # only fold 1 scored: the note says so
+        assert any("fold 1 only (1/" in n for n in main.notes)

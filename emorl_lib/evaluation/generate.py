@@ -20,6 +20,7 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from ..data.audio import SAMPLE_RATE, AudioError, load_16k
+from ..infra import progress as where
 from ..infra.io import append_jsonl, read_jsonl, repair_jsonl_tail
 from ..method.parsing import parse_answer
 from ..method.prompts import PromptConfig, build_messages, canonical_condition
@@ -95,6 +96,15 @@ def generate_batch(backbone, messages: Sequence[list[dict]], audios: Sequence[np
     return results
 
 
+def reparse(pred: dict, candidates: Sequence[str], require_tag: bool) -> dict:
+    """The prediction with its label and reason read again from its raw output by the current parser (a parser
+    change re-scores old predictions without generating again); audio errors stay as they are."""
+    if str(pred.get("reason", "")).startswith(AUDIO_ERROR):
+        return pred
+    parsed = parse_answer(pred.get("raw", ""), candidates, require_tag=require_tag)
+    return {**pred, "label": parsed.label, "reason": parsed.reason}
+
+
 def read_predictions(path: Path) -> list[dict]:
     """Finished predictions; a torn last line (a killed run) is skipped, a torn line elsewhere is an error."""
     path = Path(path)
@@ -102,9 +112,12 @@ def read_predictions(path: Path) -> list[dict]:
 
 
 def predict_set(backbone, test_set: TestSet, prompt_cfg: PromptConfig, condition: str, out_path: Path,
-                batch_size: int = 8, max_new_tokens: int = 256, require_answer_tag: bool = False,
+                batch_size: int = 8, max_new_tokens: int = 256, require_answer_tag: bool = True,
                 progress: bool = True, feature_cache=None, use_cache: bool = True) -> list[dict]:
-    """Predictions for every utterance of `test_set` (in its order), generating only the ones `out_path` lacks."""
+    """Predictions for every utterance of `test_set` (in its order), generating only the ones `out_path` lacks.
+
+    `require_answer_tag`: read the label from <answer> only (trained models); False lets a tagless output be read
+    whole (zero-shot), each such read recorded with the reason "fallback"."""
     from tqdm.auto import tqdm
 
     cond = canonical_condition(condition)
@@ -125,6 +138,9 @@ def predict_set(backbone, test_set: TestSet, prompt_cfg: PromptConfig, condition
                f"{test_set.name}", unit="utt", disable=not progress, leave=False)
     for start in range(0, len(todo), batch_size):
         chunk = todo[start:start + batch_size]
+        where.at(f"at utterance {len(test_set.rows) - len(todo) + start + 1} of {len(test_set.rows)} of "
+                    f"{out_path.parent.name} on {test_set.name}",
+                    "run the same command again to resume: finished predictions are kept")
         ok_rows, audios, preds = [], [], []
         for r in chunk:
             try:

@@ -23,7 +23,7 @@ from ..infra.paths import Paths
 from ..method.prompts import CONDITIONS, PromptConfig
 from ..training.backbones import Backbone, BackboneConfig, load_backbone
 from ..training.experiments import ExperimentsConfig, Run, all_runs
-from .generate import predict_set, read_predictions
+from .generate import predict_set, read_predictions, reparse
 from .metrics import FoldMean, Scores, fold_mean, score
 from .testsets import (
     TestSet,
@@ -53,8 +53,9 @@ class EvalConfig:
     ci: float = 0.95
     seed: int = 0                  # bootstrap and the max_utterances subsample
     max_utterances: int | None = None  # per test set, for smoke runs (null: all); every table says when it is set
-    # Read the label from <answer> only (true), or from the whole text when there is no tag (false): untrained
-    # models often ignore the format; either way an output without exactly one known candidate label is wrong.
+    # Zero-shot rows: read the label from <answer> only (true), or from the whole text when there is no tag (false:
+    # untrained models often ignore the format; each such read is counted as a fallback). Trained adapters are
+    # always read from <answer> only. Either way an output without exactly one known candidate label is wrong.
     require_answer_tag: bool = False
     meld_split: str = "test"       # MELD's held-out split scored in-corpus (test, or dev while developing)
     crosscorpus_all_folds: bool = False  # IEMOCAP: cross-corpus for every fold's model (true) or the first only
@@ -101,6 +102,11 @@ class EvalSetup:
     @property
     def synthetic(self) -> bool:
         return self.profile.section("data").synthetic
+
+
+def answer_tag_required(run: Run, s: "EvalSetup") -> bool:
+    """A trained adapter is read from its <answer> only; a zero-shot model may fall back to its whole text."""
+    return run.stage != "zeroshot" or s.eval.require_answer_tag
 
 
 def adapter_ready(run: Run, paths: Paths) -> bool:
@@ -176,7 +182,7 @@ def run_matrix(settings: EvalSetup, stages: list[str] | None = None, runs: list[
                     ts = load_test_set(name, r, s)
                     preds = predict_set(model, ts, s.prompt, r.condition, r.predictions(s.paths, name),
                                         s.eval.batch_size, s.eval.max_new_tokens[r.condition],
-                                        s.eval.require_answer_tag, progress)
+                                        answer_tag_required(r, s), progress)
                 except (FileNotFoundError, ValueError) as e:
                     rep.skipped.append((r.name, name, str(e)))
                     continue
@@ -225,8 +231,13 @@ class ScoreBook:
                 per[f] = e.scores
         if not per:
             return None, "missing"
-        note = "" if len(per) == len(s.exp.iemocap_folds) else \
-            f"mean of {len(per)}/{len(s.exp.iemocap_folds)} folds ({', '.join(map(str, sorted(per)))})"
+        n = len(s.exp.iemocap_folds)
+        if len(per) == n:
+            note = ""
+        elif len(per) == 1:
+            note = f"fold {next(iter(per))} only ({1}/{n} folds scored)"
+        else:
+            note = f"mean of {len(per)}/{n} folds ({', '.join(map(str, sorted(per)))})"
         return fold_mean(per, s.eval.ci), note
 
     def cross(self, train: str, test: str, stage: str, condition: str, reward: str | None = None
@@ -268,8 +279,10 @@ def collect(settings: EvalSetup, progress: bool = False) -> ScoreBook:
             status = "missing" if not have else f"incomplete ({len(have)}/{len(ts.rows)})"
             entries[(run.name, name)] = Entry(run, name, len(ts.rows), ts.n_total, None, status)
             continue
+        # Read every raw output again with today's parser and this run's rule (trained: <answer> only).
+        have = [reparse(p, ts.candidates, answer_tag_required(run, s)) for p in have]
         sc = score([ts.gold(r) for r in ts.rows], [p["label"] for p in have], ts.candidates,
-                   s.eval.bootstrap, s.eval.seed, s.eval.ci)
+                   s.eval.bootstrap, s.eval.seed, s.eval.ci, fallback=[p["reason"] == "fallback" for p in have])
         timed = [p for p in have if p.get("batch_size", 0) > 0]
         entries[(run.name, name)] = Entry(
             run, name, len(ts.rows), ts.n_total, sc, "ok",

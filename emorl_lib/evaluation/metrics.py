@@ -2,8 +2,10 @@
 matrix with an `unparseable` column, the unparseable rate, and percentile-bootstrap CIs over utterances.
 
 An output with no parseable candidate label counts as wrong (it lowers WA, the recall of its gold class and UA);
-it never counts as a prediction of any class, so it does not lower another class's precision. UA and macro-F1
-average over the candidate classes that occur in the gold labels (sklearn's balanced accuracy does the same).
+it never counts as a prediction of any class, so it does not lower another class's precision. UA averages recall
+over the candidate classes that occur in the gold labels (as sklearn's `balanced_accuracy_score`); macro-F1 is
+sklearn's `f1_score(gold, pred, labels=<the declared candidates>, average="macro", zero_division=0)`: every declared
+class counts, one with no gold utterance and no prediction scores 0.
 """
 
 from __future__ import annotations
@@ -43,14 +45,13 @@ def _from_confusions(cm: np.ndarray) -> dict[str, np.ndarray]:
     present = support > 0
     with np.errstate(invalid="ignore", divide="ignore"):
         recall = np.where(present, tp / np.where(present, support, 1), np.nan)
-        precision = np.where(predicted > 0, tp / np.where(predicted > 0, predicted, 1), 0.0)
-        f1 = np.where(precision + np.nan_to_num(recall) > 0,
-                      2 * precision * np.nan_to_num(recall) / (precision + np.nan_to_num(recall)), 0.0)
-        f1 = np.where(present, f1, np.nan)
+        # F1 = 2TP / (2TP + FP + FN) = 2TP / (predicted + support); 0 where both are 0 (sklearn, zero_division=0)
+        denom = predicted + support
+        f1 = np.where(denom > 0, 2 * tp / np.where(denom > 0, denom, 1), 0.0)
         return {
             "wa": tp.sum(-1) / n,
             "ua": np.nanmean(recall, axis=-1),
-            "f1": np.nanmean(f1, axis=-1),
+            "f1": f1.mean(-1),
             "unparseable": cm[..., k].sum(-1) / n,
             "recall": recall,
         }
@@ -68,12 +69,13 @@ class Scores:
     confusion: np.ndarray              # k x (k+1), last column unparseable
     ci: dict[str, tuple[float, float]] = field(default_factory=dict)  # metric -> (low, high)
     boot: dict[str, np.ndarray] = field(default_factory=dict, repr=False)  # bootstrap replicates (fold means)
+    n_fallback: int = 0                # labels read from text without an <answer> tag (zero-shot only)
 
     def value(self, metric: str) -> float:
         return float(getattr(self, metric))
 
     def as_row(self) -> dict:
-        row = {"n": self.n, **{m: self.value(m) for m in (*METRICS, "unparseable")}}
+        row = {"n": self.n, **{m: self.value(m) for m in (*METRICS, "unparseable")}, "fallback": self.n_fallback}
         for m, (lo, hi) in self.ci.items():
             row[f"{m}_lo"], row[f"{m}_hi"] = lo, hi
         row.update({f"recall_{l}": r for l, r in self.recall.items()})
@@ -89,11 +91,14 @@ def percentile_ci(reps: np.ndarray, level: float) -> tuple[float, float]:
 
 
 def score(gold: Sequence[str], pred: Sequence[str | None], labels: Sequence[str], n_boot: int = 1000,
-          seed: int = 0, level: float = 0.95) -> Scores:
-    """All metrics of one prediction set, with bootstrap CIs (resampling utterances) when n_boot > 0."""
+          seed: int = 0, level: float = 0.95, fallback: Sequence[bool] | None = None) -> Scores:
+    """All metrics of one prediction set, with bootstrap CIs (resampling utterances) when n_boot > 0.
+    `fallback[i]`: prediction i was read from text without an <answer> tag (counted, not scored differently)."""
     labels = tuple(labels)
     if len(gold) != len(pred):
         raise ValueError(f"score: {len(gold)} gold labels but {len(pred)} predictions")
+    if fallback is not None and len(fallback) != len(pred):
+        raise ValueError(f"score: {len(fallback)} fallback flags for {len(pred)} predictions")
     if len(gold) == 0:
         raise ValueError("score: no predictions to score")
     g, p = encode(gold, pred, labels)
@@ -101,7 +106,8 @@ def score(gold: Sequence[str], pred: Sequence[str | None], labels: Sequence[str]
     cm = confusion(g, p, k)
     m = _from_confusions(cm)
     s = Scores(labels, len(g), float(m["wa"]), float(m["ua"]), float(m["f1"]), float(m["unparseable"]),
-               {l: float(r) for l, r in zip(labels, m["recall"])}, cm)
+               {l: float(r) for l, r in zip(labels, m["recall"])}, cm,
+               n_fallback=int(sum(bool(x) for x in fallback)) if fallback is not None else 0)
     if n_boot > 0:
         rng = np.random.default_rng(seed)
         idx = rng.integers(0, len(g), size=(n_boot, len(g)))
@@ -124,6 +130,7 @@ class FoldMean:
     values: dict[str, float]
     ci: dict[str, tuple[float, float]]
     per_fold: dict[int, Scores]
+    n_fallback: int = 0
 
     def value(self, metric: str) -> float:
         return self.values[metric]
@@ -140,4 +147,5 @@ def fold_mean(per_fold: dict[int, Scores], level: float = 0.95) -> FoldMean:
             reps = [per_fold[f].boot[m] for f in folds]
             b = min(len(r) for r in reps)
             ci[m] = percentile_ci(np.mean([r[:b] for r in reps], axis=0), level)
-    return FoldMean(folds, sum(per_fold[f].n for f in folds), vals, ci, per_fold)
+    return FoldMean(folds, sum(per_fold[f].n for f in folds), vals, ci, per_fold,
+                    sum(per_fold[f].n_fallback for f in folds))

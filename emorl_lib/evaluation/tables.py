@@ -54,7 +54,7 @@ def with_mean(m: pd.DataFrame) -> pd.DataFrame:
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Published reference numbers, the one place the report takes them from (sources: docs/protocols.md). In percent.
+# Published reference numbers, the one place the report takes them from (sources: the papers named). In percent.
 # EmoBox: Ma et al., INTERSPEECH 2024 (arXiv 2406.07162), linear probes on frozen SSL features. Qwen2-Audio
 # zero-shot: third-party measurements whose protocols differ from EmoBox's (stated beside them).
 # ----------------------------------------------------------------------------------------------------------------
@@ -138,9 +138,20 @@ def fmt(v: float, lo: float | None = None, hi: float | None = None) -> str:
     return s
 
 
+def iemocap_scope(book: ScoreBook) -> str:
+    """What an IEMOCAP number is under this profile: one fold's score, or the mean of the configured folds."""
+    folds = list(book.settings.exp.iemocap_folds)
+    if len(folds) == 1:
+        return f"IEMOCAP = fold {folds[0]} only (Session {folds[0]} held out), not the 5-fold mean"
+    if sorted(folds) == [1, 2, 3, 4, 5]:
+        return "IEMOCAP = mean of the 5 leave-one-session-out folds"
+    return f"IEMOCAP = mean of folds {', '.join(map(str, folds))} (of the 5 leave-one-session-out folds)"
+
+
 def results_table(book: ScoreBook, rows: list[Recipe], name: str, caption: str,
                   corpora: tuple[str, ...] = IN_CORPUS) -> Table:
-    """Rows = recipes, columns = corpus x (UA, WA, F1), in-corpus, with CIs; IEMOCAP is the mean over folds."""
+    """Rows = recipes, columns = corpus x (UA, WA, F1) with CIs, and how many labels were read without an
+    <answer> tag (zero-shot fallback); in-corpus; IEMOCAP as `iemocap_scope` says."""
     num, disp, notes = [], [], []
     for rec in rows:
         nrow: dict = {"row": rec.label, "stage": rec.stage, "reward": rec.reward or "", "condition": rec.condition}
@@ -155,6 +166,9 @@ def results_table(book: ScoreBook, rows: list[Recipe], name: str, caption: str,
                 lo, hi = (100 * x for x in res.ci[m]) if res and m in res.ci else (np.nan, np.nan)
                 nrow[f"{c}_{m}"], nrow[f"{c}_{m}_lo"], nrow[f"{c}_{m}_hi"] = v, lo, hi
                 drow[f"{NAMES[c]} {METRIC_NAMES[m]}"] = fmt(v, lo, hi)
+            nrow[f"{c}_n"] = res.n if res else 0
+            nrow[f"{c}_fallback"] = res.n_fallback if res else 0
+            drow[f"{NAMES[c]} fallback"] = f"{res.n_fallback}/{res.n}" if res else MISSING
         num.append(nrow)
         disp.append(drow)
     return Table(name, caption, pd.DataFrame(num), pd.DataFrame(disp), _dedupe(notes))
@@ -189,7 +203,7 @@ def crosscorpus_tables(book: ScoreBook, rows: list[Recipe]) -> tuple[Table, dict
         notes.append(f"IEMOCAP-trained row: the fold-{s.exp.iemocap_folds[0]} model (trained on the other "
                      "sessions); eval.crosscorpus_all_folds averages every fold's model")
     notes.append(f"accuracy on the balanced 4-class EmoBox track-2 sets (WA = UA there; chance {CHANCE_XC:.0f} %); "
-                 "a model is never scored on its own corpus's set (MELD's set comes from MELD train)")
+                 "a model is never scored on its own corpus's set (MELD's set holds train, dev and test clips)")
     t = Table("crosscorpus", "Cross-corpus accuracy (%), rows = training corpus, columns = test set", df, disp,
               _dedupe(notes))
     return t, mats
@@ -243,8 +257,7 @@ def build_tables(book: ScoreBook) -> tuple[list[Table], dict[str, pd.DataFrame]]
     s = book.settings
     smoke = smoke_notes(book)
     main = results_table(book, main_rows(s.eval.main_condition), "main_results",
-                         "Main results (%): UA / WA / macro-F1 [95 % bootstrap CI]; IEMOCAP = mean of the "
-                         "leave-one-session-out folds")
+                         f"Main results (%): UA / WA / macro-F1 [95 % bootstrap CI]; {iemocap_scope(book)}")
     eswr = results_table(book, eswr_rows(s.exp.grpo_runs), "ablation_eswr",
                          "Ablation: GRPO with binary accuracy reward vs ESWR (%)")
     reas = results_table(book, reasoning_rows(), "ablation_reasoning",
@@ -254,6 +267,9 @@ def build_tables(book: ScoreBook) -> tuple[list[Table], dict[str, pd.DataFrame]]
     tables = [main, eswr, reas, xc, cost]
     for t in tables:
         t.notes = smoke + t.notes
+    for t in (main, eswr, reas):
+        t.notes.append("fallback: labels read from an output with no <answer> tag (allowed for zero-shot rows only, "
+                       "eval.require_answer_tag: false; trained adapters are read from <answer> only)")
     for t in (main, eswr, reas, xc):
         if t.display.isin([MISSING]).any().any():
             t.notes.append(f"{MISSING}: run not trained or not evaluated yet (see eval_status.csv)")
@@ -371,7 +387,7 @@ def render_report(book: ScoreBook, tables: list[Table], mats: dict[str, pd.DataF
         L += [f"> **Smoke subset:** at most {s.eval.max_utterances} utterances per test set (eval.max_utterances), "
               "so the numbers are not the full protocol.", ""]
     L += ["Produced by: " + ", ".join(f"{k} = {v}" for k, v in env.items() if k not in ("eval",)), "",
-          "All numbers are percentages. Ours: UA / WA / macro-F1; IEMOCAP = mean of the leave-one-session-out folds.",
+          f"All numbers are percentages. Ours: UA / WA / macro-F1; {iemocap_scope(book)}.",
           ""]
     for t in tables:
         L += [f"## {t.caption}", "", to_markdown(t.display), ""] + [f"- {n}" for n in t.notes] + [""]
@@ -384,7 +400,8 @@ def render_report(book: ScoreBook, tables: list[Table], mats: dict[str, pd.DataF
                   to_markdown(with_mean(ref).rename(index=NAMES, columns=NAMES), index=True), ""]
 
     L += ["## Our numbers beside the published reference numbers", "",
-          "Every reference number in shared/reference/protocols.md, with ours for the same corpus and metric. "
+          "Every published reference number the kit carries (evaluation/tables.py), with ours for the same corpus "
+          "and metric. "
           "EmoBox numbers are linear probes on frozen SSL features with EmoBox's splits; ours follow the same "
           "splits (IEMOCAP 5-fold, MELD official test).", "",
           "| corpus | system | UA | WA | F1 |", "|---|---|---|---|---|"]

@@ -7,6 +7,7 @@ from it. The paper's exact wording is not verified, so every sentence the model 
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -22,6 +23,14 @@ LAYOUTS: dict[str, Layout] = {
     "ESR": (("think", (("content", None), ("acoustics", None), ("summary", None))), ("answer", None)),
 }
 TAGS: tuple[str, ...] = ("think", "content", "acoustics", "summary", "answer")
+# How a tag may be spelled wherever the kit reads one (answer parser, format check, SFT target check): any case,
+# spaces inside the brackets. The kit itself always writes `<tag>` and `</tag>`.
+TAG_SPELLING = r"<\s*(/?)\s*({names})\s*>"
+
+
+def tag_pattern(names: Sequence[str]) -> re.Pattern:
+    """A regex matching opening and closing tags of `names` (group 1: '/' or '', group 2: the name)."""
+    return re.compile(TAG_SPELLING.format(names="|".join(map(re.escape, names))), re.IGNORECASE)
 
 
 def canonical_condition(condition: str) -> str:
@@ -154,6 +163,6 @@ def format_target(condition: str, answer: str, rationale: Rationale | None = Non
     if empty:
         raise ValueError(f"format_target: condition {cond} needs non-empty {empty}")
     for k, v in fill.items():
-        if any(f"<{t}>" in v or f"</{t}>" in v for t in TAGS):
+        if tag_pattern(TAGS).search(v):
             raise ValueError(f"format_target: the {k} text contains a structural tag: {v[:80]!r}")
     return render_layout(cond, fill)

@@ -76,6 +76,14 @@ def _candidates(value: Any) -> Sequence[str] | None:
     return None
 
 
+def credited_label(completion: Any, candidates: Sequence[str] | None, require_tag: bool) -> str | None:
+    """The label a completion earns accuracy credit for: read from a closed <answer> (or, when the tag is not
+    required, from tagless text). An unclosed <answer> earns nothing: a completion cut off by the length limit is
+    wrong, however its last words read."""
+    p = parse_answer(completion, candidates, require_tag)
+    return p.label if p.reason in ("ok", "fallback") else None
+
+
 def training_progress(trainer_state: Any) -> float:
     """global_step / max_steps in [0, 1]; 0 when unknown (no state, or max_steps not set)."""
     step = getattr(trainer_state, "global_step", None)
@@ -121,7 +129,7 @@ class _Reward:
 
 
 class AccuracyReward(_Reward):
-    """1 if the parsed label equals the gold `label`, else 0. Range [0, 1]."""
+    """1 if the credited label (`credited_label`) equals the gold `label`, else 0. Range [0, 1]."""
 
     def __init__(self, require_tag: bool = True, name: str = "accuracy_reward"):
         self.require_tag = require_tag
@@ -133,8 +141,8 @@ class AccuracyReward(_Reward):
         cands = _column(kwargs, "candidates", n, required=False)
         out = []
         for c, g, cs in zip(completions, gold, cands):
-            p = parse_answer(c, _candidates(cs), self.require_tag)
-            out.append(1.0 if p.label is not None and p.label == g else 0.0)
+            label = credited_label(c, _candidates(cs), self.require_tag)
+            out.append(1.0 if label is not None and label == g else 0.0)
         return out
 
 
@@ -162,8 +170,8 @@ class ESWRReward(_Reward):
             log_metric(f"{self.__name__}/alpha", alpha)
         out = []
         for c, g, cs in zip(completions, gold, cands):
-            p = parse_answer(c, _candidates(cs), self.require_tag)
-            out.append(eswr_value(p.label, g if isinstance(g, str) else None, self.prior, alpha, self.gamma))
+            label = credited_label(c, _candidates(cs), self.require_tag)
+            out.append(eswr_value(label, g if isinstance(g, str) else None, self.prior, alpha, self.gamma))
         return out
 
 
