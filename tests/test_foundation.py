@@ -143,6 +143,26 @@ def test_runner_failure_names_notebook_cell_and_executed_copy(toy_kit, capsys):
     assert not (root / "runs" / "default" / "stamps" / "03_broken.json").exists()
 
 
+def test_runner_ctrl_c_prints_one_line_and_the_same_command_resumes(toy_kit, capsys, monkeypatch):
+    """Ctrl-C reaches the kernel (the cell raises KeyboardInterrupt) or the runner itself: either way one line
+    saying where it stopped and how to resume, exit status 130, no traceback; rerunning skips finished notebooks."""
+    from emorl_lib.infra import runner
+
+    root, log = toy_kit
+    _notebook(root / "notebooks" / "03_long.ipynb", "raise KeyboardInterrupt")
+    assert runner.main([]) == 130
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert err.strip().splitlines()[-1] == (
+        "[runner] run_all: interrupted during 03_long.ipynb (profile 'default'); run the same command again to "
+        "resume: finished notebooks are skipped, training resumes from its last checkpoint and evaluation keeps its "
+        "predictions")
+    monkeypatch.setattr(runner, "_execute", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt()))
+    assert runner.main([]) == 130  # 01 and 02 are current: skipped; the runner itself interrupted in 03
+    assert "interrupted during 03_long.ipynb" in capsys.readouterr().err
+    assert log.read_text().count("01_first") == 1
+
+
 def test_runner_rejects_unknown_notebook(toy_kit):
     from emorl_lib.infra import runner
 

@@ -179,9 +179,15 @@ def test_interrupted_run_resumes_to_the_same_weights(train_profile, stage, monke
     b_paths = b_prof.paths.ensure()
     b_paths.manifests.mkdir(parents=True, exist_ok=True)
     (b_paths.manifests / "iemocap.jsonl").write_text((paths.manifests / "iemocap.jsonl").read_text())
-    assert runner(b_prof, a, force=True, stop_after_steps=2) is None  # interrupted: no final adapter
+    assert runner(b_prof, a, force=True, stop_after_steps=3) is None  # interrupted: no final adapter
     assert not a.adapter_dir(b_paths).exists()
-    assert (a.checkpoint_dir(b_paths) / "checkpoint-2").exists()
+    ckpt = a.checkpoint_dir(b_paths)
+    assert (ckpt / "checkpoint-2").exists() and (ckpt / "checkpoint-3").exists()
+    # a kill while checkpoint-3 was being written: the folder is there, its trainer state is not
+    (ckpt / "checkpoint-3" / "trainer_state.json").unlink()
+    from emorl_lib.training.runs import last_checkpoint
+
+    assert last_checkpoint(ckpt) == str(ckpt / "checkpoint-2")  # never resumed from a half-written checkpoint
     final_b = runner(b_prof, a)
     ta, tb = _adapter_tensors(final_a), _adapter_tensors(final_b)
     assert ta.keys() == tb.keys() and ta
@@ -197,6 +203,12 @@ def test_interrupted_run_resumes_to_the_same_weights(train_profile, stage, monke
     assert steps == sorted(steps) and len(set(steps)) == len(steps) and max(steps) == 4
     meta = json.loads((final_b / "emorl_run.json").read_text())
     assert meta["name"] == a.name and meta["steps"] == 4
+    if stage == "grpo":
+        # sampled completions: step 2 was logged in both attempts (sampled for step 3); the file keeps it once
+        from emorl_lib.infra.io import read_jsonl
+
+        logged = [r["step"] for r in read_jsonl(b_paths.logs / f"{a.name}.completions.jsonl")]
+        assert logged == [0, 1, 2, 3]
 
 
 def test_a_finished_run_is_skipped_until_its_settings_change(train_profile, capsys):
@@ -220,3 +232,41 @@ def test_a_finished_run_is_skipped_until_its_settings_change(train_profile, caps
     assert "settings changed" in capsys.readouterr().out
     second = json.loads((final / "emorl_run.json").read_text())["settings_hash"]
     assert second != first
+
+
+def test_ctrl_c_during_training_prints_one_line_and_the_same_command_resumes(train_profile, tmp_path, capsys,
+                                                                              monkeypatch):
+    import yaml
+    from transformers import TrainerCallback
+
+    from emorl_lib.cli import main as cli_main
+    from emorl_lib.training import sft
+
+    sections = {**train_profile.sections,
+                "paths": {**train_profile.sections["paths"], "runs": str(tmp_path / "runs")},
+                "experiments": {**train_profile.sections["experiments"], "sft_conditions": ["IR"]}}
+    prof_file = tmp_path / "ctrlc.yaml"
+    prof_file.write_text(yaml.safe_dump(sections))
+    manifests = tmp_path / "runs" / "ctrlc" / "manifests"
+    manifests.mkdir(parents=True)
+    (manifests / "iemocap.jsonl").write_text((train_profile.paths.manifests / "iemocap.jsonl").read_text())
+
+    class CtrlC(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step == 3:
+                raise KeyboardInterrupt
+
+    real = sft.run_callbacks
+    monkeypatch.setattr(sft, "run_callbacks", lambda *a, **k: real(*a, **k) + [CtrlC()])
+    capsys.readouterr()
+    assert cli_main(["sft", "--profile", str(prof_file)]) == 130
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert err.strip().splitlines()[-1] == (
+        "emorl sft: interrupted at step 3 of 4 of iemocap-f1_sft_IR (last checkpoint: step 2); "
+        "run the same command again to resume from the last checkpoint")
+    monkeypatch.setattr(sft, "run_callbacks", real)
+    assert cli_main(["sft", "--profile", str(prof_file)]) == 0
+    final = tmp_path / "runs" / "ctrlc" / "checkpoints" / "iemocap-f1_sft_IR" / "final"
+    assert json.loads((final / "emorl_run.json").read_text())["steps"] == 4
+    assert "resuming from" in capsys.readouterr().out

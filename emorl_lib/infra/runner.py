@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import progress
 from .config import ConfigError, load_profile
 from .io import atomic_write_text
 from .log import get_logger
@@ -117,6 +118,9 @@ def run(profile: str = "default", only: list[str] | None = None, force: bool = F
             log.info(f"{stage.notebook.name}: current, skipped (--force reruns it)")
             continue
         log.info(f"{stage.notebook.name}: running ...")
+        progress.at(f"during {stage.notebook.name} (profile '{prof.name}')",
+                    "run the same command again to resume: finished notebooks are skipped, training resumes from its "
+                    "last checkpoint and evaluation keeps its predictions")
         t0 = time.time()
         stamp.unlink(missing_ok=True)
         rc = _execute(stage, out_nb, profile_arg, kernel)
@@ -138,6 +142,8 @@ def _execute(stage: Stage, out_nb: Path, profile_arg: str, kernel: str) -> int:
             kernel_name=kernel, cwd=str(stage.notebook.parent), progress_bar=True, log_output=False,
         )
     except PapermillExecutionError as e:
+        if e.ename == "KeyboardInterrupt":  # Ctrl-C reached the kernel first
+            raise KeyboardInterrupt from None
         log.error(
             f"run_all: notebook {stage.notebook.name} FAILED in cell {e.cell_index} (execution count {e.exec_count}):"
             f"\n  {e.ename}: {e.evalue}\n  open the executed copy to see the traceback: {out_nb}",
@@ -158,7 +164,13 @@ def main(argv: list[str] | None = None) -> int:
     if a.profile and a.profile[:2].isdigit() and not a.profile.endswith((".yaml", ".yml")):
         a.notebooks.insert(0, a.profile)  # `run_all.sh 01 02`: notebooks of the default profile
         a.profile = "default"
-    return run(a.profile, a.notebooks, a.force, a.kernel, a.list)
+    progress.clear()
+    try:
+        return run(a.profile, a.notebooks, a.force, a.kernel, a.list)
+    except KeyboardInterrupt:
+        progress.close_bars()
+        log.error(progress.interrupted_line("run_all"))
+        return progress.INTERRUPTED_EXIT
 
 
 if __name__ == "__main__":

@@ -458,10 +458,11 @@ def run_grpo(prof: Profile, run: Run, force: bool = False, stop_after_steps: int
     from datasets import Dataset
 
     dataset = Dataset.from_list(prompt_rows(rows, prof.section("prompt"), run.corpus, run.condition))
+    completions_log = paths.logs / f"{run.name}.completions.jsonl"
     trainer = AudioGRPOTrainer(
         model=bb.model, reward_funcs=funcs, args=args, train_dataset=dataset, processing_class=bb.processor,
-        callbacks=run_callbacks(run, paths, stop_after_steps),
-        completions_log=paths.logs / f"{run.name}.completions.jsonl", log_completions_every=args.log_completions_every,
+        callbacks=run_callbacks(run, paths, stop_after_steps, jsonl_logs=(completions_log,)),
+        completions_log=completions_log, log_completions_every=args.log_completions_every,
         cache_audio=args.cache_audio, cache_features=args.cache_features,
     )
     meta = {"train_prompts": len(rows), "start_adapter": str(adapter) if adapter else None,

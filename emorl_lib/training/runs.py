@@ -13,8 +13,9 @@ from transformers import TrainerCallback
 
 from ..data.corpora import train_test
 from ..data.manifest import Utterance, read_manifest
+from ..infra import progress
 from ..infra.config import Profile, check_only
-from ..infra.io import atomic_dir, read_csv, write_csv
+from ..infra.io import atomic_dir, read_csv, read_jsonl, write_csv, write_jsonl
 from ..infra.log import get_logger
 from ..infra.paths import Paths
 from .experiments import Run, grpo_runs, sft_runs
@@ -147,6 +148,46 @@ class CSVLogger(TrainerCallback):
         write_csv(self.path, self.rows, None if self.rows else ["step"])
 
 
+class JsonlStepTrim(TrainerCallback):
+    """Keeps a per-step jsonl log (GRPO's sampled completions) free of repeats across attempts: when training
+    (re)starts at step N, lines with `step` >= N are dropped, since those steps run again. (A completion logged with
+    step N was sampled while computing step N + 1.)"""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if not self.path.exists() or not state.is_world_process_zero:
+            return
+        kept = [r for r in read_jsonl(self.path, tolerate_partial_last=True)
+                if isinstance(r.get("step"), int) and r["step"] < state.global_step]
+        write_jsonl(self.path, kept)
+
+
+class WhereAmI(TrainerCallback):
+    """Tells infra.progress which run and step training is at, so that Ctrl-C can say so in one line."""
+
+    def __init__(self, run_name: str):
+        self.run_name = run_name
+        self.saved: int | None = None
+
+    def _mark(self, state) -> None:
+        ck = f"last checkpoint: step {self.saved}" if self.saved else "no checkpoint yet"
+        progress.at(f"at step {state.global_step} of {state.max_steps} of {self.run_name} ({ck})",
+                    "run the same command again to resume from the last checkpoint")
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.saved = state.global_step or None  # resumed from this checkpoint
+        self._mark(state)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self._mark(state)
+
+    def on_save(self, args, state, control, **kwargs):
+        self.saved = state.global_step
+        self._mark(state)
+
+
 def accuracy_column(df) -> str | None:
     """TRL logs each reward function as rewards/<name>/mean; the accuracy one is whichever name says so."""
     cols = [c for c in df.columns if c.startswith("rewards/") and c.endswith("/mean")]
@@ -271,8 +312,10 @@ def open_run(prof: Profile, run: Run, force: bool, stage: str, extra: str = "") 
     return paths, final, False
 
 
-def run_callbacks(run: Run, paths: Paths, stop_after_steps: int | None) -> list:
-    return [CSVLogger(run.log_csv(paths))] + ([StopAt(stop_after_steps)] if stop_after_steps is not None else [])
+def run_callbacks(run: Run, paths: Paths, stop_after_steps: int | None, jsonl_logs: tuple[Path, ...] = ()) -> list:
+    """The per-step CSV log, trimming of per-step jsonl logs on resume, progress for Ctrl-C, and a test stop."""
+    return ([CSVLogger(run.log_csv(paths)), WhereAmI(run.name)] + [JsonlStepTrim(p) for p in jsonl_logs]
+            + ([StopAt(stop_after_steps)] if stop_after_steps is not None else []))
 
 
 def train_and_save(trainer, processor, run: Run, paths: Paths, final: Path, meta: dict, stage: str,
