@@ -114,12 +114,13 @@ def _run_infer(args: argparse.Namespace) -> int:
     prof = _load(args)
     ecfg = prof.section("eval")
     try:
-        res = infer_folder(args.input, args.out, adapter=args.adapter, condition=args.condition or "ESR",
-                           labels=args.labels.split(",") if args.labels else None,
+        res = infer_folder(args.input, args.out, adapter=args.adapter, condition=args.condition,
+                           labels=args.labels.split(",") if args.labels is not None else None,
                            backbone_cfg=prof.section("backbone"), prompt_cfg=prof.section("prompt"), paths=prof.paths,
                            batch_size=args.batch_size or ecfg.batch_size,
                            max_new_tokens_by_condition=ecfg.max_new_tokens,
-                           require_answer_tag=ecfg.require_answer_tag, progress=not args.quiet)
+                           require_answer_tag=ecfg.require_answer_tag, progress=not args.quiet,
+                           long_audio=args.long_audio)
     except (FileNotFoundError, ValueError, KeyError) as e:
         print(f"emorl infer: {e}", file=sys.stderr)
         return 1
@@ -132,9 +133,15 @@ def add_infer(sub) -> None:
     _profile_args(p)
     p.add_argument("--input", required=True, help="folder of audio files (searched recursively)")
     p.add_argument("--adapter", help="a saved LoRA adapter folder (default: the base model, zero-shot)")
-    p.add_argument("--condition", choices=["IR", "EUR", "ESR"], help="prompt condition (default: the profile's)")
-    p.add_argument("--labels", help="comma-separated candidate labels (default: the seven of MELD)")
-    p.add_argument("--out", default="emotions.csv", help="CSV to write; a .jsonl is written beside it")
+    p.add_argument("--condition", choices=["IR", "EUR", "ESR"],
+                   help="prompt condition (default: the adapter's, recorded when it was trained; else the profile's)")
+    p.add_argument("--labels", help="comma-separated candidate labels, each one of the kit's labels (default: the "
+                                    "adapter's; for the base model the seven of MELD)")
+    p.add_argument("--out", default="emotions.csv",
+                   help="x.csv or x.jsonl: both x.csv and x.jsonl are written (default: emotions.csv)")
+    p.add_argument("--long-audio", choices=["first", "windows"], default="first",
+                   help="audio longer than the model's window (30 s; the tiny model's own chunk): label its first "
+                        "window only (default), or every window and combine them by majority")
     p.add_argument("--batch-size", type=int, help="default: eval.batch_size")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_run_infer)

@@ -203,6 +203,8 @@ def test_interrupted_run_resumes_to_the_same_weights(train_profile, stage, monke
     assert steps == sorted(steps) and len(set(steps)) == len(steps) and max(steps) == 4
     meta = json.loads((final_b / "emorl_run.json").read_text())
     assert meta["name"] == a.name and meta["steps"] == 4
+    # what `emorl infer` reads back: the labels and condition the adapter was trained with, and its prompt
+    assert meta["labels"] == list(LABELS) and meta["condition"] == "IR" and meta["prompt"]["system_prompt"]
     if stage == "grpo":
         # sampled completions: step 2 was logged in both attempts (sampled for step 3); the file keeps it once
         from emorl_lib.infra.io import read_jsonl

@@ -466,5 +466,6 @@ def run_grpo(prof: Profile, run: Run, force: bool = False, stop_after_steps: int
         cache_audio=args.cache_audio, cache_features=args.cache_features,
     )
     meta = {"train_prompts": len(rows), "start_adapter": str(adapter) if adapter else None,
-            "grpo": changed_fields(args), "reward": asdict(prof.section("reward")), "profile": prof.name}
+            "grpo": changed_fields(args), "reward": asdict(prof.section("reward")),
+            "prompt": asdict(prof.section("prompt")), "profile": prof.name}
     return train_and_save(trainer, bb.processor, run, paths, final, meta, "grpo", stop_after_steps)

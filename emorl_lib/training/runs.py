@@ -12,6 +12,7 @@ from typing import Any
 from transformers import TrainerCallback
 
 from ..data.corpora import train_test
+from ..data.labels import candidates as corpus_candidates
 from ..data.manifest import Utterance, read_manifest
 from ..infra import progress
 from ..infra.config import Profile, check_only
@@ -333,9 +334,11 @@ def train_and_save(trainer, processor, run: Run, paths: Paths, final: Path, meta
     trainer.train(resume_from_checkpoint=resume)
     if stop_after_steps is not None and trainer.state.global_step < trainer.state.max_steps:
         return None
+    # What `emorl infer` needs to ask the adapter as it was trained: labels, condition (and the prompt, in meta).
     meta = {"run": asdict(run), "name": run.name, "stage": stage, "seconds": round(time.time() - t0, 1),
             "settings_hash": trained_hash(run.checkpoint_dir(paths)),
-            "steps": trainer.state.global_step, **meta}
+            "steps": trainer.state.global_step, "condition": run.condition,
+            "labels": list(corpus_candidates(run.corpus)), **meta}
     model = trainer.model
     with atomic_dir(final) as tmp:
         if hasattr(model, "peft_config"):

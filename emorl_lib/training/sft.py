@@ -8,7 +8,7 @@ instruction or the audio positions.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -149,5 +149,6 @@ def run_sft(prof: Profile, run: Run, force: bool = False, stop_after_steps: int 
     bb = load_backbone(prof.section("backbone"), paths, trainable=True)
     trainer = Trainer(model=bb.model, args=args, train_dataset=examples, data_collator=AudioSFTCollator(bb.processor),
                       callbacks=run_callbacks(run, paths, stop_after_steps))
-    meta = {"train_examples": len(examples), "sft": changed_fields(args), "profile": prof.name}
+    meta = {"train_examples": len(examples), "sft": changed_fields(args), "prompt": asdict(prof.section("prompt")),
+            "profile": prof.name}
     return train_and_save(trainer, bb.processor, run, paths, final, meta, "sft", stop_after_steps)
