@@ -41,15 +41,34 @@ def test_pitch_level_follows_f0_and_a_higher_tone_reads_higher():
     low, high = describe_signal(voiced_tone(120), cfg), describe_signal(voiced_tone(240), cfg)
     assert abs(low["f0_hz"] - 120) < 3 and abs(high["f0_hz"] - 240) < 5
     assert high["pitch_st"] - low["pitch_st"] == pytest.approx(12.0, abs=0.5)  # one octave
+    assert low["pitch_st"] == pytest.approx(12 * np.log2(120 / D.F0_REF_HZ), abs=0.3)  # eGeMAPS: st re 27.5 Hz
     assert low["range_st"] < 1.0  # a steady tone has almost no F0 spread
-    assert low["voiced_frac"] > 0.9 and low["hnr_db"] > 10
+    assert low["voiced_frac"] > 0.9 and low["hnr_db"] > 5
 
 
-def test_pyin_agrees_with_yin_on_a_tone():
-    y = voiced_tone(180, seconds=0.8)
-    a = describe_signal(y, DescriptorConfig(f0_method="yin"))
-    b = describe_signal(y, DescriptorConfig(f0_method="pyin"))
-    assert a["f0_hz"] == pytest.approx(b["f0_hz"], rel=0.03)
+def test_f0_matches_the_synthetic_voices_known_f0():
+    """The extractor's median F0 against the F0 contour each synthetic utterance was voiced with (`f0_median_hz`),
+    dry and through IEMOCAP's channel (room, band, noise floor), over every voice emotion and both genders.
+    Tolerance: the median error over clips within 0.3 semitone (1.7 %), 85 % of clips within 1 semitone. eGeMAPS's
+    subharmonic-summation tracker jumps an octave up inside some low-pitched syllables, so a few clips read higher:
+    none may read more than an octave and 2 semitones off."""
+    from emorl_lib.data.synthetic import voice
+
+    rng = np.random.default_rng(0)
+    cfg = DescriptorConfig()
+    errors = []
+    for i, emotion in enumerate(list(voice.EMOTIONS) * 2):
+        speaker = voice.make_speaker("MF"[i % 2], rng)
+        x, cues = voice.synthesize(emotion, speaker, rng, duration=2.0)
+        for y in (x, voice.apply_channel(x, voice.CHANNELS["iemocap"], rng)):
+            d = describe_signal(y, cfg)
+            assert d["f0_hz"] is not None, emotion
+            errors.append(12 * np.log2(d["f0_hz"] / cues["f0_median_hz"]))
+    err = np.abs(np.array(errors))
+    assert len(err) == 4 * len(voice.EMOTIONS)
+    assert np.median(err) < 0.3, np.round(err, 2)
+    assert np.mean(err < 1.0) >= 0.85, np.round(err, 2)
+    assert err.max() < 14.0, np.round(err, 2)
 
 
 def test_louder_clip_has_higher_energy_by_the_gain():
@@ -72,7 +91,25 @@ def test_noise_is_breathier_and_brighter_than_a_tone():
     rng = np.random.default_rng(1)
     breathy = describe_signal(voiced_tone(150) + 0.1 * rng.standard_normal(int(1.5 * SR)).astype(np.float32), cfg)
     assert breathy["hnr_db"] < tone["hnr_db"] - 5
-    assert breathy["tilt_db"] > tone["tilt_db"]
+    assert breathy["tilt_db"] > tone["tilt_db"]  # white noise lifts the energy above 1 kHz
+
+
+def test_hnr_falls_with_the_synthetic_voices_breath():
+    """The same utterances (same seed) from a voice with more breath noise read a lower HNR, every one."""
+    import dataclasses
+
+    from emorl_lib.data.synthetic import voice
+
+    cfg = DescriptorConfig()
+    diffs = []
+    for gender in "MF":
+        base = voice.make_speaker(gender, np.random.default_rng(1))
+        for seed in range(3):
+            clear, breathy = (describe_signal(voice.synthesize("neutral", dataclasses.replace(base, breath=b),
+                                                               np.random.default_rng(seed), duration=2.0)[0], cfg)
+                              for b in (-0.05, 0.3))
+            diffs.append(clear["hnr_db"] - breathy["hnr_db"])
+    assert min(diffs) > 0 and np.mean(diffs) > 0.2, np.round(diffs, 2)
 
 
 def test_unvoiced_clip_keeps_energy_but_has_no_pitch():
@@ -94,12 +131,31 @@ def test_bad_signals_raise_a_descriptor_error_with_a_reason(y, reason):
 
 
 def test_config_rejects_bad_values():
-    with pytest.raises(ValueError, match="f0_method"):
-        DescriptorConfig(f0_method="crepe")
-    with pytest.raises(ValueError, match="fmin"):
-        DescriptorConfig(fmin=600, fmax=500)
-    with pytest.raises(ValueError, match="two periods"):
-        DescriptorConfig(frame_ms=20, fmin=60)
+    with pytest.raises(ValueError, match="min_seconds"):
+        DescriptorConfig(min_seconds=0)
+    with pytest.raises(ValueError, match="min_voiced_frames"):
+        DescriptorConfig(min_voiced_frames=0)
+    with pytest.raises(ValueError, match="low_z"):
+        DescriptorConfig(low_z=1.0, high_z=0.5)
+    with pytest.raises(ValueError, match="workers"):
+        DescriptorConfig(workers=0)
+
+
+def test_the_profile_section_names_no_hand_written_measure():
+    """The measures are eGeMAPS's: a profile that still sets the old hand-written extractor's knobs is refused."""
+    from emorl_lib.infra.config import load_profile
+
+    with pytest.raises(Exception, match="f0_method"):
+        load_profile("default", {"descriptors": {"f0_method": "yin"}})
+    assert set(D.EGEMAPS) == set(D.FEATURES)
+
+
+def test_signature_follows_the_extractor_version(monkeypatch):
+    cfg = DescriptorConfig()
+    before = cfg.signature()
+    assert D.extractor_version().startswith("opensmile ") and D.FEATURE_SET in D.extractor_version()
+    monkeypatch.setattr(D, "extractor_version", lambda: "opensmile 9.9 eGeMAPSv02")
+    assert cfg.signature() != before
 
 
 def test_speaker_zscores_are_relative_to_the_speaker_and_fall_back_for_a_lone_speaker():
@@ -157,9 +213,9 @@ def test_cache_is_reused_and_only_changed_wavs_are_recomputed(tmp_path):
     third = compute_descriptors(utts, cache, DescriptorConfig(workers=1), progress=False)
     assert third.report.computed == 1 and third.report.reused == 7
     assert third["S1_0"]["f0_hz"] == pytest.approx(300, rel=0.03)
-    changed = compute_descriptors(utts, cache, DescriptorConfig(workers=1, fmax=400), progress=False)
+    changed = compute_descriptors(utts, cache, DescriptorConfig(workers=1, min_voiced_frames=6), progress=False)
     assert changed.report.computed == 8  # settings that shape the values invalidate the cache
-    words_only = compute_descriptors(utts, cache, DescriptorConfig(workers=1, fmax=400, high_z=0.8),
+    words_only = compute_descriptors(utts, cache, DescriptorConfig(workers=1, min_voiced_frames=6, high_z=0.8),
                                      progress=False)
     assert words_only.report.computed == 0  # thresholds for words do not
 
@@ -225,7 +281,8 @@ def test_synthetic_angry_is_louder_and_faster_than_sad_for_its_speaker(savee_des
     for f in ("energy_db", "rate_syl_s", "pitch_st", "range_st", "tilt_db"):
         assert mean["angry"][f] > mean["sad"][f], f
     assert mean["happy"]["pitch_st"] > mean["neutral"]["pitch_st"] > mean["sad"]["pitch_st"]
-    assert mean["fear"]["hnr_db"] < mean["neutral"]["hnr_db"]  # fear is breathy and jittery
+    # (fear's extra breath noise is too weak in these voices to move eGeMAPS's HNR past the spread between
+    # utterances, whose higher F0 raises it: test_hnr_falls_with_the_synthetic_voices_breath checks it paired)
     # z-scores are per speaker: every speaker's mean z is ~0
     by_spk = defaultdict(list)
     for u in utts:

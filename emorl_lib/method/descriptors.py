@@ -1,17 +1,19 @@
 """Acoustic descriptors per utterance, and their speaker-relative values: the facts ESR's <acoustics> is written from.
 
-Per clip (the manifest's 16 kHz wav), in `describe_signal`:
-  f0_hz / pitch_st   median F0 of voiced frames (YIN, or pYIN), and the same in semitones re 100 Hz
-  range_st           F0 spread: the 10th-90th percentile span of voiced frames, in semitones
-  energy_db          mean RMS level of active frames (dBFS)
-  rate_syl_s         syllable nuclei per second of active speech: peaks of the smoothed RMS envelope that stand
-                     out by `peak_prominence_db` and are voiced (after de Jong & Wempe 2009)
-  hnr_db             harmonics-to-noise ratio of voiced frames from the normalised autocorrelation at the F0 lag
-                     (low = breathy or rough voice)
-  tilt_db            spectral balance: energy above `tilt_split_hz` minus energy below it, in dB (high = bright,
-                     tense; low = soft, dark)
-YIN gives no voicing decision, so a frame counts as voiced when the autocorrelation at its YIN period reaches
-`voicing_threshold` and the frame is active (within `active_db` of the clip's loudest frame).
+Why eGeMAPS: the descriptors are the field's standard parameter set, the extended Geneva Minimalistic Acoustic
+Parameter Set (eGeMAPSv02; Eyben et al. 2016, IEEE Trans. Affective Computing 7(2), doi:10.1109/TAFFC.2015.2457417),
+computed by openSMILE (Eyben, Woellmer & Schuller 2010, doi:10.1145/1873951.1874246) through its Python package
+`opensmile`, so each value is one a reader can look up and recompute. Per clip (the manifest's 16 kHz wav),
+`describe_signal` keeps six of its 88 functionals (EGEMAPS below is the one mapping):
+  pitch_st / f0_hz   median F0 of voiced frames, in eGeMAPS's semitones re 27.5 Hz, and the same in Hz
+  range_st           F0 spread: the 20th-80th percentile range of voiced frames, in semitones
+  energy_db          equivalent sound level of the clip, in dB (relative to the file's full scale)
+  rate_syl_s         loudness peaks per second: eGeMAPS's pseudo-syllable rate
+  hnr_db             harmonics-to-noise ratio of voiced frames (autocorrelation), in dB (low = breathy or rough)
+  tilt_db            alpha ratio of voiced frames: energy 1-5 kHz over 50 Hz-1 kHz, in dB (high = bright, tense;
+                     low = soft, dark)
+plus `duration` and `voiced_frac` (the share of the clip eGeMAPS finds voiced). Clips with fewer than
+`min_voiced_frames` voiced 10 ms frames get no pitch, range, HNR or tilt (null).
 
 Why speaker-relative: a female speaker's "normal" pitch is a male speaker's "high". `speaker_zscores` turns each
 descriptor into a z-score against the speaker's own utterances in the corpus, falling back to the corpus when a
@@ -19,9 +21,10 @@ speaker has fewer than `min_speaker_utts`. `levels` puts each z-score into words
 row as `level`, so the words are decided here, once, and the rationale writer only reads them).
 
 Cache: `<manifests>/<corpus>.descriptors.jsonl`, one row per utt_id with the raw values, the wav's size and mtime
-and the settings that shaped them; a second run recomputes only rows whose wav or settings changed. Clips that
-cannot be described (unreadable, empty, non-finite, too short) are skipped, counted and listed in the
-`<corpus>.descriptors.report.json` beside it; rows of the manifest with no descriptors are reported as missing.
+and the settings (and extractor version) that shaped them; a second run recomputes only rows whose wav or
+settings changed. Clips that cannot be described (unreadable, empty, non-finite, too short, silent) are skipped,
+counted and listed in the `<corpus>.descriptors.report.json` beside it; rows of the manifest with no descriptors
+are reported as missing.
 """
 
 from __future__ import annotations
@@ -30,6 +33,8 @@ import hashlib
 import json
 import time
 from dataclasses import asdict, dataclass, field
+from functools import lru_cache
+from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
@@ -37,6 +42,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ..data.manifest import Utterance, read_manifest
+from ..infra.config import setting
 from ..infra.io import atomic_write_text, read_jsonl, write_jsonl
 from ..infra.log import get_logger
 
@@ -49,6 +55,21 @@ log = get_logger(__name__)
 FEATURES: tuple[str, ...] = ("pitch_st", "range_st", "energy_db", "rate_syl_s", "hnr_db", "tilt_db")
 AROUSAL_FEATURES: tuple[str, ...] = ("pitch_st", "energy_db", "rate_syl_s")
 SR = 16000
+
+# The extractor: openSMILE's eGeMAPSv02 functionals, and which of them each descriptor is.
+FEATURE_SET = "eGeMAPSv02"
+EGEMAPS: dict[str, str] = {
+    "pitch_st": "F0semitoneFrom27.5Hz_sma3nz_percentile50.0",
+    "range_st": "F0semitoneFrom27.5Hz_sma3nz_pctlrange0-2",
+    "energy_db": "equivalentSoundLevel_dBp",
+    "rate_syl_s": "loudnessPeaksPerSec",
+    "hnr_db": "HNRdBACF_sma3nz_amean",
+    "tilt_db": "alphaRatioV_sma3nz_amean",
+}
+VOICED = ("VoicedSegmentsPerSec", "MeanVoicedSegmentLengthSec")  # their product: the voiced share of the clip
+VOICED_ONLY: tuple[str, ...] = ("pitch_st", "range_st", "hnr_db", "tilt_db")  # computed over voiced frames
+F0_REF_HZ = 27.5  # eGeMAPS's semitone scale: 0 st = 27.5 Hz
+FRAME_S = 0.01    # eGeMAPS's LLD hop (10 ms)
 
 # Reasons a clip is skipped.
 UNREADABLE, EMPTY, NONFINITE, TOO_SHORT, SILENT = ("unreadable", "empty", "non-finite samples", "too short",
@@ -66,102 +87,92 @@ class DescriptorError(ValueError):
 
 @dataclass
 class DescriptorConfig:
-    """The `descriptors` section of a profile."""
+    """The `descriptors` section of a profile. What is measured is eGeMAPSv02's, fixed by the standard; these
+    settings only decide which clips are described and how values are put into words."""
 
-    f0_method: str = "yin"          # yin (fast: YIN + autocorrelation voicing) | pyin (librosa.pyin, ~20x slower)
-    fmin: float = 60.0              # F0 search range, Hz (covers low male to high female/child speech)
-    fmax: float = 500.0
-    frame_ms: float = 64.0          # analysis frame (must hold two periods of fmin)
-    hop_ms: float = 10.0
-    voicing_threshold: float = 0.5  # normalised autocorrelation at the F0 lag needed to call a frame voiced (yin)
-    active_db: float = 35.0         # a frame is active when within this many dB of the clip's loudest frame
-    silence_dbfs: float = -80.0     # a clip whose loudest frame is below this is silent (skipped)
-    min_seconds: float = 0.1        # shorter clips are skipped
-    min_voiced_frames: int = 5      # fewer voiced frames: pitch, range and hnr are null for the clip
-    envelope_ms: float = 40.0       # smoothing of the RMS envelope before peak picking (rate)
-    peak_prominence_db: float = 2.0  # a syllable nucleus stands this far above the dips around it
-    min_peak_gap_ms: float = 80.0   # two nuclei are at least this far apart
-    tilt_split_hz: float = 1000.0
+    silence_dbfs: float = setting(-80.0, "kit", "a clip whose loudest 32 ms frame is below this level (dBFS) is "
+                                  "silent and skipped")
+    min_seconds: float = setting(0.25, "kit", "shorter clips are skipped (eGeMAPS's F0 window is 60 ms; a clip "
+                                 "needs several to give a pitch)")
+    min_voiced_frames: int = setting(5, "kit", "fewer voiced 10 ms frames: pitch, range, HNR and tilt are null")
     # Speaker normalisation and words.
-    min_speaker_utts: int = 3       # fewer: z-scores against the corpus instead of the speaker
-    low_z: float = -0.5             # z below this reads "low" (quiet, slow, narrow, ...)
-    high_z: float = 0.5             # z above this reads "high"
-    strong_z: float = 1.5           # |z| above this adds "very"
-    workers: int = 2                # processes computing descriptors
+    min_speaker_utts: int = setting(3, "kit", "a speaker with fewer utterances is z-scored against the corpus")
+    low_z: float = setting(-0.5, "kit", "z below this reads 'low' (quiet, slow, narrow, ...)")
+    high_z: float = setting(0.5, "kit", "z above this reads 'high'")
+    strong_z: float = setting(1.5, "kit", "|z| above this adds 'very'")
+    workers: int = setting(2, "kit", "processes computing descriptors")
 
     def __post_init__(self) -> None:
-        if self.f0_method not in ("yin", "pyin"):
-            raise ValueError(f"f0_method must be 'yin' or 'pyin', got {self.f0_method!r}")
-        if not 0 < self.fmin < self.fmax < SR / 2:
-            raise ValueError(f"need 0 < fmin < fmax < {SR // 2} Hz, got fmin={self.fmin}, fmax={self.fmax}")
-        if self.frame_samples <= 2 * SR / self.fmin:
-            raise ValueError(f"frame_ms {self.frame_ms} is too short for fmin {self.fmin} Hz (need two periods)")
         if self.workers < 1:
             raise ValueError(f"workers must be >= 1, got {self.workers}")
+        if self.min_seconds <= 0 or self.min_voiced_frames < 1:
+            raise ValueError(f"need min_seconds > 0 and min_voiced_frames >= 1, got {self.min_seconds}, "
+                             f"{self.min_voiced_frames}")
         if not self.low_z < self.high_z <= self.strong_z:
             raise ValueError(f"need low_z < high_z <= strong_z, got {self.low_z}, {self.high_z}, {self.strong_z}")
 
-    @property
-    def frame_samples(self) -> int:
-        return int(round(self.frame_ms * SR / 1000))
-
-    @property
-    def hop_samples(self) -> int:
-        return int(round(self.hop_ms * SR / 1000))
-
     def signature(self) -> str:
-        """What shapes the raw values (not the words, not the workers): a changed one invalidates the cache."""
+        """What shapes the raw values (the extractor and its version, and the settings other than words and
+        workers): a changed one invalidates the cache."""
         keep = {k: v for k, v in asdict(self).items()
                 if k not in ("min_speaker_utts", "low_z", "high_z", "strong_z", "workers")}
+        keep["extractor"] = extractor_version()
         return hashlib.sha1(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:10]
 
 
 # --- one clip -------------------------------------------------------------------------------------------------
-def _frames(y: np.ndarray, frame: int, hop: int) -> np.ndarray:
-    """Centred frames (zero-padded), as librosa frames its features: frame i is centred on sample i*hop."""
-    import librosa
-
-    pad = np.pad(y, (frame // 2, frame // 2))
-    if len(pad) < frame:
-        pad = np.pad(pad, (0, frame - len(pad)))
-    return librosa.util.frame(pad, frame_length=frame, hop_length=hop, axis=0)
+def extractor_version() -> str:
+    """'opensmile <version> eGeMAPSv02': recorded with every cache, so an upgrade recomputes the values."""
+    try:
+        return f"opensmile {metadata.version('opensmile')} {FEATURE_SET}"
+    except metadata.PackageNotFoundError:
+        return f"opensmile (not installed) {FEATURE_SET}"
 
 
-def _periodicity(frames: np.ndarray, f0: np.ndarray, fmin: float) -> np.ndarray:
-    """Normalised autocorrelation of each frame at its F0 period (1 = perfectly periodic)."""
-    n, frame = frames.shape
-    max_lag = int(np.ceil(SR / fmin))
-    w = frame - max_lag
-    lag = np.clip(np.round(SR / np.maximum(f0, 1e-6)).astype(int), 1, max_lag)
-    idx = lag[:, None] + np.arange(w)[None, :]
-    a = frames[:, :w]
-    b = np.take_along_axis(frames, idx, axis=1)
-    num = np.sum(a * b, axis=1)
-    den = np.sqrt(np.sum(a * a, axis=1) * np.sum(b * b, axis=1)) + 1e-12
-    return np.clip(num / den, -1.0, 1.0)
+@lru_cache(maxsize=1)
+def _smile():
+    """The eGeMAPSv02 functionals extractor (one per process) and the column of each functional it returns."""
+    try:
+        import opensmile
+    except ImportError as e:  # the kit pins it; say what to install rather than fail deep inside a worker
+        raise ImportError("the acoustic descriptors need the `opensmile` package (pip install opensmile); "
+                          f"{e}") from None
+    smile = opensmile.Smile(feature_set=getattr(opensmile.FeatureSet, FEATURE_SET),
+                            feature_level=opensmile.FeatureLevel.Functionals)
+    col = {name: i for i, name in enumerate(smile.feature_names)}
+    missing = [n for n in (*EGEMAPS.values(), *VOICED) if n not in col]
+    if missing:
+        raise RuntimeError(f"opensmile {FEATURE_SET} lacks the functionals {missing}; "
+                           f"the kit was written against opensmile 2.6")
+    return smile, col
 
 
-def _nuclei(env_db: np.ndarray, voiced: np.ndarray, cfg: DescriptorConfig) -> int:
-    """Syllable nuclei: voiced peaks of the smoothed level envelope with enough prominence."""
-    from scipy.signal import find_peaks
+def egemaps_functionals(y: np.ndarray) -> dict[str, float]:
+    """All 88 eGeMAPSv02 functionals of a 16 kHz mono signal (float in [-1, 1)), by openSMILE's names."""
+    smile, col = _smile()
+    # openSMILE reads 16-bit samples: keep the float signal inside the int16 range instead of letting it wrap
+    x = np.clip(np.asarray(y, dtype=np.float32), -1.0, 32767 / 32768)
+    import warnings
 
-    k = max(1, int(round(cfg.envelope_ms / cfg.hop_ms)))
-    smooth = np.convolve(env_db, np.ones(k) / k, mode="same")
-    peaks, _ = find_peaks(smooth, prominence=cfg.peak_prominence_db,
-                          distance=max(1, int(round(cfg.min_peak_gap_ms / cfg.hop_ms))))
-    # voiced within +-2 frames of the peak (the F0 tracker's voicing edges are soft)
-    near = np.convolve(voiced.astype(float), np.ones(5), mode="same") > 0
-    return int(np.sum(near[peaks]))
+    with warnings.catch_warnings():  # "Segment too short, filling with NaN": handled below as a too-short clip
+        warnings.simplefilter("ignore", UserWarning)
+        values = np.asarray(smile(x, SR), dtype=np.float64).reshape(-1)
+    return {name: float(values[i]) for name, i in col.items()}
 
 
-def _none_if_nan(x: float) -> float | None:
+def _frame_levels(y: np.ndarray, frame: int = 512) -> np.ndarray:
+    """RMS level (dBFS) of consecutive 32 ms frames, for the silence check."""
+    n = max(1, len(y) // frame)
+    frames = np.resize(y, n * frame).reshape(n, frame) if len(y) >= frame else y[None, :]
+    return 20 * np.log10(np.sqrt(np.mean(frames ** 2, axis=1)) + 1e-10)
+
+
+def _none_if_nan(x: float | None) -> float | None:
     return None if x is None or not np.isfinite(x) else round(float(x), 4)
 
 
 def describe_signal(y: np.ndarray, cfg: DescriptorConfig) -> dict[str, float | None]:
     """Descriptors of a 16 kHz mono signal; DescriptorError when it cannot be described."""
-    import librosa
-
     y = np.asarray(y, dtype=np.float64).reshape(-1)
     if y.size == 0:
         raise DescriptorError(EMPTY, "no samples")
@@ -169,44 +180,21 @@ def describe_signal(y: np.ndarray, cfg: DescriptorConfig) -> dict[str, float | N
         raise DescriptorError(NONFINITE, f"{int(np.sum(~np.isfinite(y)))} NaN/inf samples")
     if y.size < cfg.min_seconds * SR:
         raise DescriptorError(TOO_SHORT, f"{y.size / SR:.3f} s < {cfg.min_seconds} s")
-    frame, hop = cfg.frame_samples, cfg.hop_samples
-    frames = _frames(y, frame, hop)
-    rms = np.sqrt(np.mean(frames ** 2, axis=1))
-    level = 20 * np.log10(rms + 1e-10)
-    if level.max() < cfg.silence_dbfs:
-        raise DescriptorError(SILENT, f"loudest frame {level.max():.1f} dBFS < {cfg.silence_dbfs}")
-    active = level >= level.max() - cfg.active_db
-
-    if cfg.f0_method == "pyin":
-        f0, vflag, _ = librosa.pyin(y, fmin=cfg.fmin, fmax=cfg.fmax, sr=SR, frame_length=frame, hop_length=hop)
-        f0 = f0[: len(frames)]
-        voiced = np.asarray(vflag[: len(frames)], bool) & active
-        f0 = np.where(np.isfinite(f0), f0, cfg.fmin)
-        per = _periodicity(frames, f0, cfg.fmin)
-    else:
-        f0 = librosa.yin(y, fmin=cfg.fmin, fmax=cfg.fmax, sr=SR, frame_length=frame, hop_length=hop)[: len(frames)]
-        per = _periodicity(frames, f0, cfg.fmin)
-        voiced = (per >= cfg.voicing_threshold) & active
-
-    out: dict[str, float | None] = {"duration": round(y.size / SR, 4),
-                                    "voiced_frac": round(float(voiced.sum() / max(1, active.sum())), 4)}
-    if voiced.sum() >= cfg.min_voiced_frames:
-        fv = f0[voiced]
-        p10, p50, p90 = np.percentile(fv, [10, 50, 90])
-        r = np.clip(per[voiced], 1e-4, 1 - 1e-4)
-        out.update(f0_hz=p50, pitch_st=12 * np.log2(p50 / 100.0), range_st=12 * np.log2(p90 / p10),
-                   hnr_db=float(np.median(10 * np.log10(r / (1 - r)))))
-    else:
-        out.update(f0_hz=None, pitch_st=None, range_st=None, hnr_db=None)
-    out["energy_db"] = float(np.mean(level[active]))
-    idx = np.flatnonzero(active)
-    span_s = (idx[-1] - idx[0] + 1) * hop / SR
-    out["rate_syl_s"] = _nuclei(level, voiced, cfg) / max(span_s, cfg.min_seconds)
-
-    spec = np.abs(np.fft.rfft(frames[active] * np.hanning(frame), axis=1)) ** 2
-    split = int(round(cfg.tilt_split_hz * frame / SR))
-    out["tilt_db"] = float(10 * np.log10((spec[:, split:].sum() + 1e-12) / (spec[:, 1:split].sum() + 1e-12)))
-    return {k: _none_if_nan(v) if isinstance(v, float) or v is None else v for k, v in out.items()}
+    loudest = float(_frame_levels(y).max())
+    if loudest < cfg.silence_dbfs:
+        raise DescriptorError(SILENT, f"loudest frame {loudest:.1f} dBFS < {cfg.silence_dbfs}")
+    f = egemaps_functionals(y)
+    if not any(np.isfinite(f[n]) for n in EGEMAPS.values()):
+        raise DescriptorError(TOO_SHORT, f"openSMILE returned no {FEATURE_SET} frame for {y.size / SR:.3f} s")
+    duration = y.size / SR
+    voiced_frac = float(np.clip(np.nan_to_num(f[VOICED[0]] * f[VOICED[1]]), 0.0, 1.0))
+    out: dict[str, float | None] = {"duration": round(duration, 4), "voiced_frac": round(voiced_frac, 4)}
+    out.update({k: f[name] for k, name in EGEMAPS.items()})
+    if voiced_frac * duration / FRAME_S < cfg.min_voiced_frames:
+        out.update(dict.fromkeys(VOICED_ONLY))
+    pitch = out["pitch_st"]
+    out["f0_hz"] = None if pitch is None else F0_REF_HZ * 2 ** (pitch / 12)
+    return {k: _none_if_nan(v) for k, v in out.items()}
 
 
 def read_wav16k(path: str | Path) -> np.ndarray:

@@ -152,7 +152,9 @@ def _vowel_sos(vowel: int, scale_milli: int) -> np.ndarray:
 
 def synthesize(emotion: str, speaker: Speaker, rng: np.random.Generator, *, duration: float | None = None,
                n_syllables: int | None = None, intensity: float = 1.0) -> tuple[np.ndarray, dict[str, float]]:
-    """One utterance at SR (float32, level set by the `level_db` cue) and the cues it was made with.
+    """One utterance at SR (float32, level set by the `level_db` cue) and the cues it was made with, plus
+    `f0_median_hz`: the median of the F0 contour it was voiced with, over the syllables (the ground truth a pitch
+    tracker is tested against).
 
     Give `duration` (free speech: syllable count follows the rate) or `n_syllables` (a read sentence: duration
     follows the rate), not both.
@@ -209,6 +211,7 @@ def synthesize(emotion: str, speaker: Speaker, rng: np.random.Generator, *, dura
         out[a:b] = signal.sosfilt(_vowel_sos(int(vowel_of_syl[k]), scale), source[a:b])
     rms = np.sqrt(np.mean(out[inside] ** 2)) + 1e-12
     out *= 10 ** ((c["level_db"] - 26.0) / 20.0) / rms
+    c["f0_median_hz"] = float(np.median(f0[inside]))
     return out.astype(np.float32), c
 
 
