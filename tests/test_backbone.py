@@ -98,7 +98,7 @@ def test_lora_adapts_the_language_model_only(kit_paths):
 
 
 def test_4bit_lora_backward_generate_backward_on_cpu(kit_paths, tone_wav):
-    """The CPU guard of pitfalls.md: without it, on AVX512-BF16 CPUs, training after an eval generate fails."""
+    """The CPU guard of docs/pitfalls.md (bitsandbytes 0.50 on the CPU): without it, on AVX512-BF16 CPUs, training after an eval generate fails."""
     import bitsandbytes as bnb
 
     bb = load_backbone(BackboneConfig(load_in_4bit=True), kit_paths, trainable=True)

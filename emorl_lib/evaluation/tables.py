@@ -400,8 +400,8 @@ def render_report(book: ScoreBook, tables: list[Table], mats: dict[str, pd.DataF
                   to_markdown(with_mean(ref).rename(index=NAMES, columns=NAMES), index=True), ""]
 
     L += ["## Our numbers beside the published reference numbers", "",
-          "Every published reference number the kit carries (evaluation/tables.py), with ours for the same corpus "
-          "and metric. "
+          "Every published reference number the kit carries (evaluation/tables.py; sources: docs/protocols.md), with "
+          "ours for the same corpus and metric. "
           "EmoBox numbers are linear probes on frozen SSL features with EmoBox's splits; ours follow the same "
           "splits (IEMOCAP 5-fold, MELD official test).", "",
           "| corpus | system | UA | WA | F1 |", "|---|---|---|---|---|"]

@@ -10,7 +10,7 @@ means is a prior. Three are offered, all built from a `PriorConfig` (nested as `
 
 Unified labels reach a prior's own emotion names through `PriorConfig.mapping` (data, overridable), e.g.
 happy -> joy, calm -> neutral. Identical unified labels always get S = 1 (the paper's literal reading would give a
-correct "neutral" 1/2; see paper.md note 1).
+correct "neutral" 1/2; see docs/paper.md, ESWR).
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ DEFAULT_MAPPING: dict[str, str] = {
     "fear": "fear", "disgust": "disgust", "surprise": "surprise", "calm": "neutral",
 }
 
-# Plutchik's eight primaries, 45 degrees apart (paper.md, Eq. 7).
+# Plutchik's eight primaries, 45 degrees apart (docs/paper.md, ESWR, Eq. 7).
 PLUTCHIK_ANGLES: dict[str, float] = {
     "joy": 0.0, "trust": 45.0, "fear": 90.0, "surprise": 135.0,
     "sadness": 180.0, "disgust": 225.0, "anger": 270.0, "anticipation": 315.0,

@@ -1,4 +1,4 @@
-"""Prompt conditions IR, EUR, ESR (paper.md): the layout of the answer, the chat messages, the assistant target.
+"""Prompt conditions IR, EUR, ESR (docs/paper.md): the layout of the answer, the chat messages, the assistant target.
 
 The layout of each condition (which tags, in which order) is defined once, in `LAYOUTS`. The format shown to the
 model, the SFT target (`format_target`) and the format reward's check (`parsing.structure_ok`) are all derived

@@ -32,7 +32,7 @@ ACCURACY_KINDS = ("eswr", "binary")
 
 @dataclass
 class RewardConfig:
-    """The `reward` section. Paper (paper.md): ESWR on Plutchik's wheel with gamma 0.7, plus a binary format reward;
+    """The `reward` section. Paper (docs/paper.md): ESWR on Plutchik's wheel with gamma 0.7, plus a binary format reward;
     alpha and its schedule are not known (parameters)."""
 
     gamma: float = setting(0.7, "quoted", "Eq. 8: partial credit only where S > gamma")

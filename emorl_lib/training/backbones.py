@@ -20,7 +20,7 @@ from ..infra.paths import PACKAGE_DATA, Paths
 
 # Tokens the chat format and the reasoning format need. Audio/turn markers are special (never generated as text);
 # reasoning tags are ORDINARY tokens: TRL decodes completions with skip_special_tokens=True, which would strip
-# special ones before the rewards see them (pitfalls.md).
+# special ones before the rewards see them (docs/pitfalls.md).
 SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|AUDIO|>", "<|audio_bos|>", "<|audio_eos|>")
 REASONING_TAGS = (
     "<think>", "</think>", "<answer>", "</answer>", "<content>", "</content>",
@@ -243,7 +243,7 @@ def build_tiny_qwen2_audio(cfg: BackboneConfig, paths: Paths) -> Path:
             "model_type": "qwen2_audio_encoder", "d_model": spec.audio_d_model, "encoder_layers": spec.audio_layers,
             "encoder_attention_heads": spec.audio_heads, "encoder_ffn_dim": spec.audio_ffn,
             "num_mel_bins": spec.num_mel_bins,
-            # must equal mel frames / 2 (pitfalls.md): 100 frames per second, halved by the encoder's stride-2 conv
+            # must equal mel frames / 2 (docs/pitfalls.md): 100 frames per second, halved by the encoder's stride-2 conv
             "max_source_positions": spec.chunk_seconds * 100 // 2,
         },
         text_config={
@@ -344,7 +344,7 @@ def load_processor(model_dir: str):
 
 def disable_cpu_4bit_repack(model) -> int:
     """bitsandbytes 0.50 on AVX512-BF16 CPUs repacks 4-bit weights in place on the first eval no-grad forward,
-    after which every training step fails (pitfalls.md). Returns the number of layers guarded."""
+    after which every training step fails (docs/pitfalls.md). Returns the number of layers guarded."""
     try:
         import bitsandbytes as bnb
     except ImportError:

@@ -1,7 +1,7 @@
 """GRPO with ESWR + ESR on Qwen2-Audio: an audio-true subclass of TRL 1.16's GRPOTrainer.
 
 Stock GRPOTrainer handles images only. With Qwen2-Audio it sees the audio when generating but computes every
-log-prob (policy, old policy, reference) WITHOUT it, silently (pitfalls.md). This subclass carries
+log-prob (policy, old policy, reference) WITHOUT it, silently (docs/pitfalls.md). This subclass carries
 `input_features` and `feature_attention_mask` from prompt tokenisation into the generated batch and into every
 log-prob forward, and refuses to run a log-prob forward without them. It overrides private TRL methods, so TRL is
 pinned exactly (requirements.txt) and tests/test_training.py spies on the model to prove the audio arrives.

@@ -1,6 +1,6 @@
 """SFT warm-up on rationale targets (IR / EUR / ESR), audio-true.
 
-Stock SFTTrainer trains Qwen2-Audio without its audio unless given its own collator (pitfalls.md). This module
+Stock SFTTrainer trains Qwen2-Audio without its audio unless given its own collator (docs/pitfalls.md). This module
 uses transformers' Trainer directly with `AudioSFTCollator`, which builds the audio features with the processor
 and puts loss only on the assistant turn (its text and the closing <|im_end|>): never on the system prompt, the
 instruction or the audio positions.

@@ -1,4 +1,4 @@
-"""Folds and splits of the EmoBox protocol (reference: protocols.md): the one place that defines them.
+"""Folds and splits of the EmoBox protocol (docs/protocols.md): the one place that defines them.
 
 IEMOCAP: leave-one-session-out, fold k tests Session k. MELD: the official train/dev/test split.
 RAVDESS: six speaker-disjoint folds with fixed test actors (EmoBox drew them once at random, so they are

@@ -1,4 +1,4 @@
-"""Synthetic mini corpora in the real on-disk layouts (reference/corpora-layouts.md), for tests and the default
+"""Synthetic mini corpora in the real on-disk layouts (docs/corpora.md), for tests and the default
 profile: the loaders a user runs on the real downloads run unchanged on these.
 
     generate("iemocap", dest)  -> dest/IEMOCAP_full_release

@@ -26,7 +26,7 @@ from scipy import signal
 
 SR = 16000  # internal synthesis rate; corpora get their own rate through their channel
 
-# Plutchik's wheel (paper.md, ESWR): primary emotions 45 degrees apart.
+# Plutchik's wheel (docs/paper.md, ESWR): primary emotions 45 degrees apart.
 WHEEL_ANGLE: dict[str, float] = {
     "joy": 0.0, "trust": 45.0, "fear": 90.0, "surprise": 135.0,
     "sadness": 180.0, "disgust": 225.0, "anger": 270.0, "anticipation": 315.0,
