@@ -92,8 +92,8 @@ class DescriptorConfig:
 
     silence_dbfs: float = setting(-80.0, "kit", "a clip whose loudest 32 ms frame is below this level (dBFS) is "
                                   "silent and skipped")
-    min_seconds: float = setting(0.25, "kit", "shorter clips are skipped (eGeMAPS's F0 window is 60 ms; a clip "
-                                 "needs several to give a pitch)")
+    min_seconds: float = setting(0.1, "kit", "shorter clips are skipped (below ~0.1 s eGeMAPS finds no voiced "
+                                 "frame)")
     min_voiced_frames: int = setting(5, "kit", "fewer voiced 10 ms frames: pitch, range, HNR and tilt are null")
     # Speaker normalisation and words.
     min_speaker_utts: int = setting(3, "kit", "a speaker with fewer utterances is z-scored against the corpus")
