@@ -58,7 +58,7 @@ class EmoGRPOConfig(GRPOConfig):
     num_generations: int | None = setting(6, "quoted", "G, completions per prompt")
     learning_rate: float = setting(1.0e-5, "kit", "the paper's 1e-6 is for full fine-tuning [quoted]; LoRA needs "
                                                   "about 10x")
-    lr_scheduler_type: SchedulerType | str = setting("constant", "inferred", "R1-AQA")
+    lr_scheduler_type: SchedulerType | str = setting("linear", "inferred", "R1-AQA sets none: TRL 0.15.2's default, linear")
     beta: float = setting(0.04, "inferred", "KL weight, R1-AQA (TRL 1.16 defaults to 0)")
     temperature: float = setting(1.0, "inferred", "R1-AQA")
     top_p: float = setting(1.0, "inferred", "R1-AQA: plain sampling")

@@ -13,7 +13,7 @@ several, by a split preference order (`MELD_TIE_ORDER`, a parameter). Every such
 was settled. Checked against MELD's own CSVs (declare-lab/MELD, data/MELD/*_sent_emo.csv): 183 plain names match by
 label only in train, 26 only in test, 16 only in dev; 13 match in train and test, the speaker settles 11 of them
 (all to test) and 2 (same label, same speaker) are left to the preference order; the 2 `final_videos_test...`
-names are test clips. Looking in train alone resolves 198 of 240 and unbalances the set.
+names are test clips. Looking in train alone (the two `final_videos_test` names aside) resolves 196 of the 238 plain names and unbalances the set.
 """
 
 from __future__ import annotations
