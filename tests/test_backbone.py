@@ -130,3 +130,50 @@ def test_4bit_lora_backward_generate_backward_on_cpu(kit_paths, tone_wav):
 def test_unknown_backbone_is_a_clear_error(kit_paths):
     with pytest.raises(ValueError, match="expected one of .*tiny-qwen2-audio"):
         BackboneConfig(name="qwen3-omni")
+
+
+# ---- qwen2-audio-7b-random: the real shapes with random weights (GPU measurements without a download) -----------
+SHRUNK = {"audio": {"d_model": 32, "encoder_layers": 1, "encoder_attention_heads": 2, "encoder_ffn_dim": 64},
+          "text": {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2,
+                   "num_key_value_heads": 2, "vocab_size": 4096}}
+
+
+def test_random_backbone_keeps_the_real_sizes_it_is_not_told_to_shrink(kit_paths):
+    import json
+
+    from emorl_lib.training.backbones import QWEN2_AUDIO_7B_TEXT, RandomModelConfig
+
+    cfg = BackboneConfig(name="qwen2-audio-7b-random", random=RandomModelConfig(**SHRUNK))
+    d = resolve_model_dir(cfg, kit_paths)
+    assert resolve_model_dir(cfg, kit_paths) == d  # built once, then reused
+    conf = json.loads((kit_paths.models / d / "config.json").read_text())
+    text, audio = conf["text_config"], conf["audio_config"]
+    assert text["hidden_size"] == 32 and text["vocab_size"] == 4096
+    assert text["max_position_embeddings"] == QWEN2_AUDIO_7B_TEXT["max_position_embeddings"]
+    assert audio["max_source_positions"] == 1500 and audio["num_mel_bins"] == 128
+    # the real 30 s window: 1500 encoder positions = 3000 mel frames / 2
+    assert load_processor(d).feature_extractor.chunk_length == 30
+    other = resolve_model_dir(BackboneConfig(name="qwen2-audio-7b-random",
+                                             random=RandomModelConfig(seed=1, **SHRUNK)), kit_paths)
+    assert other != d  # the seed is part of the build
+
+
+@pytest.mark.parametrize("fp32_frozen", [True, False])
+def test_4bit_frozen_weights_fp32_or_kept_16bit(kit_paths, tone_wav, fp32_frozen):
+    from emorl_lib.training.backbones import RandomModelConfig
+
+    cfg = BackboneConfig(name="qwen2-audio-7b-random", random=RandomModelConfig(**SHRUNK), dtype="bfloat16",
+                         load_in_4bit=True, gradient_checkpointing=True, fp32_frozen_weights=fp32_frozen)
+    bb = load_backbone(cfg, kit_paths, trainable=True)
+    frozen = {p.dtype for n, p in bb.model.named_parameters()
+              if not p.requires_grad and p.__class__.__name__ != "Params4bit"}
+    assert frozen == ({torch.float32} if fp32_frozen else {torch.bfloat16})
+    trainable = [n for n, p in bb.model.named_parameters() if p.requires_grad]
+    assert trainable and all("lora_" in n for n in trainable)
+    inp = _inputs(bb.processor, tone_wav)
+    bb.model.train()
+    loss = bb.model(**inp, labels=inp["input_ids"]).loss
+    loss.backward()  # gradient checkpointing with input gradients reaches the LoRA weights either way
+    assert torch.isfinite(loss)
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for n, p in bb.model.named_parameters()
+               if p.requires_grad)

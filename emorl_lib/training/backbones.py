@@ -84,6 +84,32 @@ class TinyModelConfig:
     seed: int = 0
 
 
+# Qwen2-Audio-7B-Instruct's sizes, from its config.json on the hub
+# (https://huggingface.co/Qwen/Qwen2-Audio-7B-Instruct/blob/main/config.json; hidden size, layers and heads are not
+# written there and take Qwen2Config's defaults). Audio encoder = Whisper-large-v3's; text = Qwen2-7B.
+QWEN2_AUDIO_7B_AUDIO: dict[str, Any] = {
+    "model_type": "qwen2_audio_encoder", "d_model": 1280, "encoder_layers": 32, "encoder_attention_heads": 20,
+    "encoder_ffn_dim": 5120, "num_mel_bins": 128, "max_source_positions": 1500, "activation_function": "gelu",
+    "scale_embedding": False}
+QWEN2_AUDIO_7B_TEXT: dict[str, Any] = {
+    "model_type": "qwen2", "vocab_size": 156032, "hidden_size": 4096, "intermediate_size": 11008,
+    "num_hidden_layers": 32, "num_attention_heads": 32, "num_key_value_heads": 32, "max_position_embeddings": 8192,
+    "rope_theta": 10000.0, "rms_norm_eps": 1e-5, "tie_word_embeddings": False}
+RANDOM_BUILD_VERSION = 1
+
+
+@dataclass
+class RandomModelConfig:
+    """The `qwen2-audio-7b-random` backbone: the real 7B shapes with seeded RANDOM weights, for measuring memory and
+    time without a download. Same class, processor, 30 s audio window and loader as the real model; the tokenizer
+    is the tiny model's (text tokenises differently; audio tokens are the same). `audio`/`text` override sizes
+    (e.g. a shrunk copy to rehearse the path on a CPU); anything here changes the cached build's hash."""
+
+    seed: int = 0
+    audio: dict[str, Any] = field(default_factory=dict)
+    text: dict[str, Any] = field(default_factory=dict)
+
+
 @dataclass
 class BackboneConfig:
     """The `backbone` section of a profile."""
@@ -103,7 +129,12 @@ class BackboneConfig:
     attn_implementation: str | None = "sdpa"
     lora: LoraConfig = field(default_factory=LoraConfig)
     gradient_checkpointing: bool = False
+    # 4-bit training: peft's prepare_model_for_kbit_training stores every frozen 16-bit weight (embeddings, lm_head,
+    # audio encoder, norms: ~1.9B values in the 7B model) in fp32 for stability; false keeps them in the load dtype
+    # (~3.8 GB less for the 7B model). Measured in benchmarks/results/.
+    fp32_frozen_weights: bool = True
     tiny: TinyModelConfig = field(default_factory=TinyModelConfig)
+    random: RandomModelConfig = field(default_factory=RandomModelConfig)
 
     def __post_init__(self) -> None:
         if self.name not in BACKBONES:
@@ -270,12 +301,77 @@ def build_tiny_qwen2_audio(cfg: BackboneConfig, paths: Paths) -> Path:
     return out
 
 
+def random_model_dir(paths: Paths, spec: RandomModelConfig) -> Path:
+    import transformers
+
+    blob = json.dumps({"spec": asdict(spec), "v": RANDOM_BUILD_VERSION, "template": chat_template(),
+                       "transformers": transformers.__version__}, sort_keys=True)
+    return paths.models / f"qwen2-audio-7b-random-{hashlib.sha256(blob.encode()).hexdigest()[:10]}"
+
+
+def build_random_qwen2_audio(cfg: BackboneConfig, paths: Paths) -> Path:
+    """Build (once) and cache Qwen2-Audio in the real 7B shapes with seeded random bf16 weights (16 GB on disk;
+    built on the GPU when there is one, in seconds, else in ~17 GB of RAM). It is loaded like any checkpoint, so
+    4-bit quantisation, LoRA and every later step see what a real 4-bit load of the real weights gives."""
+    spec = cfg.random
+    out = random_model_dir(paths, spec)
+    if (out / "config.json").exists():
+        return out
+    import torch
+    from transformers import (
+        GenerationConfig,
+        Qwen2AudioConfig,
+        Qwen2AudioForConditionalGeneration,
+        Qwen2AudioProcessor,
+        WhisperFeatureExtractor,
+    )
+
+    audio = {**QWEN2_AUDIO_7B_AUDIO, **spec.audio}
+    text = {**QWEN2_AUDIO_7B_TEXT, **spec.text}
+    tok = _build_tiny_tokenizer(TinyModelConfig(max_position_embeddings=text["max_position_embeddings"]))
+    eos = tok.convert_tokens_to_ids("<|im_end|>")
+    # the encoder's positions are the mel frames / 2 (pitfalls.md): 1500 positions = the real 30 s window
+    fe = WhisperFeatureExtractor(feature_size=audio["num_mel_bins"], sampling_rate=16000, hop_length=160,
+                                 chunk_length=audio["max_source_positions"] * 2 // 100, n_fft=400,
+                                 padding_value=0.0, return_attention_mask=True)
+    config = Qwen2AudioConfig(audio_config=audio,
+                              text_config={**text, "eos_token_id": eos, "pad_token_id": tok.pad_token_id,
+                                           "bos_token_id": None},
+                              audio_token_index=tok.convert_tokens_to_ids("<|AUDIO|>"))
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(torch.bfloat16)  # the hub checkpoint's dtype
+    try:
+        with torch.random.fork_rng(devices=[torch.cuda.current_device()] if device == "cuda" else []), \
+                torch.device(device):
+            torch.manual_seed(spec.seed)
+            model = Qwen2AudioForConditionalGeneration(config).eval()
+    finally:
+        torch.set_default_dtype(default)
+    model.generation_config = GenerationConfig(eos_token_id=[eos, tok.pad_token_id], pad_token_id=tok.pad_token_id,
+                                               do_sample=False, max_new_tokens=256)
+    try:
+        with atomic_dir(out, replace=False) as tmp:  # another process that finished first keeps its (equal) copy
+            model.save_pretrained(tmp, max_shard_size="4GB")
+            Qwen2AudioProcessor(feature_extractor=fe, tokenizer=tok, chat_template=chat_template()).save_pretrained(tmp)
+            (tmp / "emorl_build.json").write_text(json.dumps({"spec": asdict(spec), "version": RANDOM_BUILD_VERSION,
+                                                              "random_weights": True}))
+    finally:
+        del model
+        if device == "cuda":
+            torch.cuda.empty_cache()
+    return out
+
+
 BACKBONES: dict[str, BackboneEntry] = {
     "qwen2-audio-7b-instruct": BackboneEntry(
         "Qwen2-Audio-7B-Instruct (8.2B parameters), from the hub or a local folder", REAL_HUB_ID),
     "tiny-qwen2-audio": BackboneEntry(
         "Qwen2AudioForConditionalGeneration with a few million parameters, built locally (smoke runs)", None,
         build_tiny_qwen2_audio),
+    "qwen2-audio-7b-random": BackboneEntry(
+        "Qwen2-Audio-7B-Instruct's shapes with seeded RANDOM weights, built locally: real memory and time, "
+        "meaningless outputs (GPU measurements without a download)", None, build_random_qwen2_audio),
 }
 
 
@@ -390,13 +486,19 @@ def load_model(cfg: BackboneConfig, model_dir: str, adapter: str | None = None, 
     model = Qwen2AudioForConditionalGeneration.from_pretrained(model_dir, **kwargs)
     if cfg.load_in_4bit and not on_gpu:
         disable_cpu_4bit_repack(model)
-    if trainable and cfg.load_in_4bit:
+    if trainable and cfg.load_in_4bit and cfg.fp32_frozen_weights:
         from peft import prepare_model_for_kbit_training
 
         model = prepare_model_for_kbit_training(
             model, use_gradient_checkpointing=cfg.gradient_checkpointing,
             gradient_checkpointing_kwargs={"use_reentrant": False},
         )
+    elif trainable and cfg.load_in_4bit:  # what prepare_model_for_kbit_training does, without the fp32 copies
+        for p in model.parameters():
+            p.requires_grad_(False)
+        if cfg.gradient_checkpointing:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            model.enable_input_require_grads()
     elif trainable and cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()
