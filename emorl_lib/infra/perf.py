@@ -131,6 +131,8 @@ def machine_description() -> str:
         if torch.cuda.is_available():
             p = torch.cuda.get_device_properties(0)
             parts.append(f"GPU {p.name} {p.total_memory / 2**30:.0f} GiB")
+            driver = _nvidia_driver()
+            parts.append(f"CUDA {torch.version.cuda}" + (f" driver {driver}" if driver else ""))
         else:
             parts.append("no GPU")
         parts.append(f"torch {torch.__version__}")
@@ -138,6 +140,84 @@ def machine_description() -> str:
         pass
     parts.append(platform.platform(terse=True))
     return " | ".join(p for p in parts if p)
+
+
+def _nvidia_driver() -> str:
+    import shutil
+    import subprocess
+
+    if not shutil.which("nvidia-smi"):
+        return ""
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=20)
+        return out.stdout.strip().splitlines()[0] if out.returncode == 0 and out.stdout.strip() else ""
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+# The packages whose private APIs the kit touches (pinned exactly in requirements.txt), and what they stand on.
+PINNED_PACKAGES = ("transformers", "trl", "peft", "bitsandbytes", "accelerate", "datasets", "tokenizers",
+                   "safetensors")
+
+
+def package_versions(names: tuple[str, ...] = PINNED_PACKAGES) -> str:
+    """'name version; ...' for every benchmark row: a figure is only comparable under the same stack."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = []
+    for n in names:
+        try:
+            out.append(f"{n} {version(n)}")
+        except PackageNotFoundError:
+            out.append(f"{n} -")
+    return "; ".join(out)
+
+
+class GPUMemorySampler:
+    """GPU memory over time: a thread reads torch's allocated and reserved bytes every `interval` seconds and
+    writes `seconds,allocated_mib,reserved_mib,label` rows to a CSV, flushed per row so that a killed run keeps
+    its trace. Set `label` to mark phases. Without CUDA it records nothing."""
+
+    def __init__(self, path: Path, interval: float = 0.5) -> None:
+        import threading
+
+        self.path, self.interval = Path(path), interval
+        self.label = ""
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="gpu-memory-sampler", daemon=True)
+
+    def _run(self) -> None:
+        import csv
+
+        import torch
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        t0 = time.perf_counter()
+        with self.path.open("w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["seconds", "allocated_mib", "reserved_mib", "label"])
+            while True:
+                a, r = torch.cuda.memory_allocated() / 2**20, torch.cuda.memory_reserved() / 2**20
+                w.writerow([f"{time.perf_counter() - t0:.2f}", f"{a:.0f}", f"{r:.0f}", self.label])
+                f.flush()
+                if self._stop.wait(self.interval):
+                    break
+
+    def __enter__(self) -> "GPUMemorySampler":
+        try:
+            import torch
+
+            if torch.cuda.is_available():
+                self._thread.start()
+        except ImportError:
+            pass
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
 
 
 def append_benchmark_row(path: Path, row: dict[str, Any]) -> Path:
