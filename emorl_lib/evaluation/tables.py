@@ -195,7 +195,9 @@ def crosscorpus_tables(book: ScoreBook, rows: list[Recipe]) -> tuple[Table, dict
                 if a == "iemocap" and k and k < len(s.exp.iemocap_folds) and s.eval.crosscorpus_all_folds:
                     notes.append(f"{rec.label}: IEMOCAP row averages {k}/{len(s.exp.iemocap_folds)} fold models")
         mats[rec.label] = with_mean(transfer_matrix(cells, train, test))
-    df = pd.DataFrame(long)
+    # explicit columns: a profile with one corpus (or cross_corpus off) has no pairs, and still gets its table
+    df = pd.DataFrame(long, columns=["row", "stage", "reward", "condition", "train", "test", "wa", "models",
+                                     "emobox_whisper_large_v3"])
     disp = df.assign(wa=df.wa.map(fmt), emobox_whisper_large_v3=df.emobox_whisper_large_v3.map(fmt))
     disp = disp[["row", "train", "test", "wa", "emobox_whisper_large_v3"]].rename(
         columns={"row": "", "wa": "ours WA", "emobox_whisper_large_v3": "EmoBox Whisper-large-v3 WA"})
