@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/bench_grpo.py                     # tiny model on the CPU (default profile)
     .venv/bin/python benchmarks/bench_grpo.py --size full         # GPU only: Qwen2-Audio-7B shapes, RANDOM weights,
                                                                   # 4-bit QLoRA, G=6, 256 tokens (paper profile)
+    .venv/bin/python benchmarks/bench_grpo.py --size rehearsal    # the --size full code path with shrunk shapes (CPU)
 
 Modes (each a fresh model with the same seed, interleaved over --repeats, best median kept):
   plain     cache_audio=False, cache_features=False (what TRL does: G encodes per prompt per forward)
@@ -10,19 +11,23 @@ Modes (each a fresh model with the same seed, interleaved over --repeats, best m
   cached    both (the default of EmoGRPOConfig)
 Parts are inclusive wall times per step (the audio encoder runs inside generation and the log-prob forwards):
 features (audio load + mel + tokenise), audio_encoder, generation, logps_nograd (old/reference), logps_grad (loss
-forward), backward. Appends one row per mode to results/benchmarks/grpo.csv with the machine's description.
+forward), backward. Peak GPU memory is reported for loading and for training separately (a 16 GB GPU must survive
+both). Every log-prob tensor, loss and gradient norm is checked for NaN/inf (columns nonfinite_*). Appends one row
+per mode to results/benchmarks/grpo.csv with the machine's description and the pinned packages' versions.
 
---size full never downloads: it builds Qwen2AudioForConditionalGeneration from a config with the real sizes
-(verified against copies of the hub config of Qwen/Qwen2-Audio-7B-Instruct) and random weights, saves it once
-under cache/models/, and loads it through the kit's own loader (4-bit nf4, LoRA, gradient checkpointing, as in
-params/paper.yaml). Random weights cost the same memory and time as the real ones. The tokenizer is the tiny
-model's (no hub), so text prompts tokenise into different ids; audio tokens (25 per second) are the same.
+--size full never downloads: it uses the `qwen2-audio-7b-random` backbone (emorl_lib.training.backbones: the real
+Qwen2-Audio-7B-Instruct sizes, seeded random bf16 weights, built once into cache/models/) and loads it through the
+kit's own loader (4-bit nf4, LoRA, gradient checkpointing, as in params/paper.yaml). Random weights cost the same
+memory and time per token as the real ones, but rarely emit the end token, so completions run to the full length
+(the worst case), and they lack the real model's activation outliers (a clean fp16 run is no proof for real weights).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
+import math
 import statistics
 import sys
 import tempfile
@@ -34,63 +39,12 @@ import numpy as np
 from emorl_lib.infra.paths import repo_root
 
 TARGET_GIB = 15.0  # the paper profile should fit a 16 GB GPU (T4, V100-16G)
-
-# Qwen2-Audio-7B-Instruct's config.json (audio encoder = Whisper-large-v3 encoder; text = Qwen2-7B).
-FULL_AUDIO = {"model_type": "qwen2_audio_encoder", "d_model": 1280, "encoder_layers": 32,
-              "encoder_attention_heads": 20, "encoder_ffn_dim": 5120, "num_mel_bins": 128,
-              "max_source_positions": 1500, "activation_function": "gelu", "scale_embedding": False}
-FULL_TEXT = {"model_type": "qwen2", "vocab_size": 156032, "hidden_size": 4096, "intermediate_size": 11008,
-             "num_hidden_layers": 32, "num_attention_heads": 32, "num_key_value_heads": 32,
-             "max_position_embeddings": 8192, "rope_theta": 10000.0, "rms_norm_eps": 1e-5,
-             "tie_word_embeddings": False}
 MODES = {"plain": (False, False), "features": (False, True), "encoder": (True, False), "cached": (True, True)}
-
-
-def build_random_full(models_dir: Path) -> Path:
-    """Qwen2-Audio-7B shapes with random weights (bf16), saved once; GPU only (8.4B parameters)."""
-    import torch
-    from transformers import (
-        GenerationConfig,
-        Qwen2AudioConfig,
-        Qwen2AudioForConditionalGeneration,
-        Qwen2AudioProcessor,
-        WhisperFeatureExtractor,
-    )
-
-    from emorl_lib.training.backbones import (
-        TinyModelConfig,
-        _build_tiny_tokenizer,
-        chat_template,
-    )
-
-    out = models_dir / "random-qwen2-audio-7b-shapes"
-    if (out / "config.json").exists():
-        return out
-    tok = _build_tiny_tokenizer(TinyModelConfig(max_position_embeddings=FULL_TEXT["max_position_embeddings"]))
-    fe = WhisperFeatureExtractor(feature_size=128, sampling_rate=16000, hop_length=160, chunk_length=30, n_fft=400,
-                                 padding_value=0.0, return_attention_mask=True)
-    eos = tok.convert_tokens_to_ids("<|im_end|>")
-    config = Qwen2AudioConfig(audio_config=FULL_AUDIO,
-                              text_config={**FULL_TEXT, "eos_token_id": eos, "pad_token_id": tok.pad_token_id,
-                                           "bos_token_id": None},
-                              audio_token_index=tok.convert_tokens_to_ids("<|AUDIO|>"))
-    default = torch.get_default_dtype()
-    torch.set_default_dtype(torch.bfloat16)
-    try:
-        with torch.device("cuda"):
-            torch.manual_seed(0)
-            model = Qwen2AudioForConditionalGeneration(config).eval()
-    finally:
-        torch.set_default_dtype(default)
-    model.generation_config = GenerationConfig(eos_token_id=[eos, tok.pad_token_id], pad_token_id=tok.pad_token_id,
-                                               do_sample=False, max_new_tokens=256)
-    tmp = Path(tempfile.mkdtemp(dir=models_dir, prefix=".random-full."))
-    model.save_pretrained(tmp, max_shard_size="4GB")
-    Qwen2AudioProcessor(feature_extractor=fe, tokenizer=tok, chat_template=chat_template()).save_pretrained(tmp)
-    del model
-    torch.cuda.empty_cache()
-    tmp.rename(out)
-    return out
+# --size rehearsal: the random backbone shrunk to run the --size full path on a CPU in seconds (real vocabulary, so
+# generated ids beyond the tiny tokenizer's are exercised too)
+REHEARSAL_SHAPES = {"audio": {"d_model": 64, "encoder_layers": 2, "encoder_attention_heads": 4, "encoder_ffn_dim": 128},
+                    "text": {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
+                             "num_attention_heads": 4, "num_key_value_heads": 4}}
 
 
 def tone_clips(folder: Path, n: int, seconds: float) -> list[str]:
@@ -107,28 +61,64 @@ def tone_clips(folder: Path, n: int, seconds: float) -> list[str]:
     return out
 
 
-def run_mode(mode: str, prof, wavs: list[str], condition: str, workdir: Path, warmup: int) -> dict:
-    """Train warmup + steps GRPO steps in one mode; per-step means of every part over the measured steps."""
+def _nonfinite(t) -> int:
+    import torch
+
+    return int((~torch.isfinite(t.detach().float())).sum().item()) if t is not None else 0
+
+
+def run_mode(mode: str, prof, wavs: list[str], condition: str, workdir: Path, warmup: int,
+             trace: Path | None = None) -> dict:
+    """Load a fresh model and train warmup + steps GRPO steps in one mode; per-step means of every part over the
+    measured steps, and peak memory of the load and of training apart."""
+    import torch
+    from transformers import set_seed
+
+    from emorl_lib.infra.perf import GPUMemorySampler, peak_memory, reset_peak_memory
+    from emorl_lib.training.backbones import load_backbone
+    from emorl_lib.training.runs import trainer_config
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    sampler = GPUMemorySampler(trace) if trace else contextlib.nullcontext()
+    with sampler:
+        if trace:
+            sampler.label = "load"
+        reset_peak_memory()
+        args = trainer_config(prof, "grpo", output_dir=str(workdir / mode))
+        set_seed(args.seed)
+        t0 = time.perf_counter()
+        bb = load_backbone(prof.section("backbone"), prof.paths, trainable=True)
+        load_s = time.perf_counter() - t0
+        load_mem = {f"load_{k}": v for k, v in peak_memory().items() if k.startswith("gpu_")}
+        after_load = torch.cuda.memory_allocated() / 2**20 if torch.cuda.is_available() else None
+        reset_peak_memory()
+        if trace:
+            sampler.label = "train"
+        row = _train(mode, bb, prof, wavs, condition, workdir, warmup)
+    row.update({"model_load_s": load_s, "gpu_allocated_after_load_mib": after_load, **load_mem})
+    if trace:
+        row["memory_trace"] = trace.name
+    del bb
+    return row
+
+
+def _train(mode, bb, prof, wavs, condition, workdir, warmup) -> dict:
+    """warmup + steps GRPO steps on a loaded backbone, every part timed and every log-prob checked."""
     import torch
     from datasets import Dataset
-    from transformers import TrainerCallback, set_seed
+    from transformers import TrainerCallback
 
     from emorl_lib.data.labels import FOUR_CLASS
-    from emorl_lib.infra.perf import Stopwatch, peak_memory, reset_peak_memory
+    from emorl_lib.infra.perf import Stopwatch, peak_memory
     from emorl_lib.method.prompts import build_messages
-    from emorl_lib.training.backbones import load_backbone
     from emorl_lib.training.grpo import AudioGRPOTrainer, find_audio_tower, reward_functions
     from emorl_lib.training.runs import trainer_config
 
     cache_audio, cache_features = MODES[mode]
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
-    reset_peak_memory()
     funcs, weights = reward_functions(prof.section("reward"), condition, "eswr")
     args = trainer_config(prof, "grpo", output_dir=str(workdir / mode), reward_weights=weights)
-    set_seed(args.seed)
-    bb = load_backbone(prof.section("backbone"), prof.paths, trainable=True)
     pcfg = prof.section("prompt")
     cands = list(FOUR_CLASS)
     rows = [{"prompt": build_messages(pcfg, w, cands, condition), "label": cands[i % len(cands)],
@@ -136,9 +126,11 @@ def run_mode(mode: str, prof, wavs: list[str], condition: str, workdir: Path, wa
     trainer = AudioGRPOTrainer(model=bb.model, reward_funcs=funcs, processing_class=bb.processor,
                                train_dataset=Dataset.from_list(rows), args=args,
                                cache_audio=cache_audio, cache_features=cache_features)
+    trainable_dtypes = sorted({str(p.dtype).replace("torch.", "") for p in bb.model.parameters() if p.requires_grad})
     sw = Stopwatch()
     sw.wrap(trainer, "_tokenize_prompts", "features")
     tokens = [0]
+    bad = {"logps": 0, "logps_values": 0}
     gen = trainer._generate_single_turn
 
     def generation(*a, **k):
@@ -152,7 +144,11 @@ def run_mode(mode: str, prof, wavs: list[str], condition: str, workdir: Path, wa
 
     def logprobs(*a, **k):
         with sw.section("logps_grad" if torch.is_grad_enabled() else "logps_nograd"):
-            return logps(*a, **k)
+            out = logps(*a, **k)
+        n = _nonfinite(out[0])
+        bad["logps"] += n
+        bad["logps_values"] += out[0].numel()
+        return out
 
     trainer._get_per_token_logps_and_entropies = logprobs
     sw.wrap(trainer.accelerator, "backward", "backward")
@@ -195,7 +191,8 @@ def run_mode(mode: str, prof, wavs: list[str], condition: str, workdir: Path, wa
         for h in hooks:
             h.remove()
     n = len(step_times)
-    row = {"mode": mode, "cache_audio": cache_audio, "cache_features": cache_features, "steps": n,
+    row = {"mode": mode, "cache_audio": cache_audio, "cache_features": cache_features,
+           "trainable_dtypes": "/".join(trainable_dtypes), "steps": n,
            "step_s": statistics.median(step_times), "step_s_mean": statistics.mean(step_times)}
     for part in ("features", "audio_encoder", "generation", "logps_nograd", "logps_grad", "backward"):
         row[f"{part}_s"] = sw.seconds.get(part, 0.0) / n
@@ -203,37 +200,50 @@ def run_mode(mode: str, prof, wavs: list[str], condition: str, workdir: Path, wa
     row["gen_tokens_per_s"] = tokens[0] / sw.seconds["generation"] if sw.seconds.get("generation") else None
     row["encoder_rows_per_step"] = (trainer.encoder_cache.encoded / n if trainer.encoder_cache is not None
                                     else None)
+    logged = [h for h in trainer.state.log_history if "loss" in h]
+    losses = [float(h["loss"]) for h in logged]
+    norms = [float(h["grad_norm"]) for h in logged if h.get("grad_norm") is not None]
+    row.update({"nonfinite_logps": bad["logps"], "logps_checked": bad["logps_values"],
+                "nonfinite_loss_steps": sum(not math.isfinite(x) for x in losses),
+                "nonfinite_grad_norm_steps": sum(not math.isfinite(x) for x in norms), "logged_steps": len(logged),
+                "loss_last": losses[-1] if losses else None, "grad_norm_last": norms[-1] if norms else None})
     row.update(peak_memory())
-    del trainer, bb
+    del trainer
     return row
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--size", choices=["tiny", "full"], default="tiny")
-    ap.add_argument("--profile", help="default: 'default' (tiny) or 'paper' (full)")
+    ap.add_argument("--size", choices=["tiny", "full", "rehearsal"], default="tiny",
+                    help="tiny model (CPU), the random 7B-shaped backbone (GPU), or the latter shrunk (CPU)")
+    ap.add_argument("--profile", help="default: 'default' (tiny) or 'paper' (full, rehearsal)")
     ap.add_argument("--condition", default="ESR", help="prompt condition (default: ESR, the paper's method)")
     ap.add_argument("--generations", type=int, help="G (default: the profile's grpo.num_generations)")
     ap.add_argument("--completion-length", type=int, help="max completion tokens (default: the profile's)")
     ap.add_argument("--prompts-per-step", type=int, default=1)
     ap.add_argument("--clip-seconds", type=float, default=None, help="default: 2.5 (tiny), 5.0 (full)")
+    ap.add_argument("--dtype", choices=["auto", "bfloat16", "float16", "float32"],
+                    help="backbone dtype and 4-bit compute dtype (default: the profile's; float16 = what a T4 uses)")
+    ap.add_argument("--fp32-frozen-weights", choices=["true", "false"],
+                    help="backbone.fp32_frozen_weights (default: the profile's)")
+    ap.add_argument("--logps-chunk", type=int,
+                    help="tokens per chunk of TRL's fused log-prob head (default: TRL's constant)")
     ap.add_argument("--steps", type=int, default=3, help="measured steps per mode (after --warmup)")
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--repeats", type=int, default=1, help="interleaved repeats per mode; the best median is kept")
     ap.add_argument("--threads", type=int, default=None,
                     help="torch CPU threads (default: torch's choice; on a shared CPU 1 avoids thread contention)")
     ap.add_argument("--modes", default="plain,cached", help=f"comma list of {sorted(MODES)}")
+    ap.add_argument("--tag", default="", help="a label stored in every row (and the memory traces' names)")
+    ap.add_argument("--trace-dir", help="write GPU memory over time (every 0.5 s) to <dir>/grpo_<tag>_<mode>.csv")
     ap.add_argument("--out", default=str(repo_root() / "results" / "benchmarks" / "grpo.csv"))
     a = ap.parse_args(argv)
 
     import torch
 
     from emorl_lib.infra.config import load_profile
-    from emorl_lib.infra.perf import (
-        append_benchmark_row,
-        load_average,
-        machine_description,
-    )
+    from emorl_lib.infra.perf import append_benchmark_row, load_average, machine_description, package_versions
+    from emorl_lib.training.backbones import resolve_dtype
 
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -243,46 +253,68 @@ def main(argv: list[str] | None = None) -> list[dict]:
         raise SystemExit(f"--modes: unknown {bad}; expected some of {sorted(MODES)}")
     if a.size == "full" and not torch.cuda.is_available():
         raise SystemExit("--size full builds the 8.4B-parameter Qwen2-Audio-7B shapes and trains them in 4-bit "
-                         "QLoRA: it needs a CUDA GPU (about 15 GiB). None is visible here; run --size tiny on the CPU.")
-    prof = load_profile(a.profile or ("paper" if a.size == "full" else "default"))
-    paths = prof.paths.ensure()
+                         "QLoRA: it needs a CUDA GPU (about 15 GiB). None is visible here; run --size tiny or "
+                         "--size rehearsal on the CPU.")
+    prof = load_profile(a.profile or ("default" if a.size == "tiny" else "paper"))
+    prof.paths.ensure()
     g = a.generations or prof.section("grpo").num_generations
     grpo = {"num_generations": g, "per_device_train_batch_size": a.prompts_per_step * g,
             "gradient_accumulation_steps": 1, "max_steps": a.warmup + a.steps, "save_steps": 10**6, "report_to": [],
             "log_completions_every": 0, "max_train_prompts": None, "logging_steps": 1}
     if a.completion_length:
         grpo["max_completion_length"] = a.completion_length
-    over: dict = {"grpo": grpo}
-    if a.size == "full":
-        over["backbone"] = {"name": "qwen2-audio-7b-instruct", "path": str(build_random_full(paths.models))}
-    prof = prof.with_overrides(over)
+    backbone: dict = {}
+    if a.size != "tiny":
+        backbone.update(name="qwen2-audio-7b-random", path=None)
+        if a.size == "rehearsal":
+            backbone["random"] = REHEARSAL_SHAPES
+    if a.dtype:
+        backbone["dtype"] = a.dtype
+    if a.fp32_frozen_weights:
+        backbone["fp32_frozen_weights"] = a.fp32_frozen_weights == "true"
+    prof = prof.with_overrides({"grpo": grpo, **({"backbone": backbone} if backbone else {})})
     bcfg, s = prof.section("backbone"), prof.section("grpo")
+    import trl.trainer.utils as trl_utils
+
+    if a.logps_chunk:  # a module constant TRL reads at each call
+        trl_utils._CHUNKED_LOGPROB_CHUNK_SIZE = a.logps_chunk
+    logps_chunk = trl_utils._CHUNKED_LOGPROB_CHUNK_SIZE
     condition = a.condition
-    clip_s = a.clip_seconds or (5.0 if a.size == "full" else 2.5)
+    clip_s = a.clip_seconds or (2.5 if a.size == "tiny" else 5.0)
     load_before = load_average()
+    trace_dir = Path(a.trace_dir) if a.trace_dir else None
     best: dict[str, dict] = {}
     with tempfile.TemporaryDirectory(prefix="bench_grpo_") as tmp:
         wavs = tone_clips(Path(tmp), max(8, a.prompts_per_step * (a.warmup + a.steps)), clip_s)
-        for _ in range(a.repeats):
+        for rep in range(a.repeats):
             for m in modes:
-                r = run_mode(m, prof, wavs, condition, Path(tmp), a.warmup)
+                trace = trace_dir / f"grpo_{a.tag or a.size}_{m}_{rep}.csv" if trace_dir else None
+                r = run_mode(m, prof, wavs, condition, Path(tmp), a.warmup, trace)
                 if m not in best or r["step_s"] < best[m]["step_s"]:
                     best[m] = r
-    common = {"machine": machine_description(), "load_avg_before": load_before, "load_avg_after": load_average(),
-              "size": a.size, "backbone": bcfg.name, "dtype": bcfg.dtype, "load_in_4bit": bcfg.load_in_4bit,
+    dtype = resolve_dtype(bcfg.dtype)
+    common = {"machine": machine_description(), "versions": package_versions(), "tag": a.tag,
+              "load_avg_before": load_before, "load_avg_after": load_average(),
+              "size": a.size, "backbone": bcfg.name, "dtype": str(dtype).replace("torch.", ""),
+              "load_in_4bit": bcfg.load_in_4bit, "bnb_quant_type": bcfg.bnb_quant_type if bcfg.load_in_4bit else None,
+              "fp32_frozen_weights": bcfg.fp32_frozen_weights, "lora_r": bcfg.lora.r if bcfg.lora.enabled else None,
               "gradient_checkpointing": bcfg.gradient_checkpointing, "condition": condition,
               "num_generations": s.num_generations, "max_completion_length": s.max_completion_length,
-              "prompts_per_step": a.prompts_per_step, "beta": s.beta, "num_iterations": s.num_iterations,
-              "clip_seconds": clip_s, "repeats": a.repeats,
-              "threads": torch.get_num_threads()}
+              "prompts_per_step": a.prompts_per_step, "batch_size": s.per_device_train_batch_size,
+              "beta": s.beta, "num_iterations": s.num_iterations, "logps_chunk": logps_chunk,
+              "clip_seconds": clip_s, "repeats": a.repeats, "threads": torch.get_num_threads()}
     rows = []
     plain = best.get("plain")
     for m in modes:
         r = {**common, **best[m]}
         r["speedup_vs_plain"] = plain["step_s"] / r["step_s"] if plain else None
         if torch.cuda.is_available():
+            r["gpu_allocated_peak_gib"] = r["gpu_allocated_peak_mib"] / 1024
+            r["gpu_reserved_peak_gib"] = r["gpu_reserved_peak_mib"] / 1024
+            r["load_gpu_reserved_peak_gib"] = r["load_gpu_reserved_peak_mib"] / 1024
             r["target_gib"] = TARGET_GIB
-            r["fits_target"] = r["gpu_reserved_peak_mib"] / 1024 <= TARGET_GIB
+            # a 16 GB GPU must hold both the load's and the training's peak
+            r["fits_target"] = max(r["gpu_reserved_peak_gib"], r["load_gpu_reserved_peak_gib"]) <= TARGET_GIB
         append_benchmark_row(Path(a.out), r)
         rows.append(r)
     _print(rows)
@@ -292,15 +324,20 @@ def main(argv: list[str] | None = None) -> list[dict]:
 
 def _print(rows: list[dict]) -> None:
     cols = ["mode", "step_s", "features_s", "audio_encoder_s", "generation_s", "logps_nograd_s", "logps_grad_s",
-            "backward_s", "gen_tokens_per_s", "encoder_rows_per_step", "rss_peak_mib", "gpu_allocated_peak_mib",
-            "gpu_reserved_peak_mib", "speedup_vs_plain"]
+            "backward_s", "gen_tokens_per_s", "encoder_rows_per_step", "rss_peak_mib", "model_load_s",
+            "gpu_allocated_after_load_mib", "load_gpu_reserved_peak_mib", "gpu_allocated_peak_mib",
+            "gpu_reserved_peak_mib", "nonfinite_logps", "nonfinite_loss_steps", "nonfinite_grad_norm_steps",
+            "speedup_vs_plain"]
     cols = [c for c in cols if any(r.get(c) is not None for r in rows)]
-    print(rows[0]["machine"], "| load avg", rows[0]["load_avg_before"], "->", rows[0]["load_avg_after"])
-    print(f"G={rows[0]['num_generations']} completion<={rows[0]['max_completion_length']} "
-          f"prompts/step={rows[0]['prompts_per_step']} backbone={rows[0]['backbone']} 4bit={rows[0]['load_in_4bit']}")
-    print("  ".join(f"{c:>14}" for c in cols))
+    r0 = rows[0]
+    print(r0["machine"], "| load avg", r0["load_avg_before"], "->", r0["load_avg_after"])
+    print(r0["versions"])
+    print(f"[{r0['tag']}] G={r0['num_generations']} completion<={r0['max_completion_length']} "
+          f"prompts/step={r0['prompts_per_step']} backbone={r0['backbone']} dtype={r0['dtype']} "
+          f"4bit={r0['load_in_4bit']} fp32_frozen={r0['fp32_frozen_weights']} logps_chunk={r0['logps_chunk']}")
     for r in rows:
-        print("  ".join(f"{r[c]:>14.3f}" if isinstance(r.get(c), float) else f"{str(r.get(c)):>14}" for c in cols))
+        print("  " + "  ".join(f"{c}={r[c]:.3f}" if isinstance(r.get(c), float) else f"{c}={r.get(c)}"
+                               for c in cols))
 
 
 if __name__ == "__main__":
