@@ -11,6 +11,7 @@ from emorl_lib.training.backbones import (
     build_tiny_qwen2_audio,
     load_backbone,
     load_processor,
+    resolve_model_dir,
     trainable_parameters,
 )
 
