@@ -272,3 +272,19 @@ def test_ctrl_c_during_training_prints_one_line_and_the_same_command_resumes(tra
     final = tmp_path / "runs" / "ctrlc" / "checkpoints" / "iemocap-f1_sft_IR" / "final"
     assert json.loads((final / "emorl_run.json").read_text())["steps"] == 4
     assert "resuming from" in capsys.readouterr().out
+
+
+def test_fp16_training_gets_fp32_trainable_weights_back():
+    """TRL casts a quantised model's LoRA weights to bf16; fp16's gradient scaler has no bf16 kernel (seen on a GPU:
+    the first optimizer step failed), so under fp16 they go back to fp32 and the frozen weights stay as they are."""
+    import torch
+
+    from emorl_lib.training.grpo import fp32_trainable_weights
+
+    model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Linear(4, 2)).to(torch.bfloat16)
+    model[0].weight.requires_grad_(False)
+    model[0].bias.requires_grad_(False)
+    assert fp32_trainable_weights(model) == 2
+    assert model[1].weight.dtype == model[1].bias.dtype == torch.float32
+    assert model[0].weight.dtype == torch.bfloat16
+    assert fp32_trainable_weights(model) == 0

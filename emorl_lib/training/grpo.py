@@ -127,6 +127,21 @@ class EmoGRPOConfig(GRPOConfig):
             super().__post_init__()
 
 
+def fp32_trainable_weights(model) -> int:
+    """TRL 1.16 casts a quantised model's trainable (LoRA) weights to bf16, QLoRA's recommendation. Under fp16 mixed
+    precision (a T4) the gradient scaler then fails at the first optimizer step ("_amp_foreach_non_finite_check_and_
+    unscale_cuda not implemented for 'BFloat16'", measured: benchmarks/results/), so they go back to fp32, what
+    peft made them. Returns how many tensors were cast."""
+    n = 0
+    for p in model.parameters():
+        if p.requires_grad and p.dtype == torch.bfloat16:
+            p.data = p.data.float()
+            n += 1
+    if n:
+        log.info("fp16 training: %d trainable tensors TRL had cast to bf16 are fp32 again", n)
+    return n
+
+
 class AudioGRPOTrainer(GRPOTrainer):
     """GRPOTrainer whose every forward sees the audio. Rewards are plain TRL callables.
 
@@ -148,6 +163,8 @@ class AudioGRPOTrainer(GRPOTrainer):
         self._cache_audio, self._cache_features = cache_audio, cache_features
         self.encoder_cache: EncoderCache | None = None
         super().__init__(*args, **kwargs)
+        if self.args.fp16:
+            fp32_trainable_weights(self.model)
 
     # -- the audio encoder runs once per clip -------------------------------------------------------------------
     def train(self, *args: Any, **kwargs: Any):
