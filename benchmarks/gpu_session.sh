@@ -7,7 +7,9 @@
 # Items (in the order given):
 #   env            versions, GPU, free memory and disk; fails if an import the kit needs is missing
 #   build          the qwen2-audio-7b-random checkpoint (16 GB; on /dev/shm when it has room), timed
-#   grpo-bf16      bench_grpo --size full, plain vs cached, bf16 (the paper profile on an A100/H100/L4)
+#   grpo-bf16      bench_grpo --size full, plain vs cached, bf16 (the paper profile on an A100/H100/L4); both modes
+#                  in one process: the second one's memory includes ~2.5 GB the first left allocated, so memory
+#                  figures come from a mode run first in its process
 #   grpo-fp16      the same with fp16 compute (what a T4 uses), cached only
 #   grpo-bf16-16   bf16 with backbone.fp32_frozen_weights false (frozen weights kept 16-bit), cached
 #   grpo-fp16-16   fp16 with backbone.fp32_frozen_weights false, cached
@@ -15,6 +17,7 @@
 #   smoke          emorl prepare + grpo (gpu-smoke profile, 20 steps) + evaluate --stage grpo, memory traced
 #   eval-ir        evaluation throughput, IR (eval.max_new_tokens), batch 1/8/16/32, 2 batches each
 #   eval-esr       evaluation throughput, ESR (256 tokens), batch 1/8/32, one batch each
+# STEPS (default 3): measured GRPO steps after one warm-up step.
 # BUDGET_S (default 540): an item starts only if its estimate fits in what is left, and is cut at the budget, so
 # that a command limit of 10 minutes still ends with every finished item's files in OUTDIR.
 set -uo pipefail
@@ -42,7 +45,8 @@ item() {  # item NAME ESTIMATE_S COMMAND...
 }
 
 # `timeout` runs programs, not shell functions: the two benchmarks' common arguments as arrays
-bench_grpo=("$py" benchmarks/bench_grpo.py --size full --steps 3 --warmup 1 --trace-dir "$out" --out "$out/grpo.csv")
+bench_grpo=("$py" benchmarks/bench_grpo.py --size full --steps "${STEPS:-3}" --warmup 1 --trace-dir "$out"
+    --out "$out/grpo.csv")
 bench_eval=("$py" benchmarks/bench_eval.py --profile gpu-smoke --comparisons throughput --batch-sizes 1,8,16,32
     --batches 2 --out "$out/eval.csv")
 
@@ -71,11 +75,11 @@ prof = load_profile('gpu-smoke')
 t0 = time.perf_counter()
 d = resolve_model_dir(prof.section('backbone', BackboneConfig), prof.paths.ensure())
 print(f'random full-size checkpoint {d}: {time.perf_counter() - t0:.1f} s')" ;;
-    grpo-bf16) item grpo-bf16 220 "${bench_grpo[@]}" --tag bf16 --modes plain,cached ;;
-    grpo-fp16) item grpo-fp16 110 "${bench_grpo[@]}" --tag fp16 --dtype float16 --modes cached ;;
-    grpo-bf16-16) item grpo-bf16-16 110 "${bench_grpo[@]}" --tag bf16-frozen16 --fp32-frozen-weights false \
+    grpo-bf16) item grpo-bf16 280 "${bench_grpo[@]}" --tag bf16 --modes plain,cached ;;
+    grpo-fp16) item grpo-fp16 140 "${bench_grpo[@]}" --tag fp16 --dtype float16 --modes cached ;;
+    grpo-bf16-16) item grpo-bf16-16 140 "${bench_grpo[@]}" --tag bf16-frozen16 --fp32-frozen-weights false \
         --modes cached ;;
-    grpo-fp16-16) item grpo-fp16-16 110 "${bench_grpo[@]}" --tag fp16-frozen16 --dtype float16 \
+    grpo-fp16-16) item grpo-fp16-16 140 "${bench_grpo[@]}" --tag fp16-frozen16 --dtype float16 \
         --fp32-frozen-weights false --modes cached ;;
     grpo-short) item grpo-short 90 "${bench_grpo[@]}" --tag bf16-len128 --completion-length 128 --modes cached ;;
     smoke)
