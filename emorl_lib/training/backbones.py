@@ -131,7 +131,7 @@ class BackboneConfig:
     gradient_checkpointing: bool = False
     # 4-bit training: peft's prepare_model_for_kbit_training stores every frozen 16-bit weight (embeddings, lm_head,
     # audio encoder, norms: ~1.9B values in the 7B model) in fp32 for stability; false keeps them in the load dtype
-    # (~3.8 GB less for the 7B model). Measured in benchmarks/results/.
+    # (measured on an H100: 10.47 vs 6.76 GiB after loading, GRPO peak 15.0 vs ~8.7 GiB; benchmarks/results/).
     fp32_frozen_weights: bool = True
     tiny: TinyModelConfig = field(default_factory=TinyModelConfig)
     random: RandomModelConfig = field(default_factory=RandomModelConfig)
