@@ -68,7 +68,7 @@ def _nonfinite(t) -> int:
 
 
 def run_mode(mode: str, prof, wavs: list[str], condition: str, workdir: Path, warmup: int,
-             trace: Path | None = None) -> dict:
+             trace: Path | None = None, rewards: str = "profile") -> dict:
     """Load a fresh model and train warmup + steps GRPO steps in one mode; per-step means of every part over the
     measured steps, and peak memory of the load and of training apart."""
     import torch
@@ -96,7 +96,7 @@ def run_mode(mode: str, prof, wavs: list[str], condition: str, workdir: Path, wa
         reset_peak_memory()
         if trace:
             sampler.label = "train"
-        row = _train(mode, bb, prof, wavs, condition, workdir, warmup)
+        row = _train(mode, bb, prof, wavs, condition, workdir, warmup, rewards)
     row.update({"model_load_s": load_s, "gpu_allocated_after_load_mib": after_load, **load_mem})
     if trace:
         row["memory_trace"] = trace.name
@@ -104,7 +104,20 @@ def run_mode(mode: str, prof, wavs: list[str], condition: str, workdir: Path, wa
     return row
 
 
-def _train(mode, bb, prof, wavs, condition, workdir, warmup) -> dict:
+class RandomReward:
+    """Seeded uniform rewards: with random weights every real reward is 0, every advantage 0 and every gradient 0;
+    these make the backward pass carry real gradients (and the LoRA weights move), so fp16 gradients are exercised."""
+
+    __name__ = "random_reward"
+
+    def __init__(self, seed: int = 0) -> None:
+        self.rng = np.random.default_rng(seed)
+
+    def __call__(self, prompts, completions, **kwargs) -> list[float]:
+        return self.rng.uniform(0.0, 1.0, len(completions)).tolist()
+
+
+def _train(mode, bb, prof, wavs, condition, workdir, warmup, rewards: str = "profile") -> dict:
     """warmup + steps GRPO steps on a loaded backbone, every part timed and every log-prob checked."""
     import torch
     from datasets import Dataset
@@ -118,6 +131,8 @@ def _train(mode, bb, prof, wavs, condition, workdir, warmup) -> dict:
 
     cache_audio, cache_features = MODES[mode]
     funcs, weights = reward_functions(prof.section("reward"), condition, "eswr")
+    if rewards == "random":
+        funcs, weights = [RandomReward()], [1.0]
     args = trainer_config(prof, "grpo", output_dir=str(workdir / mode), reward_weights=weights)
     pcfg = prof.section("prompt")
     cands = list(FOUR_CLASS)
@@ -228,6 +243,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
                     help="backbone.fp32_frozen_weights (default: the profile's)")
     ap.add_argument("--logps-chunk", type=int,
                     help="tokens per chunk of TRL's fused log-prob head (default: TRL's constant)")
+    ap.add_argument("--rewards", choices=["profile", "random"], default="profile",
+                    help="random: seeded uniform rewards, so that gradients are not all zero with random weights")
     ap.add_argument("--steps", type=int, default=3, help="measured steps per mode (after --warmup)")
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--repeats", type=int, default=1, help="interleaved repeats per mode; the best median is kept")
@@ -289,7 +306,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         for rep in range(a.repeats):
             for m in modes:
                 trace = trace_dir / f"grpo_{a.tag or a.size}_{m}_{rep}.csv" if trace_dir else None
-                r = run_mode(m, prof, wavs, condition, Path(tmp), a.warmup, trace)
+                r = run_mode(m, prof, wavs, condition, Path(tmp), a.warmup, trace, a.rewards)
                 if m not in best or r["step_s"] < best[m]["step_s"]:
                     best[m] = r
     dtype = resolve_dtype(bcfg.dtype)
@@ -301,7 +318,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
               "gradient_checkpointing": bcfg.gradient_checkpointing, "condition": condition,
               "num_generations": s.num_generations, "max_completion_length": s.max_completion_length,
               "prompts_per_step": a.prompts_per_step, "batch_size": s.per_device_train_batch_size,
-              "beta": s.beta, "num_iterations": s.num_iterations, "logps_chunk": logps_chunk,
+              "beta": s.beta, "num_iterations": s.num_iterations, "logps_chunk": logps_chunk, "rewards": a.rewards,
               "clip_seconds": clip_s, "repeats": a.repeats, "threads": torch.get_num_threads()}
     rows = []
     plain = best.get("plain")

@@ -14,6 +14,7 @@
 #   grpo-bf16-16   bf16 with backbone.fp32_frozen_weights false (frozen weights kept 16-bit), cached
 #   grpo-fp16-16   fp16 with backbone.fp32_frozen_weights false, cached
 #   grpo-short     bf16, 128-token completions, cached (what shorter completions save)
+#   grpo-fp16-grad fp16, fp32_frozen_weights false, random rewards (real gradients: fp16 backward numerics), cached
 #   smoke          emorl prepare + grpo (gpu-smoke profile, 20 steps) + evaluate --stage grpo, memory traced
 #   eval-ir        evaluation throughput, IR (eval.max_new_tokens), batch 1/8/16/32, 2 batches each
 #   eval-esr       evaluation throughput, ESR (256 tokens), batch 1/8/32, one batch each
@@ -81,6 +82,8 @@ print(f'random full-size checkpoint {d}: {time.perf_counter() - t0:.1f} s')" ;;
         --modes cached ;;
     grpo-fp16-16) item grpo-fp16-16 140 "${bench_grpo[@]}" --tag fp16-frozen16 --dtype float16 \
         --fp32-frozen-weights false --modes cached ;;
+    grpo-fp16-grad) item grpo-fp16-grad 140 "${bench_grpo[@]}" --tag fp16-frozen16-grad --dtype float16 \
+        --fp32-frozen-weights false --rewards random --modes cached ;;
     grpo-short) item grpo-short 90 "${bench_grpo[@]}" --tag bf16-len128 --completion-length 128 --modes cached ;;
     smoke)
         item prepare 30 $py -m emorl_lib.cli prepare --profile gpu-smoke --quiet
