@@ -93,22 +93,25 @@ def test_a_grpo_setting_has_one_default_and_reaches_the_trainer_config_directly(
 
 
 def test_the_profiles_list_only_what_differs_from_the_defaults():
-    """A value written out equal to its class default is noise (and a second home for the setting)."""
-    from emorl_lib.infra.config import check_only
+    """A value written out equal to its class default is noise (and a second home for the setting); in a profile that
+    extends another, a value that undoes the parent's (e.g. gpu-smoke's data.synthetic over paper's) is not."""
+    from emorl_lib.infra.config import check_only, load_profile
 
     for f in sorted((REPO_ROOT / "params").glob("*.yaml")):
         raw = yaml.safe_load(f.read_text())
-        raw.pop("extends", None)
+        parent = raw.pop("extends", None)
+        inherited = load_profile(parent).sections if parent else {}
         for section, values in raw.items():
             cls = section_class(section)
             with check_only():
                 default = cls()
+            undone = inherited.get(section) or {}
             for key, value in (values or {}).items():
                 if isinstance(value, dict) and hasattr(getattr(default, key), "__dataclass_fields__"):
                     inner = getattr(default, key)
-                    same = [k for k, v in value.items() if getattr(inner, k) == v]
+                    same = [k for k, v in value.items() if getattr(inner, k) == v and k not in (undone.get(key) or {})]
                 else:
-                    same = [key] if getattr(default, key) == value and key != "path" else []
+                    same = [key] if getattr(default, key) == value and key != "path" and key not in undone else []
                 assert not same, f"{f.name}: {section}.{key} {same} repeats the class default"
 
 
