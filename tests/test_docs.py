@@ -18,6 +18,8 @@ MD_NAME = re.compile(r"(?<![\w.-])((?:[\w.-]+/)*)([\w-]+)\.md\b")
 DOC_NAMES = ("paper", "protocols", "pitfalls", "corpora", "descriptors")
 # Markdown files the kit writes at run time or keeps elsewhere in the tree (not documentation pages).
 OTHER_MD = {"README", "EMOBOX_TRACK2", "evaluation_report", "main_results"}
+# Folders a run writes (git-ignored): a path under them names an output, not a file the repository should hold.
+RUN_OUTPUTS = ("results/", "runs/", "cache/")
 
 
 def problems(rel: str, text: str, root: Path = REPO) -> list[str]:
@@ -35,7 +37,7 @@ def problems(rel: str, text: str, root: Path = REPO) -> list[str]:
             if not (in_docs and not folder and (root / "docs" / f"{name}.md").is_file()):
                 out.append(f"{rel}: {m.group(0)} is not a repository path (write docs/{name}.md)")
         elif folder and name not in OTHER_MD and not (root / folder / f"{name}.md").is_file() \
-                and not any(ch in folder for ch in "<>*{"):
+                and not any(ch in folder for ch in "<>*{") and not folder.startswith(RUN_OUTPUTS):
             out.append(f"{rel}: {m.group(0)} does not exist in the repository")
     return out
 

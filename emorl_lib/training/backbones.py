@@ -330,7 +330,7 @@ def build_random_qwen2_audio(cfg: BackboneConfig, paths: Paths) -> Path:
     text = {**QWEN2_AUDIO_7B_TEXT, **spec.text}
     tok = _build_tiny_tokenizer(TinyModelConfig(max_position_embeddings=text["max_position_embeddings"]))
     eos = tok.convert_tokens_to_ids("<|im_end|>")
-    # the encoder's positions are the mel frames / 2 (pitfalls.md): 1500 positions = the real 30 s window
+    # the encoder's positions are the mel frames / 2 (docs/pitfalls.md): 1500 positions = the real 30 s window
     fe = WhisperFeatureExtractor(feature_size=audio["num_mel_bins"], sampling_rate=16000, hop_length=160,
                                  chunk_length=audio["max_source_positions"] * 2 // 100, n_fft=400,
                                  padding_value=0.0, return_attention_mask=True)
