@@ -1,49 +1,15 @@
-"""Foundation: pinned environment in sync, profiles, the notebook runner behind run_all.sh."""
+"""Foundation: profiles, the notebook runner behind run_all.sh (the environment: test_environment.py)."""
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import nbformat
 import pytest
-import yaml
 
 from emorl_lib.infra.config import ConfigError, from_dict, load_profile
 from emorl_lib.infra.paths import REPO_ROOT
-
-# ---- environment -----------------------------------------------------------------------------------------------
-
-
-def _pins(lines):
-    out = {}
-    for line in lines:
-        line = line.split("#")[0].strip()
-        if line:
-            m = re.fullmatch(r"([A-Za-z0-9_.\-]+)==([^\s;]+)", line)
-            assert m, f"not an exact pin: {line!r}"
-            out[m.group(1).lower()] = m.group(2)
-    return out
-
-
-def test_environment_yml_and_requirements_pin_the_same_versions():
-    req = _pins((REPO_ROOT / "requirements.txt").read_text().splitlines())
-    req |= _pins((REPO_ROOT / "requirements-dev.txt").read_text().splitlines())
-    env = yaml.safe_load((REPO_ROOT / "environment.yml").read_text())
-    pip_block = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
-    conda = _pins(pip_block)
-    assert conda.pop("torch") == "2.13.0"
-    assert conda == req
-
-
-def test_installed_versions_match_the_pins():
-    from importlib.metadata import version
-
-    req = _pins((REPO_ROOT / "requirements.txt").read_text().splitlines())
-    for name in ("transformers", "trl", "peft", "bitsandbytes", "accelerate", "datasets"):
-        assert version(name) == req[name], name
-
 
 # ---- profiles --------------------------------------------------------------------------------------------------
 

@@ -4,7 +4,7 @@ Stock GRPOTrainer handles images only. With Qwen2-Audio it sees the audio when g
 log-prob (policy, old policy, reference) WITHOUT it, silently (docs/pitfalls.md). This subclass carries
 `input_features` and `feature_attention_mask` from prompt tokenisation into the generated batch and into every
 log-prob forward, and refuses to run a log-prob forward without them. It overrides private TRL methods, so TRL is
-pinned exactly (requirements.txt) and tests/test_training.py spies on the model to prove the audio arrives.
+pinned exactly (pyproject.toml) and tests/test_training.py spies on the model to prove the audio arrives.
 """
 
 from __future__ import annotations

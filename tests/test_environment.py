@@ -1,0 +1,121 @@
+"""The environment: the lock against pyproject.toml, the installed set and environment.yml; the notebooks' shared
+parts (setup cell, kernel); the setup cell's behaviour, and (slow) on a simulated hosted runtime."""
+
+from __future__ import annotations
+
+import re
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+import yaml
+from packaging.requirements import Requirement
+
+from emorl_lib import envlock
+from emorl_lib.paths import REPO_ROOT
+
+LOCKS = sorted(REPO_ROOT.glob("requirements-py*.lock"))
+PRIVATE_API = {"transformers", "trl", "peft", "bitsandbytes"}  # pinned exactly in pyproject.toml; ranges elsewhere
+
+
+def _pyproject() -> dict:
+    return tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())
+
+
+def _torch_pin() -> str:
+    lines = [l for l in (REPO_ROOT / "requirements-torch.txt").read_text().splitlines() if l and l[0] != "#"]
+    assert len(lines) == 1 and re.fullmatch(r"torch==[\w.+]+", lines[0]), lines
+    return lines[0].split("==")[1]
+
+
+# ---- the lock ----------------------------------------------------------------------------------------------------
+
+
+def test_locks_exist_for_the_hosted_runtimes_python_and_this_one():
+    assert {p.name for p in LOCKS} >= {"requirements-py311.lock", "requirements-py312.lock"}
+    assert envlock.lock_path() in LOCKS
+
+
+@pytest.mark.parametrize("lock_file", LOCKS, ids=lambda p: p.name)
+def test_lock_satisfies_every_requirement_of_pyproject(lock_file):
+    lock = envlock.read_lock(lock_file)
+    py = re.fullmatch(r"requirements-py(\d)(\d+)\.lock", lock_file.name).groups()
+    env = {"python_version": ".".join(py), "python_full_version": ".".join(py) + ".0", "sys_platform": "linux",
+           "platform_system": "Linux", "platform_machine": "x86_64", "os_name": "posix",
+           "implementation_name": "cpython", "platform_python_implementation": "CPython"}
+    project = _pyproject()["project"]
+    reqs = [Requirement(r) for r in project["dependencies"]]
+    reqs += [Requirement(r) for extra in project["optional-dependencies"].values() for r in extra]
+    checked = 0
+    for r in reqs:
+        name = envlock.normalize(r.name)
+        if name == envlock.KIT or (r.marker and not r.marker.evaluate(env | {"extra": ""})):
+            continue
+        assert name in lock.pins, f"{lock_file.name} has no {r}: run scripts/lock.sh"
+        assert r.specifier.contains(lock.pins[name], prereleases=True), \
+            f"{lock_file.name} pins {name}=={lock.pins[name]}, pyproject.toml asks {r}: run scripts/lock.sh"
+        checked += 1
+    assert checked >= 20
+    # torch took part in the resolution but is not in the lock, nor is its CUDA stack
+    assert "torch" in lock.excluded and "torch" not in lock.pins
+    assert not any(n.startswith("nvidia-") for n in lock.pins)
+    assert "scripts/lock.sh" in lock_file.read_text().split("\n", 3)[1]  # uv's header: how to refresh
+
+
+def test_lock_pins_every_package_exactly_with_hashes(tmp_path):
+    text = envlock.lock_path().read_text()
+    lock = envlock.read_lock(envlock.lock_path())
+    assert len(lock.pins) > 150  # transitive packages included (numba, llvmlite, scipy, ...)
+    assert {"numba", "llvmlite", "scipy", "nbclient", "pyarrow"} <= set(lock.pins)
+    assert text.count("--hash=sha256:") >= len(lock.pins)
+    # the parser refuses what would silently let a version float
+    bad = tmp_path / "requirements-py311.lock"
+    bad.write_text("numpy>=2\n")
+    with pytest.raises(ValueError, match="exact pin"):
+        envlock.read_lock(bad)
+
+
+def test_pyproject_pins_exactly_only_the_private_api_packages():
+    deps = [Requirement(r) for r in _pyproject()["project"]["dependencies"]]
+    exact = {r.name for r in deps if any(s.operator == "==" for s in r.specifier)}
+    assert exact == PRIVATE_API
+    assert "torch" not in {r.name for r in deps}  # the runtime's own build is kept
+    extras = _pyproject()["project"]["optional-dependencies"]
+    assert {"notebooks", "dev"} <= set(extras)
+    assert not any(Requirement(r).name in {"jupyterlab", "ipykernel", "papermill"} for r in
+                   _pyproject()["project"]["dependencies"])
+
+
+def test_installed_environment_is_exactly_the_lock():
+    lock = envlock.read_lock(envlock.lock_path())
+    have = envlock.installed()
+    drift = envlock.compare(lock, have)
+    assert not drift, f"{sys.prefix} differs from {lock.path.name} (rerun ./run_tests.sh):\n{drift.report()}"
+    assert "torch" in have
+
+
+def test_compare_names_every_kind_of_drift(tmp_path):
+    lock_file = tmp_path / "requirements-py311.lock"
+    lock_file.write_text("# header\nnumpy==2.4.6 \\\n    --hash=sha256:00\n    # via x\nPyYAML==6.0.3\nsix==1.17.0\n\n"
+                         "# The following packages were excluded from the output:\n# torch\n# triton\n")
+    lock = envlock.read_lock(lock_file)
+    assert lock.pins == {"numpy": "2.4.6", "pyyaml": "6.0.3", "six": "1.17.0"}
+    assert lock.excluded == ["torch", "triton"]
+    drift = envlock.compare(lock, {"numpy": ["2.4.6"], "pyyaml": ["6.0.2"], "torch": ["2.13.0+cpu"], "pip": ["24"],
+                                   "emorl-kit": ["0.1.0"], "requests": ["2.0"], "attrs": ["1", "2"]})
+    assert drift.missing == {"six": "1.17.0"}
+    assert drift.wrong == {"pyyaml": ("6.0.3", "6.0.2")}
+    assert drift.extra == {"requests": "2.0", "attrs": "1"}
+    assert drift.duplicated == {"attrs": ["1", "2"]}
+    assert not envlock.compare(lock, {"numpy": ["2.4.6"], "pyyaml": ["6.0.3"], "six": ["1.17"]})
+
+
+def test_environment_yml_has_the_lock_and_torch():
+    env = yaml.safe_load((REPO_ROOT / "environment.yml").read_text())
+    assert "python=3.11" in env["dependencies"]
+    pip_block = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
+    pins = dict(envlock._PIN.match(line).groups() for line in pip_block)
+    pins = {envlock.normalize(k): v for k, v in pins.items()}
+    assert pins.pop("torch") == _torch_pin()
+    assert pins == envlock.read_lock(REPO_ROOT / "requirements-py311.lock").pins
