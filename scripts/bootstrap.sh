@@ -5,7 +5,7 @@
 #   2. requirements-py3XX.lock for the venv's Python: every other package, exact versions, hashes checked, no
 #      resolution (--no-deps); then whatever the lock does not list is uninstalled (a package dropped from it).
 #   3. the kit itself, editable, without dependencies; `pip check`; the lock check (emorl_lib/envlock.py).
-#   4. a Jupyter kernel `emorl-kit` inside the venv.
+#   4. the `emorl-kit` Jupyter kernel in the user's Jupyter data directory (emorl_lib/kernel.py).
 # EMORL_VENV=<folder> uses another venv; PYTHON=<interpreter> creates it with another Python (3.11 or 3.12).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -40,8 +40,8 @@ fi
 "${pip[@]}" install -q --no-deps --no-build-isolation -e .
 "${pip[@]}" check
 "$VENV/bin/python" -m emorl_lib.envlock check --lock "$lock"
-# A Jupyter kernel inside the venv, so JupyterLab users run notebooks in exactly this environment.
-"$VENV/bin/python" -m ipykernel install --prefix "$VENV" --name emorl-kit --display-name "emorl-kit (.venv)" >/dev/null
+rm -rf "$VENV/share/jupyter/kernels/emorl-kit"  # where older versions of this script registered it
+"$VENV/bin/python" -m emorl_lib.kernel --venv "$VENV"
 "$VENV/bin/python" -c "import torch, transformers, trl, peft, bitsandbytes, papermill, av, librosa"
 echo "$want" > "$stamp"
 echo "[bootstrap] done: $("$VENV/bin/python" -c 'import torch, transformers, trl; print(f"torch {torch.__version__}, transformers {transformers.__version__}, trl {trl.__version__}")')"

@@ -4,15 +4,18 @@ parts (setup cell, kernel); the setup cell's behaviour, and (slow) on a simulate
 from __future__ import annotations
 
 import re
+import shutil
+import subprocess
 import sys
 import tomllib
 from pathlib import Path
 
+import nbformat
 import pytest
 import yaml
 from packaging.requirements import Requirement
 
-from emorl_lib import envlock
+from emorl_lib import envlock, kernel
 from emorl_lib.paths import REPO_ROOT
 
 LOCKS = sorted(REPO_ROOT.glob("requirements-py*.lock"))
@@ -119,3 +122,62 @@ def test_environment_yml_has_the_lock_and_torch():
     pins = {envlock.normalize(k): v for k, v in pins.items()}
     assert pins.pop("torch") == _torch_pin()
     assert pins == envlock.read_lock(REPO_ROOT / "requirements-py311.lock").pins
+
+
+# ---- notebooks: one setup cell, the kit's kernel -----------------------------------------------------------------
+
+NOTEBOOKS = sorted((REPO_ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_declares_the_kit_kernel(path):
+    nb = nbformat.read(path, as_version=4)
+    assert nb.metadata["kernelspec"] == {"name": kernel.KERNEL_NAME, "display_name": kernel.DISPLAY_NAME,
+                                         "language": "python"}
+
+
+def _fake_venv(folder: Path, mark: str) -> Path:
+    """A venv stand-in whose python is this interpreter with EMORL_TEST_ENV=<mark>."""
+    (folder / "bin").mkdir(parents=True)
+    py = folder / "bin" / "python"
+    py.write_text(f"#!/bin/sh\nEMORL_TEST_ENV={mark} exec {sys.executable} \"$@\"\n")
+    py.chmod(0o755)
+    return folder
+
+
+def _fake_checkout(folder: Path, with_venv: bool = False) -> Path:
+    (folder / "emorl_lib").mkdir(parents=True)
+    (folder / "notebooks").mkdir()
+    (folder / "pyproject.toml").write_text("[project]\nname = 'emorl-kit'\n")
+    if with_venv:
+        _fake_venv(folder / ".venv", folder.name)
+    return folder
+
+
+def test_kit_kernel_runs_a_notebook_in_its_checkouts_venv(tmp_path, monkeypatch):
+    import papermill as pm
+
+    data = tmp_path / "jupyter"
+    kdir = kernel.install(_fake_venv(tmp_path / "registered", "registered"), data)
+    monkeypatch.setenv("JUPYTER_PATH", str(data))  # searched before the user's and the venv's kernels
+    monkeypatch.setenv("JUPYTER_DATA_DIR", str(data))
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(
+        "import os, sys; print(os.environ.get('EMORL_TEST_ENV'), sys.version_info[:2])")])
+    nb.metadata["kernelspec"] = {"name": kernel.KERNEL_NAME, "display_name": kernel.DISPLAY_NAME,
+                                 "language": "python"}
+    src = tmp_path / "nb.ipynb"
+    nbformat.write(nb, src)
+
+    def run_in(cwd: Path) -> str:  # no kernel_name: papermill takes the notebook's, as JupyterLab does
+        out = pm.execute_notebook(str(src), str(tmp_path / "out.ipynb"), cwd=str(cwd), progress_bar=False)
+        return out.cells[0].outputs[0]["text"].split()[0]
+
+    clone = _fake_checkout(tmp_path / "clone-a", with_venv=True)
+    assert run_in(clone / "notebooks") == "clone-a"
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    assert run_in(elsewhere) == "registered"
+    # the registered venv gone: a clear message instead of another Python
+    shutil.rmtree(tmp_path / "registered")
+    r = subprocess.run(["sh", str(kdir / "launch.sh"), "conn.json"], cwd=elsewhere, capture_output=True, text=True)
+    assert r.returncode == 1 and "no emorl-kit checkout with a .venv above" in r.stderr
