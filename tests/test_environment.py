@@ -3,6 +3,10 @@ parts (setup cell, kernel); the setup cell's behaviour, and (slow) on a simulate
 
 from __future__ import annotations
 
+import importlib.metadata
+import importlib.util
+import json
+import os
 import re
 import shutil
 import subprocess
@@ -19,6 +23,7 @@ from emorl_lib import envlock, kernel
 from emorl_lib.paths import REPO_ROOT
 
 LOCKS = sorted(REPO_ROOT.glob("requirements-py*.lock"))
+SETUP_CELL = (REPO_ROOT / "notebooks" / "SETUP_CELL.txt").read_text().rstrip("\n")
 PRIVATE_API = {"transformers", "trl", "peft", "bitsandbytes"}  # pinned exactly in pyproject.toml; ranges elsewhere
 
 
@@ -130,8 +135,11 @@ NOTEBOOKS = sorted((REPO_ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
-def test_notebook_declares_the_kit_kernel(path):
+def test_notebook_has_the_setup_cell_and_the_kit_kernel(path):
     nb = nbformat.read(path, as_version=4)
+    setup = [c for c in nb.cells if c.cell_type == "code" and c.source.startswith("# Setup:")]
+    assert len(setup) == 1 and setup[0].source == SETUP_CELL, \
+        f"{path.name}: setup cell differs from notebooks/SETUP_CELL.txt: run scripts/sync_notebooks.py"
     assert nb.metadata["kernelspec"] == {"name": kernel.KERNEL_NAME, "display_name": kernel.DISPLAY_NAME,
                                          "language": "python"}
 
@@ -151,7 +159,7 @@ def _fake_checkout(folder: Path, with_venv: bool = False) -> Path:
     (folder / "pyproject.toml").write_text("[project]\nname = 'emorl-kit'\n")
     if with_venv:
         _fake_venv(folder / ".venv", folder.name)
-    return folder
+    return folder.resolve()  # the cell sees os.getcwd(), symlinks resolved
 
 
 def test_kit_kernel_runs_a_notebook_in_its_checkouts_venv(tmp_path, monkeypatch):
@@ -181,3 +189,116 @@ def test_kit_kernel_runs_a_notebook_in_its_checkouts_venv(tmp_path, monkeypatch)
     shutil.rmtree(tmp_path / "registered")
     r = subprocess.run(["sh", str(kdir / "launch.sh"), "conn.json"], cwd=elsewhere, capture_output=True, text=True)
     assert r.returncode == 1 and "no emorl-kit checkout with a .venv above" in r.stderr
+
+
+# ---- the setup cell ----------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def cell(monkeypatch, capsys):
+    """Run the setup cell as on a Python without the kit; pip and git are recorded, not run."""
+    calls: list[list[str]] = []
+    real_version = importlib.metadata.version
+
+    def version(name):
+        if name == "emorl-kit":
+            raise importlib.metadata.PackageNotFoundError(name)
+        return real_version(name)
+
+    def check_call(cmd, **kw):
+        calls.append([str(c) for c in cmd])
+        if cmd[0] == "git":
+            _fake_checkout(Path(cmd[-1]))
+
+    monkeypatch.setattr(importlib.metadata, "version", version)
+    monkeypatch.setattr(subprocess, "check_call", check_call)
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    for var in ("EMORL_KIT_URL", "COLAB_RELEASE_TAG", "KAGGLE_KERNEL_RUN_TYPE"):
+        monkeypatch.delenv(var, raising=False)
+
+    def run(cwd: Path, url: str | None = None, **env) -> list[list[str]]:
+        monkeypatch.chdir(cwd)
+        if url:
+            monkeypatch.setenv("EMORL_KIT_URL", url)
+        for k, v in env.items():
+            monkeypatch.setenv(k, v)
+        calls.clear()
+        exec(compile(SETUP_CELL, "SETUP_CELL.txt", "exec"), {"__name__": "__main__"})
+        return list(calls)
+
+    return run
+
+
+def _pip_root(calls: list[list[str]]) -> Path:
+    pip = [c for c in calls if c[1:4] == ["-m", "pip", "install"]]
+    assert len(pip) == 1, calls
+    cmd = pip[0]
+    assert cmd[0] == sys.executable
+    root = cmd[cmd.index("-e") + 1]
+    assert "[" not in root  # runtime dependencies only: no extra pulls in Jupyter
+    assert Path(cmd[cmd.index("-c") + 1]).read_text() == f"torch=={importlib.metadata.version('torch')}\n"
+    assert not any(a.startswith("torch") for a in cmd)  # torch is never asked for
+    return Path(root)
+
+
+def test_setup_cell_installs_the_checkout_the_notebook_is_in(cell, tmp_path):
+    kit = _fake_checkout(tmp_path / "emorl-kit")
+    assert _pip_root(cell(kit / "notebooks")) == kit
+    assert _pip_root(cell(kit)) == kit
+    assert str(kit) == sys.path[0]
+
+
+def test_setup_cell_finds_a_clone_below_the_working_folder(cell, tmp_path):
+    content = tmp_path / "content"
+    kit = _fake_checkout(content / "my-clone")
+    (content / "sample_data").mkdir()
+    assert _pip_root(cell(content)) == kit
+    # with the URL set as well: the existing clone is used, never cloned again
+    calls = cell(content, url="https://example.invalid/someone/my-clone.git")
+    assert not any(c[0] == "git" for c in calls) and _pip_root(calls) == kit
+
+
+def test_setup_cell_clones_the_url_when_no_checkout_is_there(cell, tmp_path):
+    content = tmp_path.resolve() / "content"
+    content.mkdir()
+    calls = cell(content, url="https://example.invalid/someone/emorl-kit.git")
+    assert calls[0] == ["git", "clone", "--depth", "1", "https://example.invalid/someone/emorl-kit.git",
+                        str(content / "emorl-kit")]
+    assert _pip_root(calls) == content / "emorl-kit"
+
+
+def test_setup_cell_clear_errors(cell, tmp_path):
+    content = tmp_path / "content"
+    content.mkdir()
+    with pytest.raises(RuntimeError, match=r"%env EMORL_KIT_URL=<git URL>"):
+        cell(content)
+    (content / "emorl-kit").mkdir()  # a folder of that name that is no checkout: named, not cloned into
+    with pytest.raises(RuntimeError, match=r"emorl-kit is not an emorl-kit checkout"):
+        cell(content, url="https://example.invalid/emorl-kit")
+    two = tmp_path / "two"
+    _fake_checkout(two / "a")
+    _fake_checkout(two / "b")
+    with pytest.raises(RuntimeError, match="several emorl-kit checkouts"):
+        cell(two)
+
+
+def test_setup_cell_sends_a_local_jupyter_to_the_kit_kernel(cell, tmp_path):
+    kit = _fake_checkout(tmp_path / "emorl-kit", with_venv=True)  # a checkout with its .venv, another kernel
+    with pytest.raises(RuntimeError, match="choose the kernel 'emorl-kit'"):
+        cell(kit / "notebooks")
+    # on Colab or Kaggle the runtime's Python is the one to install into
+    assert _pip_root(cell(kit / "notebooks", COLAB_RELEASE_TAG="x")) == kit
+
+
+def test_setup_cell_never_installs_torch(cell, tmp_path, monkeypatch):
+    kit = _fake_checkout(tmp_path / "emorl-kit")
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: None if n == "torch" else real(n, *a))
+    with pytest.raises(RuntimeError, match="torch is not installed"):
+        cell(kit)
+
+
+def test_setup_cell_does_nothing_where_the_kit_is_installed(tmp_path, capsys):
+    r = subprocess.run([sys.executable, "-c", SETUP_CELL], cwd=tmp_path, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == f"emorl-kit: {importlib.metadata.version('emorl-kit')}"
