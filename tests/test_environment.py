@@ -302,3 +302,93 @@ def test_setup_cell_does_nothing_where_the_kit_is_installed(tmp_path, capsys):
     r = subprocess.run([sys.executable, "-c", SETUP_CELL], cwd=tmp_path, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == f"emorl-kit: {importlib.metadata.version('emorl-kit')}"
+
+
+# ---- a simulated hosted runtime (slow: pip installs the kit's dependencies into a fresh Python) -------------------
+
+RUNTIME_OWN = {"pandas": "2.2.3", "numpy": "2.0.2", "ipykernel": "6.29.5"}  # not the lock's: a runtime's own
+
+
+def _runtime_versions(python: Path) -> dict[str, str]:
+    code = ("import importlib.metadata as m, json, torch; "
+            f"print(json.dumps({{n: m.version(n) for n in {sorted(RUNTIME_OWN) + ['torch']!r}}} | "
+            "{'torch_file': torch.__file__}))")
+    return json.loads(subprocess.run([str(python), "-c", code], check=True, capture_output=True, text=True).stdout)
+
+
+def _link_torch(dest: Path) -> None:
+    """The kit's torch (and what it imports) as a runtime's preinstalled dist-packages: linked, not copied."""
+    from packaging.requirements import Requirement
+
+    seen, todo = set(), ["torch"]
+    while todo:
+        name = envlock.normalize(todo.pop())
+        if name in seen:
+            continue
+        seen.add(name)
+        for r in importlib.metadata.distribution(name).requires or []:
+            req = Requirement(r)
+            if not req.marker or req.marker.evaluate({"extra": ""}):
+                todo.append(req.name)
+    seen.discard("setuptools")  # the venv has its own
+    dest.mkdir()
+    for name in seen:
+        dist = importlib.metadata.distribution(name)
+        for top in {f.parts[0] for f in dist.files}:
+            if top not in ("..", "__pycache__") and not top.endswith(".pth") and not (dest / top).exists():
+                (dest / top).symlink_to(dist.locate_file(top))
+
+
+@pytest.mark.slow
+def test_setup_cell_on_a_simulated_hosted_runtime(tmp_path, monkeypatch):
+    """A Colab-like Python: torch preinstalled outside its venv, other pandas, numpy and ipykernel than the lock's,
+    the kit `!git clone`d into the working folder and EMORL_KIT_URL set too. The setup cell must install the kit from
+    the clone without cloning again, leave the runtime's packages alone, and notebook 02 must run on that kernel."""
+    import papermill as pm
+
+    content = tmp_path / "content"
+    clone = content / "emorl-kit"
+    files = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=REPO_ROOT,
+                           check=True, capture_output=True).stdout.decode().split("\0")
+    for f in filter(None, files):
+        if (REPO_ROOT / f).is_file():
+            (clone / f).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO_ROOT / f, clone / f)
+    runtime = tmp_path / "runtime"
+    subprocess.run([sys.executable, "-m", "venv", str(runtime)], check=True)
+    py = runtime / "bin" / "python"
+    site = Path(subprocess.run([str(py), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
+                               check=True, capture_output=True, text=True).stdout.strip())
+    _link_torch(tmp_path / "dist-packages")
+    (site / "zz_runtime_dist_packages.pth").write_text(f"{tmp_path / 'dist-packages'}\n")
+    r = subprocess.run([str(py), "-m", "pip", "install", "-q", "--no-compile",
+                        *(f"{k}=={v}" for k, v in RUNTIME_OWN.items())], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-3000:]
+    before = _runtime_versions(py)
+    assert {k: before[k] for k in RUNTIME_OWN} == RUNTIME_OWN
+
+    env = os.environ | {"COLAB_RELEASE_TAG": "simulated", "OMP_NUM_THREADS": "1", "PIP_NO_COMPILE": "1",
+                        "EMORL_KIT_URL": "https://example.invalid/someone/emorl-kit.git"}  # cloning it would fail
+    r = subprocess.run([str(py), "-c", SETUP_CELL], cwd=content, env=env, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert f"installed from {clone}" in r.stdout
+    assert _runtime_versions(py) == before  # torch, pandas, numpy, ipykernel: the runtime's own, untouched
+    r = subprocess.run([str(py), "-c", "import emorl_lib, transformers, trl, emorl_lib.training.grpo; "
+                        "print(emorl_lib.__file__)"], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert r.returncode == 0 and r.stdout.startswith(str(clone)), r.stderr[-3000:]
+
+    kdir = tmp_path / "jupyter" / "kernels" / "hosted-python3"  # the runtime's own kernel
+    kdir.mkdir(parents=True)
+    (kdir / "kernel.json").write_text(json.dumps({"argv": [str(py), "-m", "ipykernel_launcher", "-f",
+                                                           "{connection_file}"],
+                                                  "display_name": "hosted", "language": "python"}))
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
+    nb = pm.execute_notebook(str(clone / "notebooks" / "02_emotion_prior.ipynb"), str(tmp_path / "02.ipynb"),
+                             kernel_name="hosted-python3", cwd=str(clone / "notebooks"),
+                             parameters={"profile": "default", "group_sizes": [2, 6], "accuracies": [0.3, 0.6]},
+                             progress_bar=False)
+    assert nb.cells[0].outputs[0]["text"].strip() == "emorl-kit: 0.1.0"  # the setup cell: already installed
+    assert list((clone / "results" / "default" / "tables").glob("eswr_*.csv"))
+    assert _runtime_versions(py) == before
