@@ -26,7 +26,7 @@ stamp="$VENV/.emorl-installed"
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
   exit 0
 fi
-echo "[bootstrap] installing $lock into $VENV (first run only; ~2 GB, a few minutes)"
+echo "[bootstrap] installing $lock into $VENV (first run, or the lock, pyproject.toml or torch changed; a few minutes)"
 pip=("$VENV/bin/python" -m pip --disable-pip-version-check)
 if ! "$VENV/bin/python" -c "import torch" >/dev/null 2>&1; then
   # torch's own dependencies (sympy, filelock, ...) are in the lock: take the locked versions right away.

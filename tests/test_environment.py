@@ -99,7 +99,8 @@ def test_installed_environment_is_exactly_the_lock():
     lock = envlock.read_lock(envlock.lock_path())
     have = envlock.installed()
     drift = envlock.compare(lock, have)
-    assert not drift, f"{sys.prefix} differs from {lock.path.name} (rerun ./run_tests.sh):\n{drift.report()}"
+    assert not drift, (f"{sys.prefix} differs from {lock.path.name} (rm {sys.prefix}/.emorl-installed and rerun "
+                       f"./run_tests.sh: it reinstalls the lock):\n{drift.report()}")
     assert "torch" in have
 
 
