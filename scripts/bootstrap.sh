@@ -4,8 +4,8 @@
 #      kit's machines; EMORL_TORCH=<pip arguments> for another build, e.g. CUDA). A torch already in the venv is kept.
 #   2. requirements-py3XX.lock for the venv's Python: every other package, exact versions, hashes checked, no
 #      resolution (--no-deps); then whatever the lock does not list is uninstalled (a package dropped from it).
-#   3. the kit itself, editable, without dependencies; `pip check`; the lock check (emorl_lib/envlock.py).
-#   4. the `emorl-kit` Jupyter kernel in the user's Jupyter data directory (emorl_lib/kernel.py).
+#   3. the kit itself, editable, without dependencies; `pip check`; the lock check (emorl_lib/infra/envlock.py).
+#   4. the `emorl-kit` Jupyter kernel in the user's Jupyter data directory (emorl_lib/infra/kernel.py).
 # EMORL_VENV=<folder> uses another venv; PYTHON=<interpreter> creates it with another Python (3.11 or 3.12).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -35,13 +35,13 @@ if ! "$VENV/bin/python" -c "import torch" >/dev/null 2>&1; then
   "${pip[@]}" install -q -c "$VENV/.lock-constraints.txt" $TORCH_SPEC
 fi
 "${pip[@]}" install -q --require-hashes --no-deps -r "$lock"
-"$VENV/bin/python" -m emorl_lib.envlock prune --lock "$lock"
+"$VENV/bin/python" -m emorl_lib.infra.envlock prune --lock "$lock"
 # --no-build-isolation: build with the locked setuptools instead of fetching the newest one.
 "${pip[@]}" install -q --no-deps --no-build-isolation -e .
 "${pip[@]}" check
-"$VENV/bin/python" -m emorl_lib.envlock check --lock "$lock"
+"$VENV/bin/python" -m emorl_lib.infra.envlock check --lock "$lock"
 rm -rf "$VENV/share/jupyter/kernels/emorl-kit"  # where older versions of this script registered it
-"$VENV/bin/python" -m emorl_lib.kernel --venv "$VENV"
+"$VENV/bin/python" -m emorl_lib.infra.kernel --venv "$VENV"
 "$VENV/bin/python" -c "import torch, transformers, trl, peft, bitsandbytes, papermill, av, librosa"
 echo "$want" > "$stamp"
 echo "[bootstrap] done: $("$VENV/bin/python" -c 'import torch, transformers, trl; print(f"torch {torch.__version__}, transformers {transformers.__version__}, trl {trl.__version__}")')"

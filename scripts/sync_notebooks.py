@@ -1,5 +1,5 @@
 """Write the parts every notebook shares from their one source: the setup cell (notebooks/SETUP_CELL.txt) and the
-kernel (emorl_lib.kernel). tests/test_environment.py fails while a notebook differs; run this to fix it:
+kernel (emorl_lib.infra.kernel). tests/test_environment.py fails while a notebook differs; run this to fix it:
     .venv/bin/python scripts/sync_notebooks.py
 """
 
@@ -12,7 +12,7 @@ from pathlib import Path
 import nbformat
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from emorl_lib.kernel import DISPLAY_NAME, KERNEL_NAME  # noqa: E402
+from emorl_lib.infra.kernel import DISPLAY_NAME, KERNEL_NAME  # noqa: E402
 
 log = logging.getLogger("sync_notebooks")
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"

@@ -19,8 +19,8 @@ import pytest
 import yaml
 from packaging.requirements import Requirement
 
-from emorl_lib import envlock, kernel
-from emorl_lib.paths import REPO_ROOT
+from emorl_lib.infra import envlock, kernel
+from emorl_lib.infra.paths import REPO_ROOT
 
 LOCKS = sorted(REPO_ROOT.glob("requirements-py*.lock"))
 SETUP_CELL = (REPO_ROOT / "notebooks" / "SETUP_CELL.txt").read_text().rstrip("\n")

@@ -14,20 +14,21 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import shlex
 import shutil
 import sys
 from pathlib import Path
 
-log = logging.getLogger("emorl.kernel")
+from .log import get_logger
+
+log = get_logger("emorl_lib.infra.kernel")  # not __name__: `python -m` makes it __main__
 
 KERNEL_NAME = "emorl-kit"
 DISPLAY_NAME = "emorl-kit"
 
 _LAUNCHER = """#!/bin/sh
-# The emorl-kit Jupyter kernel, written by emorl_lib/kernel.py (scripts/bootstrap.sh). Jupyter starts it in the
+# The emorl-kit Jupyter kernel, written by emorl_lib/infra/kernel.py (scripts/bootstrap.sh). Jupyter starts it in the
 # notebook's folder: run ipykernel in the .venv of the emorl-kit checkout above that folder, else in the .venv that
 # registered this kernel last.
 d=$(pwd -P)
@@ -82,15 +83,14 @@ def install(venv: Path, data: Path | None = None) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m emorl_lib.kernel", description=__doc__,
+    ap = argparse.ArgumentParser(prog="python -m emorl_lib.infra.kernel", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--venv", type=Path, default=Path(sys.prefix),
                     help="the venv for notebooks outside any checkout (default: this interpreter's)")
     ap.add_argument("--data-dir", type=Path, default=None, help="Jupyter data directory (default: the user's)")
     a = ap.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="[kernel] %(message)s")
     kdir = install(a.venv, a.data_dir)
-    log.info("Jupyter kernel '%s' registered in %s", KERNEL_NAME, kdir)
+    log.info("Jupyter kernel '%s' registered in %s", KERNEL_NAME, kdir, main_process_only=False)
     return 0
 
 

@@ -1,26 +1,26 @@
 """The environment lock (requirements-py3XX.lock) and how an installed environment differs from it.
 
 scripts/lock.sh writes one lock per supported Python with uv; scripts/bootstrap.sh installs exactly it into .venv,
-then calls `python -m emorl_lib.envlock prune` and `check`; tests/test_environment.py fails on any difference.
+then calls `python -m emorl_lib.infra.envlock prune` and `check`; tests/test_environment.py fails on any difference.
 Outside the lock, and allowed in the environment: what the lock file itself lists as excluded from its output (torch
 and the CUDA runtime torch brings on Linux), the installer (pip, which comes with the venv's Python) and the kit.
-Standard library only: bootstrap runs this before anything else can be relied upon.
+Standard library (and packaging where present) only: bootstrap runs it right after installing the lock.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib.metadata
-import logging
 import re
 import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-log = logging.getLogger("emorl.envlock")
+from .log import get_logger
+from .paths import REPO_ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
+log = get_logger("emorl_lib.infra.envlock")  # not __name__: `python -m` makes it __main__
 KIT = "emorl-kit"
 INSTALLER = ("pip",)  # from the venv's Python (ensurepip), not from the lock
 _PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s\\;]+)")
@@ -32,7 +32,7 @@ def normalize(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
-def lock_path(version: tuple[int, int] | None = None, root: Path = ROOT) -> Path:
+def lock_path(version: tuple[int, int] | None = None, root: Path = REPO_ROOT) -> Path:
     """The lock of a Python version (default: the running one)."""
     major, minor = version or sys.version_info[:2]
     return root / f"requirements-py{major}{minor}.lock"
@@ -125,24 +125,25 @@ def compare(lock: Lock, have: dict[str, list[str]]) -> Drift:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m emorl_lib.envlock", description=__doc__,
+    ap = argparse.ArgumentParser(prog="python -m emorl_lib.infra.envlock", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("action", choices=["check", "prune"],
                     help="check: list every difference, exit 1 if any; prune: uninstall what the lock does not have")
     ap.add_argument("--lock", type=Path, default=None, help="lock file (default: the running Python's)")
     a = ap.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="[envlock] %(message)s")
     lock = read_lock(a.lock or lock_path())
     drift = compare(lock, installed())
     if a.action == "prune":
         if drift.extra:
-            log.info("uninstalling what %s does not list: %s", lock.path.name, " ".join(sorted(drift.extra)))
+            log.info("uninstalling what %s does not list: %s", lock.path.name, " ".join(sorted(drift.extra)),
+                     main_process_only=False)
             subprocess.check_call([sys.executable, "-m", "pip", "uninstall", "-y", "-q", *sorted(drift.extra)])
         return 0
     if drift:
-        log.error("the environment of %s differs from %s:\n%s", sys.executable, lock.path, drift.report())
+        log.error("the environment of %s differs from %s:\n%s", sys.executable, lock.path, drift.report(),
+                  main_process_only=False)
         return 1
-    log.info("%s: %d packages, all as locked", lock.path.name, len(lock.pins))
+    log.info("%s: %d packages, all as locked", lock.path.name, len(lock.pins), main_process_only=False)
     return 0
 
 
