@@ -208,6 +208,8 @@ def cell(monkeypatch, capsys):
 
     def check_call(cmd, **kw):
         calls.append([str(c) for c in cmd])
+        if "-c" in cmd:  # the constraints file is removed once pip is done
+            constraints.append(Path(cmd[cmd.index("-c") + 1]).read_text())
         if cmd[0] == "git":
             _fake_checkout(Path(cmd[-1]))
 
@@ -230,6 +232,9 @@ def cell(monkeypatch, capsys):
     return run
 
 
+constraints: list[str] = []  # what the cell's pip was held to
+
+
 def _pip_root(calls: list[list[str]]) -> Path:
     pip = [c for c in calls if c[1:4] == ["-m", "pip", "install"]]
     assert len(pip) == 1, calls
@@ -237,7 +242,8 @@ def _pip_root(calls: list[list[str]]) -> Path:
     assert cmd[0] == sys.executable
     root = cmd[cmd.index("-e") + 1]
     assert "[" not in root  # runtime dependencies only: no extra pulls in Jupyter
-    assert Path(cmd[cmd.index("-c") + 1]).read_text() == f"torch=={importlib.metadata.version('torch')}\n"
+    assert constraints[-1] == f"torch=={importlib.metadata.version('torch')}\n"
+    assert not Path(cmd[cmd.index("-c") + 1]).exists()
     assert not any(a.startswith("torch") for a in cmd)  # torch is never asked for
     return Path(root)
 
