@@ -156,7 +156,7 @@ def _nvidia_driver() -> str:
         return ""
 
 
-# The packages whose private APIs the kit touches (pinned exactly in requirements.txt), and what they stand on.
+# The packages whose private APIs the kit touches (pinned exactly in pyproject.toml), and what they stand on.
 PINNED_PACKAGES = ("transformers", "trl", "peft", "bitsandbytes", "accelerate", "datasets", "tokenizers",
                    "safetensors")
 
