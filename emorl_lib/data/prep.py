@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 
 from ..infra import progress as where
 from ..infra.config import ConfigError, Profile, setting, to_dict
+from ..infra.determinism import apply_runtime
 from ..infra.io import atomic_write_text, write_jsonl
 from ..infra.log import get_logger
 from ..infra.paths import Paths
@@ -243,6 +244,7 @@ def prepare(prof: Profile, progress: bool = True) -> Prepared:
     from ..training.backbones import audio_window_seconds
 
     cfg = prof.section("data")
+    apply_runtime(prof, log)
     window_s = audio_window_seconds(prof.section("backbone"))
     paths = prof.paths.ensure()
     if cfg.synthetic:

@@ -18,7 +18,9 @@ from pathlib import Path
 import numpy as np
 
 from ..infra.config import Profile, setting, to_dict
+from ..infra.determinism import apply_runtime
 from ..infra.io import atomic_write_text
+from ..infra.log import get_logger
 from ..infra.paths import Paths
 from ..method.prompts import CONDITIONS, PromptConfig
 from ..training.backbones import Backbone, BackboneConfig, load_backbone
@@ -35,6 +37,8 @@ from .testsets import (
     is_crosscorpus,
     test_corpus,
 )
+
+log = get_logger(__name__)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -96,6 +100,7 @@ class EvalSetup:
 
     @classmethod
     def of(cls, prof: Profile) -> "EvalSetup":
+        apply_runtime(prof, log)
         return cls(prof, prof.paths.ensure(), prof.section("experiments"), prof.section("eval"),
                    prof.section("prompt"), prof.section("backbone"))
 

@@ -283,6 +283,7 @@ SECTIONS: dict[str, str] = {
     "sft": "emorl_lib.training.sft:EmoSFTConfig",
     "grpo": "emorl_lib.training.grpo:EmoGRPOConfig",
     "eval": "emorl_lib.evaluation.matrix:EvalConfig",
+    "runtime": "emorl_lib.infra.determinism:RuntimeConfig",
 }
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from pathlib import Path
 
 from . import progress
 from .config import ConfigError, load_profile
+from .determinism import runtime_config, thread_env
 from .io import atomic_write_text
 from .log import get_logger
 from .paths import PACKAGE_ROOT, repo_root
@@ -88,6 +90,7 @@ def run(profile: str = "default", only: list[str] | None = None, force: bool = F
         log.error(f"{e}")
         return 2
     paths = prof.paths.ensure()
+    os.environ.update(thread_env(runtime_config(prof).threads))  # the notebook kernels inherit this environment
     stages = discover_stages()
     if not stages:
         log.error(f"no numbered notebooks in {notebooks_dir()}")

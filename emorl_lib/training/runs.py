@@ -16,6 +16,7 @@ from ..data.labels import candidates as corpus_candidates
 from ..data.manifest import Utterance, read_manifest
 from ..infra import progress
 from ..infra.config import Profile, check_only
+from ..infra.determinism import apply_runtime
 from ..infra.io import atomic_dir, read_csv, read_jsonl, write_csv, write_jsonl
 from ..infra.log import get_logger
 from ..infra.paths import Paths
@@ -296,6 +297,7 @@ def open_run(prof: Profile, run: Run, force: bool, stage: str, extra: str = "") 
     import json
     import shutil
 
+    apply_runtime(prof, log)
     paths = prof.paths.ensure()
     final = run.adapter_dir(paths)
     h = settings_hash(prof, stage, extra)
