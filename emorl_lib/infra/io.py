@@ -75,6 +75,26 @@ def atomic_dir(path: str | Path, replace: bool = True) -> Iterator[Path]:
         raise
 
 
+@contextmanager
+def file_lock(path: str | Path, shared: bool = False) -> Iterator[None]:
+    """An advisory lock between processes (flock on `path`, created if missing): a cache that several processes may
+    build at once (the tiny model, synthetic corpora, the wav cache, numba's) is built by one while the others wait,
+    then found complete. Released when the block ends or the process dies."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no inter-process lock (the kit's scripts need a POSIX shell anyway)
+        yield
+        return
+    with open(path, "a+b") as f:
+        fcntl.flock(f.fileno(), fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+
 def _json_line(row: Any) -> str:
     if hasattr(row, "to_json"):
         return row.to_json()
