@@ -68,8 +68,15 @@ def atomic_dir(path: str | Path, replace: bool = True) -> Iterator[Path]:
             if not replace:
                 shutil.rmtree(tmp)
                 return
-            shutil.rmtree(path)
-        os.replace(tmp, path)
+            old = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".old"))
+            os.replace(path, old / "x")  # moved aside, then removed: `path` is never half-deleted
+            shutil.rmtree(old, ignore_errors=True)
+        try:
+            os.replace(tmp, path)
+        except OSError:
+            if replace or not path.exists():
+                raise
+            shutil.rmtree(tmp)  # another process put its (equal) copy there between our check and our rename
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from ..infra.io import atomic_dir
+from ..infra.io import atomic_dir, file_lock
 from ..infra.paths import PACKAGE_DATA, Paths
 
 # Tokens the chat format and the reasoning format need. Audio/turn markers are special (never generated as text);
@@ -249,11 +249,19 @@ def _build_tiny_tokenizer(spec: TinyModelConfig):
 
 
 def build_tiny_qwen2_audio(cfg: BackboneConfig, paths: Paths) -> Path:
-    """Build (once) and cache the tiny model; returns its folder. Deterministic for a given TinyModelConfig."""
+    """Build (once) and cache the tiny model; returns its folder. Deterministic for a given TinyModelConfig.
+    Several processes may ask at once: one builds while the others wait, then find it (a lock)."""
     spec = cfg.tiny
     out = tiny_model_dir(paths, spec)
     if (out / "config.json").exists():
         return out
+    with file_lock(out.parent / f".{out.name}.lock"):
+        if (out / "config.json").exists():
+            return out
+        return _build_tiny_locked(spec, out)
+
+
+def _build_tiny_locked(spec: TinyModelConfig, out: Path) -> Path:
     import torch
     from transformers import (
         GenerationConfig,

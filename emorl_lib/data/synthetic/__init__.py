@@ -21,7 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from ...infra.io import atomic_write_text
+from ...infra.io import atomic_write_text, file_lock
 from . import iemocap, meld, ravdess, savee
 from .clips import default_workers
 from .track2 import track2_included
@@ -55,11 +55,13 @@ def _read_stamp(path: Path) -> dict | None:
         return None
 
 
-def generate(corpus: str, dest: Path, seed: int = 0, size: float = 1.0, workers: int | None = None) -> Path:
+def generate(corpus: str, dest: Path, seed: int = 0, size: float = 1.0, workers: int | None = None,
+             force: bool = False) -> Path:
     """Write one synthetic corpus under dest and return its root, as a user's download would be passed to a loader.
 
     size scales the counts (1.0: the default, a few hundred utterances per corpus; all 240 track-2 entries).
-    workers: rendering processes (default: up to 2).
+    workers: rendering processes (default: up to 2). force: write it again even if a current copy exists.
+    Several processes may ask at once: one writes while the others wait, then find it (a lock per corpus).
     """
     corpus = corpus.lower()
     if corpus not in ROOT_NAMES:
@@ -68,10 +70,15 @@ def generate(corpus: str, dest: Path, seed: int = 0, size: float = 1.0, workers:
         raise ValueError(f"size must be > 0, got {size!r}")
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
+    with file_lock(dest / f".{corpus}.lock"):
+        return _generate_locked(corpus, dest, seed, size, workers, force)
+
+
+def _generate_locked(corpus: str, dest: Path, seed: int, size: float, workers: int | None, force: bool) -> Path:
     want = {"corpus": corpus, "seed": int(seed), "size": float(size), "version": GENERATOR_VERSION}
     stamp = _read_stamp(_stamp_path(dest, corpus))
     roots = _roots(dest, corpus)
-    if stamp and {k: stamp.get(k) for k in want} == want and all(r.is_dir() for r in roots):
+    if not force and stamp and {k: stamp.get(k) for k in want} == want and all(r.is_dir() for r in roots):
         return roots[0]
 
     workers = default_workers() if workers is None else workers
@@ -104,6 +111,6 @@ def generate(corpus: str, dest: Path, seed: int = 0, size: float = 1.0, workers:
 
 
 def generate_all(dest: Path, seed: int = 0, size: float = 1.0, corpora: tuple[str, ...] = CORPORA,
-                 workers: int | None = None) -> dict[str, Path]:
+                 workers: int | None = None, force: bool = False) -> dict[str, Path]:
     """generate() each corpus; corpus -> root."""
-    return {c: generate(c, dest, seed=seed, size=size, workers=workers) for c in corpora}
+    return {c: generate(c, dest, seed=seed, size=size, workers=workers, force=force) for c in corpora}
