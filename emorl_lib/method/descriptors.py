@@ -112,11 +112,15 @@ class DescriptorConfig:
             raise ValueError(f"need low_z < high_z <= strong_z, got {self.low_z}, {self.high_z}, {self.strong_z}")
 
     def signature(self) -> str:
-        """What shapes the raw values (the extractor and its version, and the settings other than words and
-        workers): a changed one invalidates the cache."""
+        """What shapes the raw values (the extractor and its version, the settings other than words and workers,
+        and the code that computes them: this module's import closure and the numeric packages' versions): a
+        changed one invalidates the cache."""
+        from ..infra.fingerprint import code_digest
+
         keep = {k: v for k, v in asdict(self).items()
                 if k not in ("min_speaker_utts", "low_z", "high_z", "strong_z", "workers")}
         keep["extractor"] = extractor_version()
+        keep["code"] = code_digest((__name__,))
         return hashlib.sha1(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:10]
 
 

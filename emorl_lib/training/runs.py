@@ -279,6 +279,14 @@ def settings_hash(prof: Profile, stage: str, extra: str = "") -> str:
     return hashlib.sha256((blob + extra).encode()).hexdigest()[:16]
 
 
+def code_and_runtime(prof, stage: str) -> str:
+    """The other half of what a run was trained with: the training code it ran (fingerprint.TRAINING_CODE's import
+    closure and the numeric packages' versions) and the runtime section (threads, kernels: they change the bits)."""
+    from ..infra.fingerprint import TRAINING_CODE, code_digest, digest
+
+    return f"|code:{code_digest(TRAINING_CODE[stage])}|runtime:{digest(prof.sections.get('runtime'))}"
+
+
 def trained_hash(folder: Path) -> str | None:
     """The settings hash a checkpoint folder or final adapter was made with (None: unknown)."""
     import json
@@ -292,20 +300,22 @@ def trained_hash(folder: Path) -> str | None:
 def open_run(prof: Profile, run: Run, force: bool, stage: str, extra: str = "") -> tuple[Paths, Path, bool]:
     """(paths, final adapter folder, whether it is already trained).
 
-    A final adapter counts as trained only if it was made with the current settings: change a learning rate and
-    the run trains again (its checkpoints, made with the old settings, are cleared too). `force` always retrains."""
+    A final adapter counts as trained only if it was made with the current settings and training code: change a
+    learning rate or the trainer's code and the run trains again (its checkpoints, made with the old ones, are
+    cleared too). `force` always retrains."""
     import json
     import shutil
 
     apply_runtime(prof, log)
     paths = prof.paths.ensure()
     final = run.adapter_dir(paths)
-    h = settings_hash(prof, stage, extra)
+    h = settings_hash(prof, stage, extra + code_and_runtime(prof, stage))
     if final.exists() and not force:
         if trained_hash(final) == h:
             log.info("%s %s: final adapter is current, skipped (%s)", stage, run.name, final)
             return paths, final, True
-        log.info("%s %s: the settings changed since %s was trained: training it again", stage, run.name, final)
+        log.info("%s %s: settings changed since %s was trained (profile sections, training code, runtime or start "
+                 "adapter): training it again", stage, run.name, final)
     ckpt = run.checkpoint_dir(paths)
     if force or (ckpt.exists() and trained_hash(ckpt) != h):
         shutil.rmtree(ckpt, ignore_errors=True)
@@ -376,6 +386,11 @@ def train_stage(stage: str, prof: Profile, only: list[str] | None = None, force:
     from .sft import run_sft
 
     runs = _select(stage_runs(prof, stage), only)
+    if force and stage == "sft":  # force recomputes the stage's own cache too: the acoustic descriptors
+        from ..method.descriptors import descriptors_path
+
+        for corpus in sorted({r.corpus for r in runs}):
+            descriptors_path(prof.paths.manifests / f"{corpus}.jsonl").unlink(missing_ok=True)
     train = run_sft if stage == "sft" else run_grpo
     out: dict[str, Path] = {}
     for i, run in enumerate(runs, 1):
