@@ -1,7 +1,8 @@
 """Batched greedy generation over a test set, resumable: one jsonl line per utterance, appended as it comes.
 
 Every prediction keeps the raw output next to the parsed label, so a parser change can be re-scored without
-re-generating. A rerun reads the file, skips ids finished under the same condition and token budget, and appends the rest (a half-written last line from a
+re-generating. Each line records the key of what produced it (the model's weights, the settings, the code); a rerun
+reads the file, keeps the lines made under the current key, and appends the rest (a half-written last line from a
 killed run is ignored and its utterance redone). Prompts are left-padded (the kit's processor) and decoded
 greedily with the KV cache; `seconds` is the batch's wall time shared equally among its utterances.
 An optional `FeatureCache` (below) lets reruns (other runs, conditions or budgets on the same test set) reuse each
@@ -21,7 +22,7 @@ import numpy as np
 
 from ..data.audio import SAMPLE_RATE, AudioError, load_16k
 from ..infra import progress as where
-from ..infra.io import append_jsonl, read_jsonl, repair_jsonl_tail
+from ..infra.io import append_jsonl, read_jsonl, repair_jsonl_tail, write_jsonl
 from ..method.parsing import parse_answer
 from ..method.prompts import PromptConfig, build_messages, canonical_condition
 from .testsets import TestSet
@@ -41,6 +42,7 @@ class Prediction:
     batch_size: int
     condition: str
     max_new_tokens: int = 0
+    key: str = ""  # what produced it (model, settings, code: matrix.prediction_key); another key is stale
 
 
 @dataclass
@@ -113,11 +115,15 @@ def read_predictions(path: Path) -> list[dict]:
 
 def predict_set(backbone, test_set: TestSet, prompt_cfg: PromptConfig, condition: str, out_path: Path,
                 batch_size: int = 8, max_new_tokens: int = 256, require_answer_tag: bool = True,
-                progress: bool = True, feature_cache=None, use_cache: bool = True) -> list[dict]:
+                progress: bool = True, feature_cache=None, use_cache: bool = True, key: str | None = None
+                ) -> list[dict]:
     """Predictions for every utterance of `test_set` (in its order), generating only the ones `out_path` lacks.
 
     `require_answer_tag`: read the label from <answer> only (trained models); False lets a tagless output be read
-    whole (zero-shot), each such read recorded with the reason "fallback"."""
+    whole (zero-shot), each such read recorded with the reason "fallback".
+    `key` names what produces them (matrix.prediction_key: the adapter's weights, the settings, the code); lines made
+    under another key are stale: dropped from the file and redone. Without a key, the condition and token budget
+    are the key."""
     from tqdm.auto import tqdm
 
     cond = canonical_condition(condition)
@@ -130,9 +136,12 @@ def predict_set(backbone, test_set: TestSet, prompt_cfg: PromptConfig, condition
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     repair_jsonl_tail(out_path)
-    # Lines made under another condition or token budget are stale: redone and appended (the last line wins).
-    done = {p["utt_id"]: p for p in read_predictions(out_path)
-            if p.get("condition") == cond and p.get("max_new_tokens") == max_new_tokens}
+    key = key or f"{cond}:{max_new_tokens}"
+    lines = read_predictions(out_path)
+    current = [p for p in lines if p.get("key") == key]
+    if len(current) < len(lines):  # made by another model or settings: the file keeps only what is current
+        write_jsonl(out_path, current)
+    done = {p["utt_id"]: p for p in current}
     todo = [r for r in test_set.rows if r.utt_id not in done]
     bar = tqdm(total=len(test_set.rows), initial=len(test_set.rows) - len(todo), desc=f"{out_path.parent.name}/"
                f"{test_set.name}", unit="utt", disable=not progress, leave=False)
@@ -148,7 +157,7 @@ def predict_set(backbone, test_set: TestSet, prompt_cfg: PromptConfig, condition
                 ok_rows.append(r)
             except AudioError as e:
                 preds.append(Prediction(r.utt_id, test_set.gold(r), "", None, f"{AUDIO_ERROR}: {e.reason}", 0,
-                                        0.0, 0, cond, max_new_tokens))
+                                        0.0, 0, cond, max_new_tokens, key))
         if ok_rows:
             msgs = [build_messages(prompt_cfg, r.wav, cands, cond, r.transcript) for r in ok_rows]
             t0 = time.perf_counter()
@@ -157,7 +166,7 @@ def predict_set(backbone, test_set: TestSet, prompt_cfg: PromptConfig, condition
             for r, g in zip(ok_rows, gens):
                 parsed = parse_answer(g.text, cands, require_tag=require_answer_tag)
                 preds.append(Prediction(r.utt_id, test_set.gold(r), g.text, parsed.label, parsed.reason,
-                                        g.n_tokens, per, len(ok_rows), cond, max_new_tokens))
+                                        g.n_tokens, per, len(ok_rows), cond, max_new_tokens, key))
         append_jsonl(out_path, [asdict(p) for p in preds])
         done.update((p.utt_id, asdict(p)) for p in preds)
         bar.update(len(chunk))

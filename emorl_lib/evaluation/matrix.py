@@ -19,6 +19,7 @@ import numpy as np
 
 from ..infra.config import Profile, setting, to_dict
 from ..infra.determinism import apply_runtime
+from ..infra.fingerprint import PREDICTION_CODE, code_digest, digest, file_digest, weights_digest
 from ..infra.io import atomic_write_text
 from ..infra.log import get_logger
 from ..infra.paths import Paths
@@ -114,6 +115,34 @@ def answer_tag_required(run: Run, s: "EvalSetup") -> bool:
     return run.stage != "zeroshot" or s.eval.require_answer_tag
 
 
+def base_identity(s: "EvalSetup") -> str | None:
+    """The base model's identity: the kit-built tiny model's weights digest; for another model its name, path and
+    config (hashing 15 GB of 7B weights on every evaluation would cost more than it protects)."""
+    from ..training.backbones import BACKBONES, tiny_model_dir
+
+    b = s.backbone
+    if not b.path and BACKBONES.get(b.name) is not None and BACKBONES[b.name].build is not None:
+        d = tiny_model_dir(s.paths, b.tiny)
+        return weights_digest(d) if d.exists() else None
+    cfg = Path(str(b.path)) / "config.json" if b.path else None
+    return digest({"name": b.name, "path": str(b.path), "config": file_digest(cfg) if cfg and cfg.exists() else None})
+
+
+def prediction_key(s: "EvalSetup", run: Run, base: str | None = None) -> str:
+    """What a prediction file's lines must have been made with to be current: the model (base + the adapter's
+    weights), every setting that shapes an output (prompt, condition, token budget, batch size, answer parsing,
+    runtime) and the generation code (fingerprint.PREDICTION_CODE). A retrained adapter with other weights, a
+    changed prompt or a changed generate.py makes the old lines stale."""
+    adapter = run.adapter_dir(s.paths)
+    return digest({
+        "base": base if base is not None else base_identity(s), "backbone": s.profile.sections.get("backbone"),
+        "adapter": weights_digest(adapter) if adapter is not None else None,
+        "prompt": s.profile.sections.get("prompt"), "condition": run.condition,
+        "max_new_tokens": s.eval.max_new_tokens[run.condition], "batch_size": s.eval.batch_size,
+        "require_answer_tag": answer_tag_required(run, s), "runtime": s.profile.sections.get("runtime"),
+        "code": code_digest(PREDICTION_CODE)})
+
+
 def adapter_ready(run: Run, paths: Paths) -> bool:
     d = run.adapter_dir(paths)
     return d is None or (d / "adapter_config.json").exists()
@@ -166,8 +195,9 @@ class MatrixReport:
 
 
 def run_matrix(settings: EvalSetup, stages: list[str] | None = None, runs: list[Run] | None = None,
-               progress: bool = True, backbone: Backbone | None = None) -> MatrixReport:
-    """Generate predictions for every run (of `stages`) whose model exists, on every set it is scored on."""
+               progress: bool = True, backbone: Backbone | None = None, force: bool = False) -> MatrixReport:
+    """Generate predictions for every run (of `stages`) whose model exists, on every set it is scored on; lines made
+    by another model or settings (prediction_key) are redone, and `force` redoes every line."""
     s = settings
     runs = [r for r in (runs or all_runs(s.exp)) if stages is None or r.stage in stages]
     rep = MatrixReport()
@@ -180,14 +210,18 @@ def run_matrix(settings: EvalSetup, stages: list[str] | None = None, runs: list[
     if not ready:
         return rep
     bb = backbone or load_backbone(s.backbone, s.paths, trainable=False)
+    base = base_identity(s)
     for r in ready:
+        key = prediction_key(s, r, base)
         with with_adapter(bb, r.adapter_dir(s.paths)) as model:
             for name in test_set_names(r, s):
                 try:
                     ts = load_test_set(name, r, s)
+                    if force:
+                        r.predictions(s.paths, name).unlink(missing_ok=True)
                     preds = predict_set(model, ts, s.prompt, r.condition, r.predictions(s.paths, name),
                                         s.eval.batch_size, s.eval.max_new_tokens[r.condition],
-                                        answer_tag_required(r, s), progress)
+                                        answer_tag_required(r, s), progress, key=key)
                 except (FileNotFoundError, ValueError) as e:
                     rep.skipped.append((r.name, name, str(e)))
                     continue
@@ -266,6 +300,8 @@ def collect(settings: EvalSetup, progress: bool = False) -> ScoreBook:
     entries: dict[tuple[str, str], Entry] = {}
     sets: dict[tuple[str, str], TestSet | None] = {}
     pairs = [(r, t) for r in all_runs(s.exp) for t in test_set_names(r, s)]
+    base = base_identity(s)
+    keys: dict[str, str] = {}
     for run, name in tqdm(pairs, desc="scoring", disable=not progress, leave=False):
         key = (name, in_corpus_name(run) if not is_crosscorpus(name) else name)
         if key not in sets:
@@ -278,10 +314,14 @@ def collect(settings: EvalSetup, progress: bool = False) -> ScoreBook:
         if ts is None:
             entries[(run.name, name)] = Entry(run, name, 0, 0, None, "no test set")
             continue
-        preds = {p["utt_id"]: p for p in read_predictions(path)}
+        if run.name not in keys:
+            keys[run.name] = prediction_key(s, run, base)
+        lines = read_predictions(path)
+        preds = {p["utt_id"]: p for p in lines if p.get("key") == keys[run.name]}  # made by this model and settings
         have = [preds[r.utt_id] for r in ts.rows if r.utt_id in preds]
         if len(have) < len(ts.rows):
-            status = "missing" if not have else f"incomplete ({len(have)}/{len(ts.rows)})"
+            status = ("stale (made by another model, settings or code)" if lines and not have else
+                      "missing" if not have else f"incomplete ({len(have)}/{len(ts.rows)})")
             entries[(run.name, name)] = Entry(run, name, len(ts.rows), ts.n_total, None, status)
             continue
         # Read every raw output again with today's parser and this run's rule (trained: <answer> only).
