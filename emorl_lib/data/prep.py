@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 from ..infra import progress as where
 from ..infra.config import ConfigError, Profile, setting, to_dict
 from ..infra.determinism import apply_runtime
-from ..infra.io import atomic_write_text, write_jsonl
+from ..infra.io import atomic_write_text, file_lock, write_jsonl
 from ..infra.log import get_logger
 from ..infra.paths import Paths
 from .audio import CacheResult, cache_clip
@@ -159,8 +159,17 @@ def build_cache(jobs: list[tuple[str, str, str, float]], workers: int, desc: str
 def cache_candidates(cands: list[Utterance], report: CorpusReport, target_dir: Path, cfg: DataConfig,
                      progress: bool = True) -> list[Utterance]:
     """Decode candidates into `target_dir` (reusing fresh copies) and return manifest rows for the usable ones;
-    unusable clips move from kept to skipped in `report`, each listed with the reason."""
+    unusable clips move from kept to skipped in `report`, each listed with the reason.
+
+    One process at a time per cache folder (a lock): another one preparing the same corpus waits, then reuses the
+    clips (without the lock, its clean-up of temp files would delete the first one's clips in flight)."""
     target_dir.mkdir(parents=True, exist_ok=True)
+    with file_lock(target_dir / ".lock"):
+        return _cache_candidates_locked(cands, report, target_dir, cfg, progress)
+
+
+def _cache_candidates_locked(cands: list[Utterance], report: CorpusReport, target_dir: Path, cfg: DataConfig,
+                             progress: bool) -> list[Utterance]:
     for stale in target_dir.glob(".*.tmp"):  # left by a killed worker; never mistaken for a clip
         stale.unlink(missing_ok=True)
     jobs = [(c.utt_id, c.source, str(target_dir / f"{c.utt_id}.wav"), cfg.silence_peak) for c in cands]
@@ -188,11 +197,17 @@ def cache_candidates(cands: list[Utterance], report: CorpusReport, target_dir: P
 
 
 def prepare_corpus(corpus: str, root: str | Path, paths: Paths, cfg: DataConfig, check_official: bool,
-                   progress: bool = True, window_s: float | None = None) -> tuple[list[Utterance], CorpusReport]:
-    """Load one corpus, build its cache, write its manifest and report; returns the rows and report.
+                   progress: bool = True, window_s: float | None = None, force: bool = False
+                   ) -> tuple[list[Utterance], CorpusReport]:
+    """Load one corpus, build its cache (`force`: decode every clip again), write its manifest and report; returns
+    the rows and report.
     `window_s`: the model's audio window; longer clips are kept but counted and listed (the model hears only
     their first `window_s` seconds)."""
     cands, report = load_corpus(corpus, root)
+    if force:
+        import shutil
+
+        shutil.rmtree(cache_dir(paths, corpus, Path(report.root)), ignore_errors=True)
     rows = cache_candidates(cands, report, cache_dir(paths, corpus, Path(report.root)), cfg, progress)
     if window_s is not None:
         report.window_seconds = window_s
@@ -224,13 +239,13 @@ def _not_generated(cfg: DataConfig, corpus: str) -> set[str] | None:
             - {e["wav_filename"] for e in track2_included(corpus, cfg.synthetic_size)})
 
 
-def resolve_roots(cfg: DataConfig, paths: Paths) -> dict[str, Path]:
-    """Corpus roots: freshly generated synthetic trees, or the real roots named in the profile."""
+def resolve_roots(cfg: DataConfig, paths: Paths, force: bool = False) -> dict[str, Path]:
+    """Corpus roots: freshly generated synthetic trees (`force`: written again), or the real roots of the profile."""
     if cfg.synthetic:
         from .synthetic import generate_all
 
         made = generate_all(paths.synthetic, seed=cfg.synthetic_seed, size=cfg.synthetic_size,
-                            corpora=list(cfg.corpora))
+                            corpora=list(cfg.corpora), force=force)
         return {c: Path(made[c]) for c in cfg.corpora}
     missing = [c for c in cfg.corpora if not cfg.roots.get(c)]
     if missing:
@@ -239,8 +254,9 @@ def resolve_roots(cfg: DataConfig, paths: Paths) -> dict[str, Path]:
     return {c: Path(str(cfg.roots[c])).expanduser() for c in cfg.corpora}
 
 
-def prepare(prof: Profile, progress: bool = True) -> Prepared:
-    """Build caches, manifests, reports and cross-corpus manifests for the profile's corpora."""
+def prepare(prof: Profile, progress: bool = True, force: bool = False) -> Prepared:
+    """Build caches, manifests, reports and cross-corpus manifests for the profile's corpora (`force`: synthetic
+    corpora and the 16 kHz cache are made again, not reused)."""
     from ..training.backbones import audio_window_seconds
 
     cfg = prof.section("data")
@@ -250,13 +266,13 @@ def prepare(prof: Profile, progress: bool = True) -> Prepared:
     if cfg.synthetic:
         where.at("while generating the synthetic corpora",
                  "run the same command again: a corpus generated completely is kept, a half-written one is redone")
-    out = Prepared(paths=paths, cfg=cfg, roots=resolve_roots(cfg, paths))
+    out = Prepared(paths=paths, cfg=cfg, roots=resolve_roots(cfg, paths, force))
     all_rows: dict[str, list[Utterance]] = {}
     for i, corpus in enumerate(cfg.corpora, 1):
         where.at(f"while preparing {corpus} (corpus {i} of {len(cfg.corpora)})",
                  "run the same command again: clips already decoded into the cache are reused")
         rows, rep = prepare_corpus(corpus, out.roots[corpus], paths, cfg, check_official=not cfg.synthetic,
-                                   progress=progress, window_s=window_s)
+                                   progress=progress, window_s=window_s, force=force)
         all_rows[corpus] = rows
         out.manifests[corpus] = paths.manifests / f"{corpus}.jsonl"
         out.reports[corpus] = rep

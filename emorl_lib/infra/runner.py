@@ -1,27 +1,43 @@
 """Run the numbered notebooks of a profile with papermill, skipping stages whose outputs are current.
 
-A stage is current when its executed copy exists and its fingerprint matches: the notebook, the merged profile,
-the library's source and the previous stage's fingerprint. Any change upstream reruns everything after it.
-A failing notebook stops the run and names the notebook, the cell and the executed copy to open.
+One invalidation rule (infra/fingerprint.py): a stage is current when its executed copy exists and nothing it
+depends on changed since it ran: the notebook, the profile sections it reads (STAGE_SPECS, plus `runtime`), the
+library code it runs (the import closure of the notebook's imports, not the whole library) with the numeric packages'
+versions, and its inputs (the outputs of the stages it reads: manifests, trained adapters, predictions; an upstream
+stage that reran and produced the same outputs does not rerun what follows). Inside a stage the same rule holds for
+each trained adapter (training/runs.py) and each prediction file (evaluation/matrix.py), so a stage that reruns
+because a plot changed retrains nothing. `--force` reruns the chosen stages and passes `force=True` to the notebooks
+that take it (training retrains, evaluation regenerates, data preparation rebuilds its caches); `--list` says why
+each stage is or is not current. A failing notebook stops the run and names the notebook, the cell and the
+executed copy to open. Every run ends with a per-stage time table, also written to results/<profile>/run_summary.*.
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
+import re
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import progress
 from .config import ConfigError, load_profile
-from .determinism import runtime_config, thread_env
-from .io import atomic_write_text
+from .determinism import describe, runtime_config, thread_env
+from .fingerprint import (
+    changed,
+    digest,
+    file_digest,
+    module_digests,
+    notebook_imports,
+    package_versions,
+    weights_digest,
+)
+from .io import atomic_write_text, read_jsonl
 from .log import get_logger
-from .paths import PACKAGE_ROOT, repo_root
+from .paths import Paths, repo_root
 
 log = get_logger(__name__)
 
@@ -30,6 +46,34 @@ log = get_logger(__name__)
 class Stage:
     key: str  # "01"
     notebook: Path
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    """What a stage of the kit reads and writes: the profile sections it reads (`runtime` is always added), the
+    stages whose outputs it reads, and the outputs its successors read (see `_outputs`)."""
+
+    sections: tuple[str, ...]
+    inputs: tuple[str, ...] = ()
+    outputs: str = ""  # manifests | adapters:sft | adapters:grpo | predictions | "" (nothing a later stage reads)
+
+
+# One place: which sections and which upstream outputs each notebook of the kit reads.
+STAGE_SPECS: dict[str, StageSpec] = {
+    "01_data_prep": StageSpec(("data",), (), "manifests"),
+    "02_emotion_prior": StageSpec(("reward", "grpo")),
+    "03_sft_warmup": StageSpec(("data", "backbone", "prompt", "sft", "rationale", "descriptors", "experiments"),
+                               ("01_data_prep",), "adapters:sft"),
+    "04_grpo_eswr_esr": StageSpec(("data", "backbone", "prompt", "reward", "grpo", "experiments"),
+                                  ("01_data_prep", "03_sft_warmup"), "adapters:grpo"),
+    "05_evaluation": StageSpec(("data", "backbone", "prompt", "eval", "experiments"),
+                               ("01_data_prep", "03_sft_warmup", "04_grpo_eswr_esr"), "predictions"),
+    "06_paper_figures": StageSpec(("eval", "experiments", "reward", "grpo", "sft", "backbone", "prompt"),
+                                  ("01_data_prep", "03_sft_warmup", "04_grpo_eswr_esr", "05_evaluation")),
+}
+ALWAYS_SECTIONS = ("runtime",)
+# Fields of a prediction line that vary from run to run without changing the prediction (wall time).
+VOLATILE_FIELDS = ("seconds",)
 
 
 def notebooks_dir() -> Path:
@@ -59,27 +103,104 @@ def select_stages(stages: list[Stage], wanted: list[str]) -> list[Stage]:
     return sorted(set(chosen), key=lambda s: s.key)
 
 
-def _library_digest() -> str:
-    h = hashlib.sha256()
-    lib = PACKAGE_ROOT
-    for f in sorted(lib.rglob("*")):
-        if f.is_file() and f.suffix in (".py", ".jsonl", ".jinja", ".md", ".txt"):
-            h.update(f.relative_to(lib).as_posix().encode())
-            h.update(f.read_bytes())
-    return h.hexdigest()
+# ---- fingerprints ------------------------------------------------------------------------------------------------
+def spec_of(stage: Stage, earlier: list[Stage]) -> StageSpec:
+    """The kit's stages have a declared spec; any other notebook reads the whole profile and every earlier stage."""
+    spec = STAGE_SPECS.get(stage.notebook.stem)
+    if spec is not None:
+        return spec
+    return StageSpec(("*",), tuple(s.notebook.stem for s in earlier))
 
 
-def fingerprint(stage: Stage, profile_sections: dict, upstream: str, library: str) -> str:
-    h = hashlib.sha256()
-    h.update(stage.notebook.read_bytes())
-    h.update(json.dumps(profile_sections, sort_keys=True, default=str).encode())
-    h.update(upstream.encode())
-    h.update(library.encode())
-    return h.hexdigest()[:20]
+def components(stage: Stage, spec: StageSpec, sections: dict, inputs: dict[str, str]) -> dict:
+    """Everything a stage's currency depends on, each part digested separately so a change can be named."""
+    names = sorted(sections) if "*" in spec.sections else sorted(set(spec.sections) | set(ALWAYS_SECTIONS))
+    mods = notebook_imports(stage.notebook)
+    return {
+        "notebook": file_digest(stage.notebook),
+        "sections": {k: digest(sections.get(k)) for k in names},
+        "code": module_digests(mods) if mods else {},
+        "versions": package_versions(),
+        "inputs": inputs,
+    }
+
+
+def reasons(old: dict | None, new: dict, executed: bool) -> list[str]:
+    """Why a stage is not current ([] when it is)."""
+    if old is None or "components" not in old:
+        return ["never ran (no stamp)"]
+    if not executed:
+        return ["its executed copy is missing"]
+    o, out = old["components"], []
+    if o.get("notebook") != new["notebook"]:
+        out.append("the notebook changed")
+    for k in changed(o.get("sections", {}), new["sections"]):
+        out.append(f"profile section '{k}' changed")
+    files = changed(o.get("code", {}), new["code"])
+    if files:
+        out.append("library code changed: " + ", ".join(files[:4]) + (f" and {len(files) - 4} more" if len(files) > 4
+                                                                       else ""))
+    pk = changed(o.get("versions", {}), new["versions"])
+    if pk:
+        out.append("package versions changed: " + ", ".join(f"{p} {new['versions'].get(p)}" for p in pk))
+    for k in changed(o.get("inputs", {}), new["inputs"]):
+        out.append(f"its input from {k} changed")
+    return out
+
+
+def _prediction_lines(path: Path) -> list:
+    rows = []
+    for r in read_jsonl(path, tolerate_partial_last=True):
+        rows.append({k: v for k, v in r.items() if k not in VOLATILE_FIELDS})
+    return rows
+
+
+def outputs_digest(kind: str, paths: Paths) -> str:
+    """A digest of what a stage's successors read from it (stable across reruns that produce the same results)."""
+    if not kind:
+        return ""
+    parts: dict[str, str | None] = {}
+    if kind == "manifests":
+        for f in sorted(paths.manifests.glob("*.jsonl")):
+            if not f.name.endswith(".descriptors.jsonl"):
+                parts[f.name] = file_digest(f)
+    elif kind.startswith("adapters:"):
+        stage = kind.split(":", 1)[1]
+        for d in sorted(paths.checkpoints.glob(f"*_{stage}_*/final")):
+            parts[d.parent.name] = weights_digest(d)
+    elif kind == "predictions":
+        for f in sorted(paths.predictions.glob("*/*.jsonl")):
+            parts[f"{f.parent.name}/{f.name}"] = digest(_prediction_lines(f))
+    return digest(parts)
 
 
 def _stamp_path(run_dir: Path, stage: Stage) -> Path:
     return run_dir / "stamps" / f"{stage.notebook.stem}.json"
+
+
+def _read_stamp(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def takes_parameter(notebook: Path, name: str) -> bool:
+    """Whether the notebook's `parameters` cell assigns `name` (papermill only injects what a notebook expects)."""
+    nb = json.loads(notebook.read_text(encoding="utf-8"))
+    for c in nb.get("cells", []):
+        if "parameters" in (c.get("metadata", {}).get("tags") or []):
+            return re.search(rf"^{re.escape(name)}\s*=", "".join(c.get("source", "")), re.M) is not None
+    return False
+
+
+# ---- the run -----------------------------------------------------------------------------------------------------
+@dataclass
+class StageResult:
+    notebook: str
+    status: str  # ran | current | failed | not chosen | to run | current (listed)
+    seconds: float = 0.0
+    why: list[str] = field(default_factory=list)
 
 
 def run(profile: str = "default", only: list[str] | None = None, force: bool = False,
@@ -98,50 +219,101 @@ def run(profile: str = "default", only: list[str] | None = None, force: bool = F
     chosen = {s.key for s in select_stages(stages, only or [])}
     executed_dir = paths.results / "notebooks"
     executed_dir.mkdir(parents=True, exist_ok=True)
-    library = _library_digest()
-    upstream = ""
     # notebooks run from notebooks/: a profile given as a file path must be absolute there
     profile_arg = str(Path(profile).resolve()) if profile.endswith((".yaml", ".yml")) else profile
     log.info(f"profile '{prof.name}' ({prof.path}); results -> {paths.results}")
     if prof.name == "default":
         log.info("the embedded default runs a tiny model on synthetic corpora: its numbers are SMOKE numbers")
-    for stage in stages:
-        fp = fingerprint(stage, prof.sections, upstream, library)
-        upstream = fp
+    t_start = time.time()
+    results: list[StageResult] = []
+    outputs: dict[str, str] = {}  # stage name -> the digest of its outputs, as recorded when it last ran
+    pending: set[str] = set()  # stages (listed only) that would run first, so their outputs are not known yet
+    rc = 0
+    for i, stage in enumerate(stages):
+        name = stage.notebook.stem
+        spec = spec_of(stage, stages[:i])
+        stamp_path = _stamp_path(paths.run, stage)
+        old = _read_stamp(stamp_path)
         out_nb = executed_dir / stage.notebook.name
-        stamp = _stamp_path(paths.run, stage)
-        current = (out_nb.exists() and stamp.exists()
-                   and json.loads(stamp.read_text()).get("fingerprint") == fp)
+        inputs = {k: outputs.get(k, "") for k in spec.inputs}
+        comp = components(stage, spec, prof.sections, inputs)
+        why = reasons(old, comp, out_nb.exists())
+        if not why and old and spec.outputs and outputs_digest(spec.outputs, paths) != old.get("outputs"):
+            why = ["its outputs changed or disappeared since it ran"]
+        waits = sorted(set(spec.inputs) & pending)
+        recorded = (old or {}).get("outputs", "") if spec.outputs else (old or {}).get("fingerprint", "")
         if stage.key not in chosen:
+            outputs[name] = recorded
             continue
         if list_only:
-            log.info(f"{stage.notebook.name}: {'current' if current else 'to run'}")
+            if waits:
+                why = why + [f"runs after {', '.join(waits)}, which would run first"]
+            results.append(StageResult(stage.notebook.name, "to run" if why else "current", why=why))
+            log.info(f"{stage.notebook.name}: " + ("to run: " + "; ".join(why) if why else "current"))
+            if why:
+                pending.add(name)
+            outputs[name] = recorded
             continue
-        if current and not force:
+        if not why and not force:
             log.info(f"{stage.notebook.name}: current, skipped (--force reruns it)")
+            results.append(StageResult(stage.notebook.name, "current"))
+            outputs[name] = recorded
             continue
-        log.info(f"{stage.notebook.name}: running ...")
+        why = why or ["--force"]
+        log.info(f"{stage.notebook.name}: running ({'; '.join(why)}) ...")
         progress.at(f"during {stage.notebook.name} (profile '{prof.name}')",
                     "run the same command again to resume: finished notebooks are skipped, training resumes from its "
                     "last checkpoint and evaluation keeps its predictions")
         t0 = time.time()
-        stamp.unlink(missing_ok=True)
-        rc = _execute(stage, out_nb, profile_arg, kernel)
+        stamp_path.unlink(missing_ok=True)
+        params = {"profile": profile_arg}
+        if force and takes_parameter(stage.notebook, "force"):
+            params["force"] = True
+        rc = _execute(stage, out_nb, params, kernel)
+        seconds = round(time.time() - t0, 1)
         if rc != 0:
-            return rc
-        atomic_write_text(stamp, json.dumps({"fingerprint": fp, "seconds": round(time.time() - t0, 1),
-                                             "finished": time.strftime("%Y-%m-%d %H:%M:%S")}))
-        log.info(f"{stage.notebook.name}: done in {time.time() - t0:.0f} s -> {out_nb}")
-    return 0
+            results.append(StageResult(stage.notebook.name, "failed", seconds, why))
+            break
+        fp = digest(comp)
+        made = outputs_digest(spec.outputs, paths) if spec.outputs else fp
+        atomic_write_text(stamp_path, json.dumps({"fingerprint": fp, "components": comp, "outputs": made,
+                                                  "seconds": seconds,
+                                                  "finished": time.strftime("%Y-%m-%d %H:%M:%S")}, indent=1))
+        outputs[name] = made
+        results.append(StageResult(stage.notebook.name, "ran", seconds, why))
+        log.info(f"{stage.notebook.name}: done in {seconds:.0f} s -> {out_nb}")
+    if not list_only:
+        write_summary(paths, prof.name, results, round(time.time() - t_start, 1), force)
+    return rc
 
 
-def _execute(stage: Stage, out_nb: Path, profile_arg: str, kernel: str) -> int:
+def summary_markdown(profile: str, results: list[StageResult], total: float) -> str:
+    lines = [f"Run of profile `{profile}`: {total:.0f} s in all.", "",
+             "| stage | status | seconds | why it ran |", "|---|---|---|---|"]
+    for r in results:
+        lines.append(f"| {r.notebook} | {r.status} | {r.seconds:.0f} | {'; '.join(r.why)} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_summary(paths: Paths, profile: str, results: list[StageResult], total: float, force: bool) -> None:
+    """Where the time went, per stage: logged and written to results/<profile>/run_summary.{json,md}."""
+    data = {"profile": profile, "seconds": total, "force": force, "machine": describe(),
+            "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
+            "stages": [{"notebook": r.notebook, "status": r.status, "seconds": r.seconds, "why": r.why}
+                       for r in results]}
+    atomic_write_text(paths.results / "run_summary.json", json.dumps(data, indent=1) + "\n")
+    md = summary_markdown(profile, results, total)
+    atomic_write_text(paths.results / "run_summary.md", md)
+    log.info("run summary (%s):\n%s", paths.results / "run_summary.md", md)
+
+
+def _execute(stage: Stage, out_nb: Path, params: dict, kernel: str) -> int:
     import papermill as pm
     from papermill.exceptions import PapermillExecutionError
 
     try:
         pm.execute_notebook(
-            str(stage.notebook), str(out_nb), parameters={"profile": profile_arg},
+            str(stage.notebook), str(out_nb), parameters=params,
             kernel_name=kernel, cwd=str(stage.notebook.parent), progress_bar=True, log_output=False,
         )
     except PapermillExecutionError as e:
@@ -160,20 +332,35 @@ def main(argv: list[str] | None = None) -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("profile", nargs="?", default="default", help="params/<profile>.yaml or a YAML path")
     ap.add_argument("notebooks", nargs="*", help="a subset: numbers (01 03) or names; default all")
-    ap.add_argument("--force", action="store_true", help="rerun stages whose outputs are current")
-    ap.add_argument("--list", action="store_true", help="show which stages are current, run nothing")
+    ap.add_argument("--force", action="store_true",
+                    help="rerun the chosen stages and recompute everything in them (training, predictions, caches)")
+    ap.add_argument("--list", action="store_true", help="show which stages are current and why not, run nothing")
     ap.add_argument("--kernel", default="python3", help="Jupyter kernel (default: this interpreter's)")
+    ap.add_argument("--check-golden", action="store_true",
+                    help="after the run, compare the tables with tests/golden/<profile>/ and fail on a difference")
+    ap.add_argument("--update-golden", action="store_true",
+                    help="after the run, make its tables the golden set (tests/golden/<profile>/) and regenerate "
+                         "the README's results section from them")
     a = ap.parse_args(argv)
     if a.profile and a.profile[:2].isdigit() and not a.profile.endswith((".yaml", ".yml")):
         a.notebooks.insert(0, a.profile)  # `run_all.sh 01 02`: notebooks of the default profile
         a.profile = "default"
     progress.clear()
     try:
-        return run(a.profile, a.notebooks, a.force, a.kernel, a.list)
+        rc = run(a.profile, a.notebooks, a.force, a.kernel, a.list)
     except KeyboardInterrupt:
         progress.close_bars()
         log.error(progress.interrupted_line("run_all"))
         return progress.INTERRUPTED_EXIT
+    if rc == 0 and not a.list and (a.check_golden or a.update_golden):
+        from . import golden
+
+        prof = load_profile(a.profile)
+        if a.update_golden:
+            golden.update(prof.name, prof.paths.tables)
+        else:
+            rc = golden.check(prof.name, prof.paths.tables)
+    return rc
 
 
 if __name__ == "__main__":
