@@ -1,0 +1,215 @@
+"""Golden tables: a profile's result tables committed as its expected outputs, compared cell by cell after a run.
+
+`tests/golden/<profile>/*.csv` hold every CSV table of `results/<profile>/tables/` minus the columns that measure
+wall time (VOLATILE: they differ on every run and every machine). `check` compares a run's tables with them by exact
+string equality of every cell and prints each changed cell; `update` makes a run's tables the golden set and
+regenerates the README's results section (between RESULTS_BEGIN / RESULTS_END markers) from them, so no number there
+is typed by hand. Commands:
+
+    ./run_all.sh --update-golden            # run the default profile, then make its tables the golden set
+    python -m emorl_lib.infra.golden check   # compare results/default/tables with tests/golden/default
+    python -m emorl_lib.infra.golden readme  # rewrite the README's results section from the golden set
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import re
+import shutil
+import sys
+from pathlib import Path
+
+from .io import atomic_write_text, read_csv
+from .log import get_logger
+from .paths import repo_root
+
+log = get_logger(__name__)
+
+VOLATILE = re.compile(r"seconds|per_second|runtime")  # column names that measure wall time
+RUN_SUMMARY = "run_summary.json"  # copied beside the golden tables: which machine made them, and in how long
+
+
+def golden_dir(profile: str = "default") -> Path:
+    return repo_root() / "tests" / "golden" / profile
+
+
+def _stable(rows: list[dict[str, str]], header: list[str]) -> tuple[list[str], list[list[str]]]:
+    cols = [c for c in header if not VOLATILE.search(c)]
+    return cols, [[r.get(c, "") for c in cols] for r in rows]
+
+
+def read_table(path: Path) -> tuple[list[str], list[list[str]]]:
+    """(columns, rows) of a CSV without its volatile columns."""
+    with Path(path).open(newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        rows = list(reader)
+        return _stable(rows, list(reader.fieldnames or []))
+
+
+def stable_csv(path: Path) -> str:
+    cols, rows = read_table(path)
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(cols)
+    w.writerows(rows)
+    return buf.getvalue()
+
+
+def compare(golden: Path, tables: Path) -> list[str]:
+    """Every difference between the golden set and a run's tables, one line each (empty: equal)."""
+    diffs: list[str] = []
+    want = {p.name: p for p in sorted(Path(golden).glob("*.csv"))}
+    have = {p.name: p for p in sorted(Path(tables).glob("*.csv"))}
+    if not want:
+        return [f"{golden}: no golden tables (make them with ./run_all.sh --update-golden)"]
+    for name in sorted(set(want) - set(have)):
+        diffs.append(f"{name}: in the golden set, not written by the run")
+    for name in sorted(set(have) - set(want)):
+        diffs.append(f"{name}: written by the run, not in the golden set")
+    for name in sorted(set(want) & set(have)):
+        gc, grows = read_table(want[name])
+        hc, hrows = read_table(have[name])
+        if gc != hc:
+            diffs.append(f"{name}: columns {gc} are now {hc}")
+            continue
+        if len(grows) != len(hrows):
+            diffs.append(f"{name}: {len(grows)} rows in the golden set, {len(hrows)} now")
+        for i, (g, h) in enumerate(zip(grows, hrows), 1):
+            for c, a, b in zip(gc, g, h):
+                if a != b:
+                    label = f"row {i}" + (f" ({g[0]})" if g and g[0] and c != gc[0] else "")
+                    diffs.append(f"{name} {label}, column '{c}': golden {a!r}, now {b!r}")
+    return diffs
+
+
+def check(profile: str = "default", tables: Path | None = None) -> int:
+    """Compare a run's tables with the golden set; print every changed cell; 0 when equal, 1 otherwise."""
+    from .config import load_profile
+
+    tables = Path(tables) if tables else load_profile(profile).paths.tables
+    gdir = golden_dir(profile)
+    diffs = compare(gdir, tables)
+    n = len(list(gdir.glob("*.csv")))
+    if diffs:
+        bad = len({d.split(":")[0].split(" ")[0] for d in diffs})
+        log.error("golden: %d of %d tables differ from %s (%d differences):\n  %s", bad, n, gdir, len(diffs),
+                  "\n  ".join(diffs[:200]) + (f"\n  ... {len(diffs) - 200} more" if len(diffs) > 200 else ""))
+        return 1
+    log.info("golden: all %d tables equal %s", n, gdir)
+    return 0
+
+
+def update(profile: str = "default", tables: Path | None = None) -> Path:
+    """Make a run's tables (without their volatile columns) the golden set, and regenerate the README section."""
+    from .config import load_profile
+
+    prof = load_profile(profile)
+    tables = Path(tables) if tables else prof.paths.tables
+    src = sorted(tables.glob("*.csv"))
+    if not src:
+        raise FileNotFoundError(f"{tables}: no tables to make golden (run ./run_all.sh {profile} first)")
+    gdir = golden_dir(profile)
+    if gdir.exists():
+        shutil.rmtree(gdir)
+    gdir.mkdir(parents=True)
+    for p in src:
+        atomic_write_text(gdir / p.name, stable_csv(p))
+    summary = prof.paths.results / "run_summary.json"
+    if summary.exists():
+        shutil.copyfile(summary, gdir / RUN_SUMMARY)
+    log.info("golden: %d tables written to %s", len(src), gdir)
+    write_readme(profile)
+    return gdir
+
+
+# ---- the README's results section -----------------------------------------------------------------------------
+def markers(profile: str) -> tuple[str, str]:
+    return f"<!-- results:{profile}:begin -->", f"<!-- results:{profile}:end -->"
+
+
+def _md(path: Path, columns: list[str] | None = None, rename: dict[str, str] | None = None) -> str:
+    rows = read_csv(path)
+    cols = columns or [c for c in (rows[0] if rows else {}) if not VOLATILE.search(c)]
+    rename = rename or {}
+    out = ["| " + " | ".join(rename.get(c, c) for c in cols) + " |", "|" + "---|" * len(cols)]
+    out += ["| " + " | ".join(r.get(c, "") for c in cols) + " |" for r in rows]
+    return "\n".join(out)
+
+
+README_TABLES = (  # (file, heading): what the README shows of the golden set, in this order
+    ("main_results.csv", "Main table, UA / WA / macro-F1 %"),
+    ("ablation_eswr.csv", "ESWR ablation"),
+    ("crosscorpus.csv", "Cross-corpus accuracy %"),
+    ("grpo_training_summary.csv", "GRPO training, mean of the first vs the last 10 logged steps"),
+)
+
+
+def readme_block(profile: str = "default") -> str:
+    """The README's results section, generated from the golden tables only."""
+    gdir = golden_dir(profile)
+    begin, end = markers(profile)
+    parts = [begin, f"<!-- generated by `python -m emorl_lib.infra.golden readme` from tests/golden/{profile}/: "
+                    "do not edit by hand -->", ""]
+    for name, heading in README_TABLES:
+        if (gdir / name).exists():
+            parts += [f"{heading} (`{name}`):", "", _md(gdir / name), ""]
+    summary = gdir / RUN_SUMMARY
+    if summary.exists():
+        s = json.loads(summary.read_text())
+        m = s.get("machine", {})
+        ran = [st for st in s.get("stages", []) if st.get("status") == "ran"]
+        parts += [f"Time per stage of the run that made this golden set ({s.get('seconds', 0) / 60:.0f} min in all, "
+                  f"{m.get('machine', '?')} CPU, torch threads {m.get('env', {}).get('OMP_NUM_THREADS', '?')}, "
+                  f"finished {s.get('finished', '?')}; other jobs shared the CPU):", "",
+                  "| stage | seconds |", "|---|---|"]
+        parts += [f"| {st['notebook']} | {st['seconds']:.0f} |" for st in ran] + [""]
+    parts.append(end)
+    return "\n".join(parts)
+
+
+def readme_path() -> Path:
+    return repo_root() / "README.md"
+
+
+def current_readme_block(profile: str = "default", text: str | None = None) -> str | None:
+    text = readme_path().read_text(encoding="utf-8") if text is None else text
+    begin, end = markers(profile)
+    i, j = text.find(begin), text.find(end)
+    if i < 0 or j < i:
+        return None
+    return text[i:j + len(end)]
+
+
+def write_readme(profile: str = "default") -> Path:
+    """Replace the README's results section (between the markers) with the one the golden tables generate."""
+    path = readme_path()
+    text = path.read_text(encoding="utf-8")
+    old = current_readme_block(profile, text)
+    if old is None:
+        begin, end = markers(profile)
+        raise ValueError(f"{path}: no results section: expected the lines {begin} ... {end}")
+    atomic_write_text(path, text.replace(old, readme_block(profile)))
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m emorl_lib.infra.golden", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("command", choices=["check", "update", "readme"])
+    ap.add_argument("--profile", default="default")
+    ap.add_argument("--tables", default=None, help="a run's tables folder (default: results/<profile>/tables)")
+    a = ap.parse_args(argv)
+    if a.command == "check":
+        return check(a.profile, a.tables)
+    if a.command == "update":
+        update(a.profile, a.tables)
+        return 0
+    write_readme(a.profile)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
