@@ -1,24 +1,29 @@
-"""librosa's numba-compiled functions, compiled and cached so that concurrent first use cannot corrupt the cache.
+"""librosa's numba-compiled functions, cached on disk so that concurrent first use can never poison the cache.
 
-numba caches compiled code on disk (`cache=True`; librosa compiles several functions eagerly, for several type
-signatures, when its modules load). Its cache writer reads a function's index, picks the first free data-file name
-for a new signature and writes both, with no lock: two processes compiling different signatures of one function at
-the same time can give two signatures the same data file, and every later process that loads the cache then runs
-machine code compiled for the other signature and crashes (reproduced: two processes started together on an empty
-cache, `onset_detect` and `yin`, left a cache that segfaults every later load in 5 rounds of 8).
+numba caches compiled code on disk (`cache=True`); librosa compiles several functions eagerly, for several type
+signatures, when its modules load, and more on first call. Two processes starting on an empty cache both compile
+and both write, with no lock and last writer wins, file by file: a gufunc's kernel can end up written by one
+process and its wrapper (which refers to the kernel's process-specific symbols) by the other, and every later
+process that loads that pair crashes. Reproduced: two processes started together (`onset_detect` and `yin`) left
+a cache that segfaulted every later load in 5 rounds of 8; locking each cache file separately was not enough
+(1 poisoned round in 3 with three processes), because the kernel and its wrapper live in different files.
 
-The kit therefore (1) keeps its numba cache in its own folder, not in the `.venv` (NUMBA_CACHE_DIR, set at
-`import emorl_lib` unless the user set it), (2) serialises every cache write and read of a function behind a file lock
-(`install_lock`, idempotent), so the index and its data files always agree, and (3) compiles what its workers use in
-the parent before a pool starts (`warm_up`): forked workers inherit the compiled code and compile nothing.
-Use `librosa()` to import librosa the safe way.
+So only one process at a time writes, and it writes everything it compiles from one consistent set:
+(1) the kit's numba cache is its own folder, not the `.venv` (NUMBA_CACHE_DIR, set at `import emorl_lib` unless
+the user set it); (2) `librosa()` imports librosa and compiles the functions the kit uses (`warm_up`) while holding
+an exclusive lock on that folder, the only time the process may write to the cache; a second process waits, then
+loads what the first wrote; (3) anything compiled later (another signature, another function) is compiled in memory
+and never written. Forked workers (descriptors) inherit the compiled code from their parent and compile nothing.
 """
 
 from __future__ import annotations
 
 import os
+import sys
+from contextlib import contextmanager
 from pathlib import Path
 from types import ModuleType
+from typing import Iterator
 
 from .io import file_lock
 from .paths import repo_root
@@ -37,49 +42,75 @@ def pin_cache_dir(environ: dict | None = None) -> str:
     return env.setdefault("NUMBA_CACHE_DIR", str(default_cache_dir()))
 
 
+_writes_allowed = False
+
+
 def install_lock() -> None:
-    """Wrap numba's cache-file save and load in an exclusive / shared lock on `<index>.lock`."""
+    """Let numba write its cache only inside `compiling()` (the warm-up, under the folder's lock)."""
     global _installed
     if _installed:
         return
     from numba.core import caching
 
     cls = caching.IndexDataCacheFile
-    save, load = cls.save, cls.load
+    save = cls.save
 
-    def locked_save(self, key, data):
-        with file_lock(Path(self._index_path + ".lock")):
-            return save(self, key, data)  # re-reads the index under the lock, so it sees the other writers' names
+    def guarded_save(self, key, data):
+        if _writes_allowed:
+            return save(self, key, data)
+        return None  # compiled outside the warm-up: kept in memory only
 
-    def locked_load(self, key):
-        with file_lock(Path(self._index_path + ".lock"), shared=True):
-            return load(self, key)
-
-    locked_save.__wrapped__, locked_load.__wrapped__ = save, load  # type: ignore[attr-defined]
-    cls.save, cls.load = locked_save, locked_load
+    guarded_save.__wrapped__ = save  # type: ignore[attr-defined]
+    cls.save = guarded_save
     _installed = True
 
 
-def librosa() -> ModuleType:
-    """librosa, imported after the cache lock is in place (its eager compilations are then safe)."""
-    pin_cache_dir()
-    install_lock()
-    import librosa as lr
+def cache_dir() -> Path:
+    return Path(pin_cache_dir())
 
-    return lr
+
+@contextmanager
+def compiling() -> Iterator[None]:
+    """The only window in which this process writes numba's cache: exclusive over the cache folder."""
+    global _writes_allowed
+    install_lock()
+    with file_lock(cache_dir() / ".emorl-compile.lock"):
+        _writes_allowed = True
+        try:
+            yield
+        finally:
+            _writes_allowed = False
+
+
+def librosa() -> ModuleType:
+    """librosa, imported (and its kit functions compiled or loaded) under the cache folder's lock."""
+    if "librosa" in sys.modules and _installed:
+        return sys.modules["librosa"]
+    warm_up()
+    return sys.modules["librosa"]
+
+
+_warmed: set[str] = set()
 
 
 def warm_up(f0_methods: tuple[str, ...] = ("yin",)) -> None:
-    """Compile (or load) the numba code the descriptor workers run, in this process, before they start."""
+    """Compile (or load) the numba code the kit runs, in this process, before any worker starts; the results are
+    written to the cache by this process alone (`compiling`)."""
+    todo = [m for m in f0_methods if m not in _warmed]
+    if todo == [] and "librosa" in sys.modules and _installed:
+        return
     import numpy as np
 
-    lr = librosa()
-    sr = 16000
-    y = (0.3 * np.sin(2 * np.pi * 150 * np.arange(sr // 2) / sr)).astype(np.float32)
-    for dtype in (np.float32, np.float64):
-        x = y.astype(dtype)
-        if "yin" in f0_methods:
-            lr.yin(x, fmin=60.0, fmax=500.0, sr=sr, frame_length=1024, hop_length=256)
-        if "pyin" in f0_methods:
-            lr.pyin(x, fmin=60.0, fmax=500.0, sr=sr, frame_length=1024, hop_length=256)
-    lr.util.frame(y, frame_length=1024, hop_length=256, axis=0)
+    with compiling():
+        import librosa as lr
+
+        sr = 16000
+        y = (0.3 * np.sin(2 * np.pi * 150 * np.arange(sr // 2) / sr)).astype(np.float32)
+        for dtype in (np.float32, np.float64):
+            x = y.astype(dtype)
+            if "yin" in todo:
+                lr.yin(x, fmin=60.0, fmax=500.0, sr=sr, frame_length=1024, hop_length=256)
+            if "pyin" in todo:
+                lr.pyin(x, fmin=60.0, fmax=500.0, sr=sr, frame_length=1024, hop_length=256)
+        lr.util.frame(y, frame_length=1024, hop_length=256, axis=0)
+    _warmed.update(todo)

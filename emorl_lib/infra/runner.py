@@ -244,6 +244,7 @@ def run(profile: str = "default", only: list[str] | None = None, force: bool = F
         recorded = (old or {}).get("outputs", "") if spec.outputs else (old or {}).get("fingerprint", "")
         if stage.key not in chosen:
             outputs[name] = recorded
+            results.append(StageResult(stage.notebook.name, "not chosen"))
             continue
         if list_only:
             if waits:

@@ -1,0 +1,132 @@
+"""The runner's invalidation rule, --list reasons, --force reaching the notebooks, the run summary, golden tables."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from emorl_lib.infra import golden, runner
+
+
+def _notebook(path: Path, body: str, params: str = 'profile = "default"'):
+    nb = nbformat.v4.new_notebook()
+    cell = nbformat.v4.new_code_cell(params)
+    cell.metadata["tags"] = ["parameters"]
+    nb.cells = [cell, nbformat.v4.new_code_cell(body)]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, path)
+
+
+@pytest.fixture
+def kit(tmp_path, monkeypatch):
+    """A scratch kit with two notebooks named like the kit's data and prior stages (so their specs apply)."""
+    monkeypatch.setenv("EMORL_HOME", str(tmp_path))
+    (tmp_path / "params").mkdir()
+    (tmp_path / "notebooks").mkdir()
+    (tmp_path / "params" / "default.yaml").write_text(
+        "paths: {results: results, runs: runs}\ndata: {seed: 1}\nreward: {alpha: 0.5}\neval: {batch_size: 8}\n")
+    log = tmp_path / "log.txt"
+    _notebook(tmp_path / "notebooks" / "01_data_prep.ipynb",
+              "from emorl_lib.infra import io\n"
+              f"open({str(log)!r}, 'a').write(f'01 force={{force}}\\n')",
+              'profile = "default"\nforce = False')
+    _notebook(tmp_path / "notebooks" / "02_emotion_prior.ipynb", f"open({str(log)!r}, 'a').write('02\\n')")
+    return tmp_path, log
+
+
+def _profile(root: Path, text: str) -> None:
+    (root / "params" / "default.yaml").write_text(text)
+
+
+def test_a_stage_reruns_only_for_what_it_reads_and_list_says_why(kit, capsys):
+    root, log = kit
+    assert runner.main([]) == 0 and log.read_text().splitlines() == ["01 force=False", "02"]
+    capsys.readouterr()
+    # a section only the evaluation reads: neither stage is affected
+    _profile(root, (root / "params" / "default.yaml").read_text().replace("batch_size: 8", "batch_size: 4"))
+    assert runner.main(["--list"]) == 0
+    out = capsys.readouterr().out
+    assert "01_data_prep.ipynb: current" in out and "02_emotion_prior.ipynb: current" in out
+    # the reward section: the prior stage only, and --list names the section
+    _profile(root, (root / "params" / "default.yaml").read_text().replace("alpha: 0.5", "alpha: 0.3"))
+    assert runner.main(["--list"]) == 0
+    out = capsys.readouterr().out
+    assert "01_data_prep.ipynb: current" in out and "profile section 'reward' changed" in out
+    assert runner.main([]) == 0 and log.read_text().splitlines()[-1] == "02" and log.read_text().count("01") == 1
+    # the library code a stage imports: simulated edit of emorl_lib/infra/io.py
+    real = runner.module_digests
+    runner.module_digests = lambda mods: {k: (v + "x" if k.endswith("infra/io.py") else v)
+                                          for k, v in real(mods).items()}
+    try:
+        assert runner.main(["--list"]) == 0
+        out = capsys.readouterr().out
+        assert "library code changed: emorl_lib/infra/io.py" in out
+    finally:
+        runner.module_digests = real
+
+
+def test_force_reaches_the_notebooks_and_the_summary_is_written(kit, capsys):
+    root, log = kit
+    assert runner.main([]) == 0
+    assert runner.main(["--force", "01"]) == 0
+    assert log.read_text().splitlines() == ["01 force=False", "02", "01 force=True"]
+    summary = json.loads((root / "results" / "default" / "run_summary.json").read_text())
+    assert [s["status"] for s in summary["stages"]] == ["ran", "not chosen"]
+    assert summary["stages"][0]["why"] == ["--force"] and summary["machine"]["env"]["OMP_NUM_THREADS"] == "1"
+    md = (root / "results" / "default" / "run_summary.md").read_text()
+    assert "| 01_data_prep.ipynb | ran |" in md and "| 02_emotion_prior.ipynb | not chosen |" in md
+
+
+def test_deleted_outputs_make_a_stage_stale(kit, capsys):
+    root, _ = kit
+    man = root / "runs" / "default" / "manifests"
+    man.mkdir(parents=True)
+    (man / "iemocap.jsonl").write_text('{"utt_id": "a"}\n')
+    assert runner.main([]) == 0
+    capsys.readouterr()
+    (man / "iemocap.jsonl").write_text('{"utt_id": "b"}\n')
+    assert runner.main(["--list"]) == 0
+    assert "its outputs changed or disappeared since it ran" in capsys.readouterr().out
+
+
+# ---- golden tables -------------------------------------------------------------------------------------------------
+def test_golden_comparison_names_every_changed_cell(tmp_path):
+    g, t = tmp_path / "golden", tmp_path / "tables"
+    g.mkdir()
+    t.mkdir()
+    (g / "main.csv").write_text("method,ua,seconds_per_utt\nSFT,56.2,0.1\nGRPO,62.5,0.2\n")
+    (t / "main.csv").write_text("method,ua,seconds_per_utt\nSFT,68.8,0.9\nGRPO,62.5,0.7\n")
+    diffs = golden.compare(g, t)
+    assert diffs == ["main.csv row 1 (SFT), column 'ua': golden '56.2', now '68.8'"]  # wall time is not compared
+    (t / "extra.csv").write_text("a\n1\n")
+    assert "extra.csv: written by the run, not in the golden set" in golden.compare(g, t)
+    (t / "main.csv").write_text("method,ua,seconds_per_utt\nSFT,56.2,0.3\nGRPO,62.5,0.2\n")
+    (t / "extra.csv").unlink()
+    assert golden.compare(g, t) == []
+
+
+def test_golden_update_and_readme_block(tmp_path, monkeypatch):
+    monkeypatch.setenv("EMORL_HOME", str(tmp_path))
+    (tmp_path / "params").mkdir()
+    (tmp_path / "params" / "default.yaml").write_text("paths: {results: results, runs: runs}\n")
+    tables = tmp_path / "results" / "default" / "tables"
+    tables.mkdir(parents=True)
+    (tables / "main_results.csv").write_text("method,MELD UA,seconds\nSFT (IR),31.0,3.2\n")
+    (tmp_path / "README.md").write_text("# kit\n\n<!-- results:default:begin -->\nOLD TEXT\n<!-- results:default:end -->\n")
+    golden.update("default")
+    assert (tmp_path / "tests" / "golden" / "default" / "main_results.csv").read_text() == \
+        "method,MELD UA\nSFT (IR),31.0\n"
+    readme = (tmp_path / "README.md").read_text()
+    assert "| SFT (IR) | 31.0 |" in readme and "OLD TEXT" not in readme
+    assert golden.current_readme_block("default") == golden.readme_block("default")
+    assert golden.check("default") == 0
+
+
+def test_readme_results_section_is_what_the_golden_tables_generate():
+    block = golden.current_readme_block("default")
+    assert block is not None, "README.md lacks its generated results section"
+    assert block == golden.readme_block("default"), \
+        "README results section is stale: run `python -m emorl_lib.infra.golden readme`"
