@@ -164,7 +164,7 @@ def cache_candidates(cands: list[Utterance], report: CorpusReport, target_dir: P
     One process at a time per cache folder (a lock): another one preparing the same corpus waits, then reuses the
     clips (without the lock, its clean-up of temp files would delete the first one's clips in flight)."""
     target_dir.mkdir(parents=True, exist_ok=True)
-    with file_lock(target_dir / ".lock"):
+    with file_lock(target_dir.parent / f".{target_dir.name}.lock"):  # beside the folder, not among its clips
         return _cache_candidates_locked(cands, report, target_dir, cfg, progress)
 
 

@@ -69,7 +69,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--onednn", action="store_true", help="let torch use oneDNN (the kit turns it off)")
     ap.add_argument("--values", action="store_true", help="include the first values of every tensor")
+    ap.add_argument("--kernel-env", action="store_true",
+                    help="print only the environment a Jupyter kernel spec should carry (kernel.json 'env')")
     a = ap.parse_args(argv)
+    if a.kernel_env:
+        from .determinism import kernel_env
+
+        print(json.dumps(kernel_env(a.threads or 1), indent=1))
+        return 0
     p = probe(a.threads, a.onednn)
     if not a.values:
         p.pop("values")

@@ -148,6 +148,13 @@ def thread_env(threads: int) -> dict[str, str]:
     return {**{v: str(threads) for v in THREAD_VARS}, **CHILD_ENV}
 
 
+def kernel_env(threads: int = 1) -> dict[str, str]:
+    """The environment a Jupyter kernel spec (kernel.json's "env") should carry so that a notebook opened by hand
+    computes exactly as the runner's kernels do (`python -m emorl_lib.infra.cpu_probe --kernel-env`)."""
+    ok, _ = pinnable()
+    return {**(CPU_ENV if ok else {}), **GPU_ENV, **thread_env(threads)}
+
+
 def apply_runtime(cfg: RuntimeConfig | Any, log=None) -> RuntimeConfig:
     """Threads, deterministic algorithms and oneDNN for this process (`cfg`: a RuntimeConfig or a profile).
 
