@@ -122,7 +122,7 @@ from emorl_lib.training.sft import run_sft
 def length_reward(completions, **kwargs):
     return [len(c[0]["content"] if isinstance(c, list) else c) / 50.0 for c in completions]
 
-grpo.reward_functions = lambda cfg, cond: ([length_reward], [1.0])
+grpo.reward_functions = lambda *args: ([length_reward], [1.0])
 stage = sys.argv[2]
 prof = Profile("trainprof", None, yaml.safe_load(open(sys.argv[1])))
 run = Run("iemocap", stage, "IR", "eswr" if stage == "grpo" else None, 1)
@@ -137,7 +137,7 @@ def test_training_twice_gives_bit_identical_adapters(train_profile, stage, monke
     from emorl_lib.training.grpo import run_grpo
     from emorl_lib.training.sft import run_sft
 
-    monkeypatch.setattr(grpo, "reward_functions", lambda cfg, cond: ([_length_reward], [1.0]))
+    monkeypatch.setattr(grpo, "reward_functions", lambda *args: ([_length_reward], [1.0]))
     run = Run("iemocap", stage, "IR", "eswr" if stage == "grpo" else None, 1)
     paths = train_profile.paths
     profs = []
@@ -223,7 +223,7 @@ def test_prediction_key_follows_the_adapter_weights_and_the_settings(train_profi
     from emorl_lib.evaluation.matrix import EvalSetup, prediction_key
 
     prof = train_profile.with_overrides({"paths": {"runs": str(tmp_path / "runs")}})
-    s = EvalSetup.load(prof)
+    s = EvalSetup.of(prof)
     run = Run("iemocap", "sft", "IR", None, 1)
     final = run.adapter_dir(s.paths)
     final.mkdir(parents=True)
@@ -235,6 +235,6 @@ def test_prediction_key_follows_the_adapter_weights_and_the_settings(train_profi
     (final / "adapter_model.safetensors").write_bytes(b"weights two")  # retrained to other weights
     k2 = prediction_key(s, run, base="b")
     assert k2 != k1
-    s2 = EvalSetup.load(prof.with_overrides({"prompt": {"system_prompt": "Another wording."}}))
+    s2 = EvalSetup.of(prof.with_overrides({"prompt": {"system_prompt": "Another wording."}}))
     assert prediction_key(s2, run, base="b") != k2
-    assert prediction_key(EvalSetup.load(prof.with_overrides({"eval": {"bootstrap": 10}})), run, base="b") == k2
+    assert prediction_key(EvalSetup.of(prof.with_overrides({"eval": {"bootstrap": 10}})), run, base="b") == k2

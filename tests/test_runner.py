@@ -27,7 +27,7 @@ def kit(tmp_path, monkeypatch):
     (tmp_path / "params").mkdir()
     (tmp_path / "notebooks").mkdir()
     (tmp_path / "params" / "default.yaml").write_text(
-        "paths: {results: results, runs: runs}\ndata: {seed: 1}\nreward: {alpha: 0.5}\neval: {batch_size: 8}\n")
+        "paths: {results: results, runs: runs}\ndata: {synthetic_seed: 1}\nreward: {alpha: 0.5}\neval: {batch_size: 8}\n")
     log = tmp_path / "log.txt"
     _notebook(tmp_path / "notebooks" / "01_data_prep.ipynb",
               "from emorl_lib.infra import io\n"

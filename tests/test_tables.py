@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 
 from emorl_lib.data.manifest import Utterance
+from emorl_lib.evaluation.matrix import prediction_key  # a prediction line counts only under its model's key
 from emorl_lib.infra.io import write_jsonl
 from emorl_lib.training.experiments import Run
 
@@ -52,7 +53,7 @@ def _predict(s, run, test_set, correct_every=2):
         label = gold if i % correct_every == 0 else (None if i % 3 == 0 else next(c for c in ts.candidates if c != gold))
         rows.append({"utt_id": r.utt_id, "gold": gold, "raw": f"<answer>{label}</answer>", "label": label,
                      "reason": "ok" if label else "unknown_label", "n_tokens": 5 + i % 3, "seconds": 0.01,
-                     "batch_size": 4, "condition": run.condition})
+                     "batch_size": 4, "condition": run.condition, "key": prediction_key(s, run)})
     write_jsonl(path, rows)
 
 
@@ -78,7 +79,8 @@ def test_tables_values_in_range_and_missing_shown(settings):
     # an interrupted file counts as not evaluated, not as a score on fewer utterances
     write_jsonl(Run("meld", "sft", "IR").predictions(settings.paths, "meld-test"),
                 [{"utt_id": "m0", "gold": "neutral", "raw": "", "label": "neutral", "reason": "ok", "n_tokens": 1,
-                  "seconds": 0.1, "batch_size": 1, "condition": "IR"}])
+                  "seconds": 0.1, "batch_size": 1, "condition": "IR",
+                  "key": prediction_key(settings, Run("meld", "sft", "IR"))}])
     book = collect(settings)
     written = write_all(book)
     d = settings.paths.tables
@@ -164,7 +166,8 @@ def test_trained_rows_read_only_the_answer_and_zero_shot_fallbacks_are_counted(s
         for i, r in enumerate(ts.rows):
             raw = raw_of(i, ts.gold(r))
             rows.append({"utt_id": r.utt_id, "gold": ts.gold(r), "raw": raw, "label": ts.gold(r), "reason": "ok",
-                         "n_tokens": 3, "seconds": 0.01, "batch_size": 2, "condition": run.condition})
+                         "n_tokens": 3, "seconds": 0.01, "batch_size": 2, "condition": run.condition,
+                         "key": prediction_key(settings, run)})
         write_jsonl(run.predictions(settings.paths, "meld-test"), rows)
         return len(rows)
 

@@ -130,16 +130,16 @@ def base_identity(s: "EvalSetup") -> str | None:
 
 def prediction_key(s: "EvalSetup", run: Run, base: str | None = None) -> str:
     """What a prediction file's lines must have been made with to be current: the model (base + the adapter's
-    weights), every setting that shapes an output (prompt, condition, token budget, batch size, answer parsing,
-    runtime) and the generation code (fingerprint.PREDICTION_CODE). A retrained adapter with other weights, a
-    changed prompt or a changed generate.py makes the old lines stale."""
+    weights), every setting that shapes a raw output (prompt, condition, token budget, batch size, runtime) and the
+    generation code (fingerprint.PREDICTION_CODE). Parsing is not in it: `collect` reads every raw output again.
+    A retrained adapter with other weights, a changed prompt or a changed generate.py makes the old lines stale."""
     adapter = run.adapter_dir(s.paths)
     return digest({
         "base": base if base is not None else base_identity(s), "backbone": s.profile.sections.get("backbone"),
         "adapter": weights_digest(adapter) if adapter is not None else None,
         "prompt": s.profile.sections.get("prompt"), "condition": run.condition,
         "max_new_tokens": s.eval.max_new_tokens[run.condition], "batch_size": s.eval.batch_size,
-        "require_answer_tag": answer_tag_required(run, s), "runtime": s.profile.sections.get("runtime"),
+        "runtime": s.profile.sections.get("runtime"),
         "code": code_digest(PREDICTION_CODE)})
 
 

@@ -51,7 +51,7 @@ class Stage:
 @dataclass(frozen=True)
 class StageSpec:
     """What a stage of the kit reads and writes: the profile sections it reads (`runtime` is always added), the
-    stages whose outputs it reads, and the outputs its successors read (see `_outputs`)."""
+    stages whose outputs it reads, and the outputs its successors read (see `outputs_digest`)."""
 
     sections: tuple[str, ...]
     inputs: tuple[str, ...] = ()
