@@ -259,7 +259,9 @@ def test_stamp_reuses_and_new_arguments_regenerate(tmp_path):
 # ---- the cue model ----------------------------------------------------------------------------------------------
 def _features(x: np.ndarray, sr: int) -> np.ndarray:
     """Mean F0 (voiced frames), log RMS, onset rate, spectral centroid: what a simple probe would use."""
-    import librosa
+    from emorl_lib.infra.numba_cache import librosa as safe_librosa  # its numba cache, written by one process
+
+    librosa = safe_librosa()
 
     f0 = librosa.yin(x, fmin=60, fmax=600, sr=sr, frame_length=1024, hop_length=512)
     rms = librosa.feature.rms(y=x)[0]

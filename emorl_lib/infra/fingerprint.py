@@ -25,7 +25,8 @@ PACKAGE = "emorl_lib"
 # The packages whose versions change the numbers (a different torch rounds differently; a different trl trains
 # differently). Others (plotting, notebooks) change no result the golden tables hold.
 NUMERIC_PACKAGES = ("torch", "transformers", "trl", "peft", "accelerate", "datasets", "tokenizers", "safetensors",
-                    "numpy", "scipy", "librosa", "numba", "soundfile", "soxr", "av", "scikit-learn", "pandas")
+                    "numpy", "scipy", "librosa", "numba", "opensmile", "soundfile", "soxr", "av", "scikit-learn",
+                    "pandas")
 # Package data read by code (chat template, track-2 lists): part of the digest of any closure that holds their package.
 DATA_SUFFIXES = (".jsonl", ".jinja", ".json", ".txt")
 

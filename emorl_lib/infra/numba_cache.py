@@ -13,7 +13,10 @@ So only one process at a time writes, and it writes everything it compiles from 
 the user set it); (2) `librosa()` imports librosa and compiles the functions the kit uses (`warm_up`) while holding
 an exclusive lock on that folder, the only time the process may write to the cache; a second process waits, then
 loads what the first wrote; (3) anything compiled later (another signature, another function) is compiled in memory
-and never written. Forked workers (descriptors) inherit the compiled code from their parent and compile nothing.
+and never written. Forked workers inherit the compiled code from their parent and compile nothing.
+
+The kit's own stages no longer call librosa (the descriptors come from openSMILE), but librosa stays installed and
+the tests and users call it: import it through `librosa()` wherever several processes may start together.
 """
 
 from __future__ import annotations
