@@ -192,6 +192,15 @@ def test_kit_kernel_runs_a_notebook_in_its_checkouts_venv(tmp_path, monkeypatch)
     assert r.returncode == 1 and "no emorl-kit checkout with a .venv above" in r.stderr
 
 
+def test_kit_kernel_carries_the_pinned_cpu_environment(tmp_path):
+    """A notebook opened by hand computes as the runner's kernels do: the pins reach the kernel before torch loads."""
+    from emorl_lib.infra.determinism import kernel_env
+
+    kdir = kernel.install(_fake_venv(tmp_path / "v", "v"), tmp_path / "jupyter")
+    env = json.loads((kdir / "kernel.json").read_text())["env"]
+    assert env == kernel_env() and env["OMP_NUM_THREADS"] == "1"
+
+
 # ---- the setup cell ----------------------------------------------------------------------------------------------
 
 

@@ -65,10 +65,14 @@ def install(venv: Path, data: Path | None = None) -> Path:
     launcher = kdir / "launch.sh"
     launcher.write_text(_LAUNCHER.replace("{fallback}", shlex.quote(str(python))))
     launcher.chmod(0o755)
+    from .determinism import kernel_env
+
     spec = {
         "argv": [str(launcher), "{connection_file}"],
         "display_name": DISPLAY_NAME,
         "language": "python",
+        # the CPU code paths and thread count pinned as the runner's kernels have them, before torch loads
+        "env": kernel_env(),
         "metadata": {"debugger": True},
     }
     (kdir / "kernel.json").write_text(json.dumps(spec, indent=1) + "\n")
