@@ -156,8 +156,11 @@ def _run_train(args: argparse.Namespace) -> int:
     except (FileNotFoundError, ValueError, KeyError) as e:
         print(f"emorl {args.command}: {e}", file=sys.stderr)
         return 1
-    for name, final in done.items():
-        print(f"{name}: {final}")
+    from .infra.log import is_main_process
+
+    if is_main_process():  # under `accelerate launch`, once
+        for name, final in done.items():
+            print(f"{name}: {final}")
     return 0
 
 

@@ -86,7 +86,12 @@ def check_training_ranges(cfg) -> None:
 
 def resolve_shared_fields(cfg) -> None:
     """Before transformers' own checks: `optim: auto` picks paged 8-bit AdamW on a GPU (QLoRA's optimiser) and
-    AdamW on the CPU; precision stays off unless the run sets it from backbone.dtype; data order follows the seed."""
+    AdamW on the CPU; precision stays off unless the run sets it from backbone.dtype; data order follows the seed;
+    several processes without a GPU form one data-parallel group on the CPU (distributed.py)."""
+    from .distributed import cpu_processes
+
+    if cpu_processes():
+        cfg.use_cpu = True
     if cfg.optim == "auto":
         import torch
 
@@ -130,6 +135,8 @@ class CSVLogger(TrainerCallback):
         self.rows: list[dict[str, Any]] = []
 
     def on_train_begin(self, args, state, control, **kwargs):
+        if not state.is_world_process_zero:
+            return
         if self.path.exists():
             self.rows = [r for r in read_csv(self.path) if r.get("step") and int(float(r["step"])) <= state.global_step]
         else:
@@ -242,7 +249,7 @@ TRAIN_SECTIONS = {
 }
 # Trainer fields that change what is logged or kept, not what is trained.
 NOT_TRAINING = {"output_dir", "logging_dir", "run_name", "logging_steps", "save_steps", "save_total_limit",
-                "report_to", "log_completions_every", "dataloader_num_workers"}
+                "report_to", "log_completions_every", "dataloader_num_workers", "use_cpu"}
 SETTINGS_FILE = "emorl_settings.json"
 
 
@@ -302,9 +309,12 @@ def open_run(prof: Profile, run: Run, force: bool, stage: str, extra: str = "") 
 
     A final adapter counts as trained only if it was made with the current settings and training code: change a
     learning rate or the trainer's code and the run trains again (its checkpoints, made with the old ones, are
-    cleared too). `force` always retrains."""
+    cleared too). `force` always retrains. Under several processes the main one clears and stamps the folder while
+    the others wait."""
     import json
     import shutil
+
+    from .distributed import main_process_writes
 
     apply_runtime(prof, log)
     paths = prof.paths.ensure()
@@ -317,11 +327,13 @@ def open_run(prof: Profile, run: Run, force: bool, stage: str, extra: str = "") 
         log.info("%s %s: settings changed since %s was trained (profile sections, training code, runtime or start "
                  "adapter): training it again", stage, run.name, final)
     ckpt = run.checkpoint_dir(paths)
-    if force or (ckpt.exists() and trained_hash(ckpt) != h):
-        shutil.rmtree(ckpt, ignore_errors=True)
-        run.log_csv(paths).unlink(missing_ok=True)
-    ckpt.mkdir(parents=True, exist_ok=True)
-    (ckpt / SETTINGS_FILE).write_text(json.dumps({"settings_hash": h, "run": run.name}))
+    with main_process_writes() as writer:
+        if writer:
+            if force or (ckpt.exists() and trained_hash(ckpt) != h):
+                shutil.rmtree(ckpt, ignore_errors=True)
+                run.log_csv(paths).unlink(missing_ok=True)
+            ckpt.mkdir(parents=True, exist_ok=True)
+            (ckpt / SETTINGS_FILE).write_text(json.dumps({"settings_hash": h, "run": run.name}))
     return paths, final, False
 
 
@@ -334,11 +346,15 @@ def run_callbacks(run: Run, paths: Paths, stop_after_steps: int | None, jsonl_lo
 def train_and_save(trainer, processor, run: Run, paths: Paths, final: Path, meta: dict, stage: str,
                    stop_after_steps: int | None = None) -> Path | None:
     """Train (resuming from the run's newest checkpoint), then write the final adapter atomically with what produced
-    it. Returns None when stopped early by `stop_after_steps` (no `final`, as after an interruption)."""
+    it (the main process; the others wait for it). Returns None when stopped early by `stop_after_steps` (no
+    `final`, as after an interruption)."""
     import json
     import time
     from dataclasses import asdict
 
+    from .distributed import check_world_size
+
+    check_world_size(trainer)
     resume = last_checkpoint(run.checkpoint_dir(paths))
     if resume:
         log.info("%s %s: resuming from %s", stage, run.name, resume)
@@ -352,13 +368,15 @@ def train_and_save(trainer, processor, run: Run, paths: Paths, final: Path, meta
             "steps": trainer.state.global_step, "condition": run.condition,
             "labels": list(corpus_candidates(run.corpus)), **meta}
     model = trainer.model
-    with atomic_dir(final) as tmp:
-        if hasattr(model, "peft_config"):
-            model.save_pretrained(tmp, selected_adapters=["default"])  # not TRL's frozen "ref" copy
-        else:
-            model.save_pretrained(tmp)
-        processor.save_pretrained(tmp)
-        (tmp / "emorl_run.json").write_text(json.dumps(meta, indent=1, default=str))
+    if trainer.accelerator.is_main_process:
+        with atomic_dir(final) as tmp:
+            if hasattr(model, "peft_config"):
+                model.save_pretrained(tmp, selected_adapters=["default"])  # not TRL's frozen "ref" copy
+            else:
+                model.save_pretrained(tmp)
+            processor.save_pretrained(tmp)
+            (tmp / "emorl_run.json").write_text(json.dumps(meta, indent=1, default=str))
+    trainer.accelerator.wait_for_everyone()
     return final
 
 
@@ -382,9 +400,11 @@ def stage_runs(prof: Profile, stage: str) -> list[Run]:
 
 def train_stage(stage: str, prof: Profile, only: list[str] | None = None, force: bool = False) -> dict[str, Path]:
     """Train the `sft` or `grpo` runs of the profile; returns run name -> final adapter folder."""
+    from .distributed import check_launch
     from .grpo import run_grpo
     from .sft import run_sft
 
+    check_launch()
     runs = _select(stage_runs(prof, stage), only)
     if force and stage == "sft":  # force recomputes the stage's own cache too: the acoustic descriptors
         from ..method.descriptors import descriptors_path

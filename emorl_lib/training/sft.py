@@ -149,6 +149,11 @@ def run_sft(prof: Profile, run: Run, force: bool = False, stop_after_steps: int 
     bb = load_backbone(prof.section("backbone"), paths, trainable=True)
     trainer = Trainer(model=bb.model, args=args, train_dataset=examples, data_collator=AudioSFTCollator(bb.processor),
                       callbacks=run_callbacks(run, paths, stop_after_steps))
+    # Qwen2-Audio's forward takes **kwargs but averages its loss over its own tokens, ignoring num_items_in_batch;
+    # transformers 5.23 reads **kwargs as "the model normalises by num_items_in_batch" and then neither divides the
+    # loss by the accumulation steps nor leaves DDP's mean alone (it multiplies by the process count): gradients N x
+    # too large under N processes, G x under G accumulation steps. Declared plainly, the Trainer averages as usual.
+    trainer.model_accepts_loss_kwargs = False
     meta = {"train_examples": len(examples), "sft": changed_fields(args), "prompt": asdict(prof.section("prompt")),
             "profile": prof.name}
     return train_and_save(trainer, bb.processor, run, paths, final, meta, "sft", stop_after_steps)
