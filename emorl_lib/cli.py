@@ -204,8 +204,32 @@ def add_config(sub) -> None:
     p.set_defaults(func=_run_config)
 
 
+def _run_plan(args: argparse.Namespace) -> int:
+    from .training.plan import gpu_from_arg, plan, render
+
+    prof = _load(args)
+    try:
+        gpu = gpu_from_arg(args.gpu)
+    except ValueError as e:
+        print(f"emorl plan: {e}", file=sys.stderr)
+        return 2
+    p = plan(prof, gpu, clip_s=args.clip_seconds)
+    print(render(p))
+    return 0 if p.fits() else 3
+
+
+def add_plan(sub) -> None:
+    p = sub.add_parser("plan", help="estimate GPU memory and step time of the profile's GRPO and SFT settings "
+                                    "(no weights, no download); exit status 3 when they do not fit")
+    _profile_args(p)
+    p.add_argument("--gpu", default="t4", help="t4 | a100-40 | h100, or a memory size in GiB (default: t4)")
+    p.add_argument("--clip-seconds", type=float,
+                   help="audio per prompt (default: the whole 30 s window, the longest clip the model takes)")
+    p.set_defaults(func=_run_plan)
+
+
 # Stages register here: name -> function adding its subparser.
-SUBCOMMANDS: list[Callable] = [add_prepare, add_sft, add_grpo, add_evaluate, add_infer, add_config]
+SUBCOMMANDS: list[Callable] = [add_prepare, add_sft, add_grpo, add_evaluate, add_infer, add_config, add_plan]
 
 
 def build_parser() -> argparse.ArgumentParser:

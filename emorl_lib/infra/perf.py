@@ -223,3 +223,72 @@ class GPUMemorySampler:
 def append_benchmark_row(path: Path, row: dict[str, Any]) -> Path:
     """Add one timestamped row to a benchmark CSV (columns grow as new keys appear)."""
     return append_csv(path, {"when": datetime.now(timezone.utc).isoformat(timespec="seconds"), **row})
+
+
+class TensorMemory:
+    """Peak bytes of torch tensor storages created while it is active (a TorchDispatchMode: every op's outputs),
+    plus a `baseline` the caller adds for tensors that already existed (the model's weights). Device-agnostic, so it
+    measures on the CPU what `torch.cuda.max_memory_allocated` measures on a GPU, minus the allocator's rounding.
+
+    `with TensorMemory() as m: ...` then `m.peak`, `m.current`. A storage is counted once, from the op that
+    creates it until it is freed; views and in-place ops add nothing."""
+
+    def __init__(self, baseline: int = 0) -> None:
+        self.baseline = baseline
+        self.current = baseline
+        self.peak = baseline
+        self._mode = None
+
+    @staticmethod
+    def storage_bytes(tensors) -> int:
+        """Bytes of the distinct storages behind `tensors` (e.g. a model's parameters and buffers)."""
+        seen: set[int] = set()
+        total = 0
+        for t in tensors:
+            st = t.untyped_storage()
+            key = st.data_ptr() or id(st)
+            if t.device.type == "meta" or key in seen:
+                continue
+            seen.add(key)
+            total += st.nbytes()
+        return total
+
+    def __enter__(self) -> "TensorMemory":
+        import weakref
+
+        import torch
+        from torch.utils._python_dispatch import TorchDispatchMode
+        from torch.utils._pytree import tree_leaves
+        from torch.utils.weak import WeakIdKeyDictionary
+
+        tracker = self
+        live = WeakIdKeyDictionary()
+
+        def freed(n: int) -> None:
+            tracker.current -= n
+
+        class _Mode(TorchDispatchMode):
+            def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+                out = func(*args, **(kwargs or {}))
+                # a view or an in-place result shares an input's storage: nothing new was allocated
+                inputs = {id(t.untyped_storage()) for t in tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)}
+                for t in tree_leaves(out):
+                    if isinstance(t, torch.Tensor) and t.device.type != "meta":
+                        st = t.untyped_storage()
+                        if id(st) in inputs or st in live:
+                            continue
+                        n = st.nbytes()
+                        live[st] = n
+                        weakref.finalize(st, freed, n)
+                        tracker.current += n
+                        if tracker.current > tracker.peak:
+                            tracker.peak = tracker.current
+                return out
+
+        self._mode = _Mode()
+        self._mode.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._mode.__exit__(*exc)
+        self._mode = None

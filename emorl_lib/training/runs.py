@@ -84,6 +84,11 @@ def check_training_ranges(cfg) -> None:
             raise ValueError(f"{name}: expected {expected}, got {getattr(cfg, name)!r}")
 
 
+def auto_optimizer(on_gpu: bool) -> str:
+    """What `optim: auto` means: QLoRA's paged 8-bit AdamW on a GPU, torch's AdamW on the CPU."""
+    return "paged_adamw_8bit" if on_gpu else "adamw_torch"
+
+
 def resolve_shared_fields(cfg) -> None:
     """Before transformers' own checks: `optim: auto` picks paged 8-bit AdamW on a GPU (QLoRA's optimiser) and
     AdamW on the CPU; precision stays off unless the run sets it from backbone.dtype; data order follows the seed;
@@ -95,7 +100,7 @@ def resolve_shared_fields(cfg) -> None:
     if cfg.optim == "auto":
         import torch
 
-        cfg.optim = "paged_adamw_8bit" if torch.cuda.is_available() else "adamw_torch"
+        cfg.optim = auto_optimizer(torch.cuda.is_available())
     if cfg.bf16 is None:
         cfg.bf16 = False
     if cfg.data_seed is None:

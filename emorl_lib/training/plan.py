@@ -1,0 +1,806 @@
+"""Memory and time planner (`emorl plan`): does a profile's GRPO and SFT step fit a GPU, and how long does it take?
+
+The backbone is built from its configuration on the meta device (no weights, no download: for
+Qwen2-Audio-7B-Instruct the shapes of its hub config.json, `backbones.QWEN2_AUDIO_7B_*`) and its parameters are
+counted by part. The peak memory of one process is then the sum of the terms below, each written out with its formula
+(`Term.formula`), and the step time follows from the GPU's published FLOP rate and memory bandwidth (`GPUS`).
+
+Notation (per process): L decoder layers, h hidden size, i MLP width, V vocabulary, kv = key/value heads x head size,
+r LoRA rank; b sequences in a micro-batch, P prompt tokens (text + audio), T completion (or SFT target) tokens,
+S = P + T; n_g sequences generated at once (TRL's generation batch of one process); e bytes per element:
+e_w of frozen 16-bit weights, e_a of activations, e_t of trainable weights, e_l of the logits.
+
+What the terms follow (the code they describe, in the kit's pinned versions):
+- peft.prepare_model_for_kbit_training stores every frozen non-4-bit weight (embeddings, lm_head, audio encoder,
+  projector, norms) in fp32 unless `backbone.fp32_frozen_weights` is false; then Qwen2's RMSNorm (fp32 weight)
+  turns the residual stream, and so the KV cache and saved activations, into fp32 too (e_a = 4).
+- TRL 1.16 generates for `per_device_train_batch_size x steps_per_generation` sequences at once per process
+  (`steps_per_generation` defaults to `gradient_accumulation_steps`), and Qwen2-Audio's forward has no
+  `logits_to_keep`, so generation's first forward computes logits over every prompt position (n_g x P x V).
+- TRL's log-prob forwards go through its fused, chunked LM head (tiles of 4096 tokens x 32768 vocabulary entries),
+  never the whole logits; transformers' SFT forward computes the whole (b, S, V) logits and their cross-entropy.
+- Every clip is padded to the feature extractor's window (30 s for the real model) before the audio encoder; the
+  language model sees 25 audio tokens per second of actual audio.
+- 4-bit NF4 stores 0.5 byte per weight plus one absmax per 64 weights (1 byte with double quantisation, which adds one
+  fp32 per 256 absmax values; 4 bytes without) (bitsandbytes, QLoRA: Dettmers et al. 2023, arXiv 2305.14314).
+
+Validated against measurements: on the CPU by tests/test_plan.py (torch's allocations and the process RSS of a real
+SFT and GRPO run of the tiny model and of a mid-size random model of the same architecture), on a GPU against
+benchmarks/results/ (torch.cuda.max_memory_allocated); see the README's Performance section.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from ..infra.config import Profile, check_only
+from ..infra.log import get_logger
+
+log = get_logger(__name__)
+
+GiB = 2**30
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# GPUs: published figures
+# ----------------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class GPU:
+    """A GPU as the planner sees it: memory a process can use, dense 16-bit tensor-core FLOP rate, bandwidth."""
+
+    name: str
+    memory_gib: float
+    tflops: float | None  # dense fp16/bf16 tensor-core peak (no sparsity), TFLOP/s
+    bandwidth_gbs: float | None  # memory bandwidth, GB/s
+    bf16: bool  # whether `backbone.dtype: auto` picks bf16 (else fp16)
+    source: str = ""
+
+
+GPUS: dict[str, GPU] = {
+    # NVIDIA T4 Tensor Core GPU datasheet: 16 GB GDDR6, 320+ GB/s, FP16 mixed precision 65 TFLOPS; no bf16.
+    # https://www.nvidia.com/content/dam/en-zz/Solutions/Data-Center/tesla-t4/t4-tensor-core-datasheet-951643.pdf
+    # With ECC on (Colab, Kaggle) a process sees 15 GiB (nvidia-smi: 15360 MiB).
+    "t4": GPU("NVIDIA T4 16 GB", 15.0, 65.0, 320.0, False, "NVIDIA T4 datasheet"),
+    # NVIDIA A100 Tensor Core GPU datasheet: 40 GB HBM2, 1,555 GB/s, BF16 tensor 312 TFLOPS (624 with sparsity).
+    # https://www.nvidia.com/content/dam/en-zz/Solutions/Data-Center/a100/pdf/nvidia-a100-datasheet-us-nvidia-1758950-r4-web.pdf
+    "a100-40": GPU("NVIDIA A100 40 GB", 40.0, 312.0, 1555.0, True, "NVIDIA A100 datasheet"),
+    # NVIDIA H100 Tensor Core GPU datasheet, SXM: 80 GB HBM3, 3.35 TB/s, BF16 tensor 1,979 TFLOPS with sparsity
+    # (989 dense). https://resources.nvidia.com/en-us-tensor-core/nvidia-tensor-core-gpu-datasheet
+    # nvidia-smi reads 81559 MiB on an H100 80GB HBM3 (the kit's measurements, benchmarks/results/).
+    "h100": GPU("NVIDIA H100 SXM 80 GB", 79.6, 989.0, 3350.0, True, "NVIDIA H100 datasheet"),
+}
+# Not in torch's counters: the CUDA context (0.3-0.5 GiB on the kit's H100 measurements), and the caching allocator
+# reserves more than it hands out (reserved / allocated peak 1.04-1.08 there). A setting fits when
+# allocated x RESERVED_OVER_ALLOCATED + CUDA_CONTEXT_GIB <= the GPU's memory.
+CUDA_CONTEXT_GIB = 0.5
+RESERVED_OVER_ALLOCATED = 1.08
+# Time: a decoding step of transformers' generate with bitsandbytes 4-bit + PEFT LoRA is launch-bound, not
+# bandwidth-bound: 25.1 s for 256 steps (98 ms a step for 6 sequences) on an H100 whose bandwidth alone allows ~2 ms
+# (benchmarks/results/grpo_full_h100.csv): ~3 ms of host work (kernel launches, Python) per decoder layer and step,
+# taken to be the same on every GPU.
+DECODE_HOST_SECONDS_PER_LAYER = 0.096 / 32
+# Achieved share of the peak FLOP rate in the forward/backward passes: 4-bit (dequantise, then matmul) measured 0.15
+# on the H100 rows (the reference log-prob forward: ~46 TFLOP in 0.31 s); 16-bit weights: 0.4 (assumed, typical of
+# Hugging Face training without fused kernels).
+FLOP_SHARE_4BIT = 0.15
+FLOP_SHARE_16BIT = 0.4
+
+
+def gpu_from_arg(value: str | None) -> GPU | None:
+    """`t4`, `a100-40`, `h100`, or a memory size in GiB (`24`, `24GiB`): memory only, no FLOP rate."""
+    if value is None:
+        return None
+    key = value.strip().lower()
+    if key in GPUS:
+        return GPUS[key]
+    m = re.fullmatch(r"(\d+(?:\.\d+)?)\s*(gib|gb|g)?", key)
+    if not m:
+        raise ValueError(f"--gpu {value!r}: expected one of {', '.join(GPUS)} or a memory size in GiB (e.g. 24)")
+    return GPU(f"a GPU with {float(m.group(1)):g} GiB", float(m.group(1)), None, None, True, "given")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The model, counted on the meta device
+# ----------------------------------------------------------------------------------------------------------------
+@dataclass
+class Shapes:
+    """Parameter counts by part and the sizes the memory terms need."""
+
+    parts: dict[str, int]  # audio encoder, projector, LLM layers, embeddings, lm_head
+    quantisable: int  # LLM linear weights 4-bit would quantise (not in backbone.quant_skip_modules)
+    lora: int  # LoRA parameters (A and B of every targeted linear)
+    lora_r: int
+    lora_modules: int  # how many linears LoRA wraps
+    modules_to_save: int  # parameters of lora.modules_to_save (trained in full: a trainable copy of each)
+    layers: int
+    hidden: int
+    intermediate: int
+    heads: int
+    kv_heads: int
+    head_dim: int
+    vocab: int
+    audio_hidden: int
+    audio_layers: int
+    audio_ffn: int
+    audio_positions: int  # encoder positions of one padded clip (max_source_positions)
+    audio_window_s: float  # the padding window: max_source_positions x 2 mel frames / 100 frames per second
+    tied: bool = False
+
+    @property
+    def total(self) -> int:
+        return sum(self.parts.values())
+
+    @property
+    def kv(self) -> int:
+        return self.kv_heads * self.head_dim
+
+
+def model_config(bcfg, paths=None):
+    """The backbone's transformers config without weights: a local folder's config.json, the registry's shapes
+    (the real model's, from its hub config.json), or the tiny model's (built once, a few MB, if needed)."""
+    from pathlib import Path
+
+    from transformers import AutoConfig
+
+    from . import backbones
+
+    if bcfg.path and (Path(bcfg.path) / "config.json").exists():
+        return AutoConfig.from_pretrained(bcfg.path)
+    if bcfg.name == "qwen2-audio-7b-instruct":
+        from transformers import Qwen2AudioConfig
+
+        return Qwen2AudioConfig(audio_config=dict(backbones.QWEN2_AUDIO_7B_AUDIO),
+                                text_config=dict(backbones.QWEN2_AUDIO_7B_TEXT))
+    if paths is None:
+        raise ValueError(f"backbone {bcfg.name!r}: its configuration needs the profile's paths")
+    return AutoConfig.from_pretrained(backbones.resolve_model_dir(bcfg, paths))
+
+
+def _lora_targets(model, pattern: str | list[str]) -> list[tuple[str, Any]]:
+    """The modules PEFT would wrap: a string is a regex full-matched against module names, a list matches names or
+    name suffixes (peft.tuners.tuners_utils.check_target_module_exists)."""
+    import torch
+
+    out = []
+    for name, module in model.named_modules():
+        if not isinstance(module, torch.nn.Linear):
+            continue
+        if isinstance(pattern, str):
+            ok = re.fullmatch(pattern, name) is not None
+        else:
+            ok = any(name == t or name.endswith("." + t) for t in pattern)
+        if ok:
+            out.append((name, module))
+    return out
+
+
+def model_shapes(bcfg, paths=None) -> Shapes:
+    """Count the backbone's parameters by part, on the meta device (no memory, no download)."""
+    import torch
+    from transformers import Qwen2AudioForConditionalGeneration
+
+    config = model_config(bcfg, paths)
+    with torch.device("meta"):
+        model = Qwen2AudioForConditionalGeneration(config)
+    parts = {"audio encoder": 0, "projector": 0, "LLM layers": 0, "embeddings": 0, "lm_head": 0}
+    seen: set[int] = set()
+    for name, p in model.named_parameters(remove_duplicate=False):
+        if id(p) in seen:
+            continue
+        seen.add(id(p))
+        if "audio_tower" in name:
+            parts["audio encoder"] += p.numel()
+        elif "multi_modal_projector" in name:
+            parts["projector"] += p.numel()
+        elif "embed_tokens" in name:
+            parts["embeddings"] += p.numel()
+        elif name.startswith("lm_head"):
+            parts["lm_head"] += p.numel()
+        else:
+            parts["LLM layers"] += p.numel()
+    skip = list(bcfg.quant_skip_modules)
+    quantisable = sum(m.weight.numel() for name, m in model.named_modules()
+                      if isinstance(m, torch.nn.Linear) and "language_model" in name
+                      and not any(name == s or name.startswith(s + ".") or name.endswith(s) for s in skip))
+    targets = _lora_targets(model, bcfg.lora.target_modules) if bcfg.lora.enabled else []
+    lora = sum(bcfg.lora.r * (m.in_features + m.out_features) for _, m in targets)
+    mts = 0
+    for wanted in bcfg.lora.modules_to_save if bcfg.lora.enabled else []:
+        for name, module in model.named_modules():
+            if name == wanted or name.endswith("." + wanted):
+                mts += sum(p.numel() for p in module.parameters())
+    text, audio = config.text_config, config.audio_config
+    head_dim = getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
+    return Shapes(
+        parts=parts, quantisable=quantisable, lora=lora, lora_r=bcfg.lora.r, lora_modules=len(targets), modules_to_save=mts,
+        layers=text.num_hidden_layers, hidden=text.hidden_size, intermediate=text.intermediate_size,
+        heads=text.num_attention_heads, kv_heads=text.num_key_value_heads, head_dim=head_dim,
+        vocab=text.vocab_size, audio_hidden=audio.d_model, audio_layers=audio.encoder_layers,
+        audio_ffn=audio.encoder_ffn_dim, audio_positions=audio.max_source_positions,
+        audio_window_s=audio.max_source_positions * 2 / 100, tied=bool(getattr(text, "tie_word_embeddings", False)))
+
+
+def audio_tokens(seconds: float, window_s: float) -> int:
+    """Audio tokens the language model sees for a clip (Qwen2-Audio: 100 mel frames per second, halved by the
+    encoder's stride-2 convolution and again by its pooling; a clip beyond the window is cut)."""
+    frames = int(round(min(seconds, window_s) * 100))
+    after_conv = (frames - 1) // 2 + 1
+    return (after_conv - 2) // 2 + 1
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# What one step of a stage does
+# ----------------------------------------------------------------------------------------------------------------
+OPTIMIZER_STATE_BYTES = {
+    # bytes of optimizer state per trainable parameter (e_t: the parameter's own bytes)
+    "adamw_torch": "2 e_t", "adamw_torch_fused": "2 e_t", "adamw_hf": "2 e_t", "paged_adamw_32bit": "2 e_t",
+    "adamw_bnb_8bit": "2", "adamw_8bit": "2", "paged_adamw_8bit": "2", "paged_adamw": "2 e_t",
+    "sgd": "0", "adafactor": "0",
+}
+
+
+def optimizer_bytes(optim: str, e_t: int) -> tuple[float, str]:
+    """(bytes per trainable parameter, formula): AdamW keeps two moments in the parameter's dtype; the 8-bit
+    AdamW of bitsandbytes one byte each; SGD without momentum none; Adafactor factored (counted as none)."""
+    rule = OPTIMIZER_STATE_BYTES.get(str(optim))
+    if rule is None:  # unknown: assume AdamW's two moments, and say so
+        rule = "2 e_t"
+        log.warning("plan: optimizer %r not known to the planner; counted as AdamW (two moments)", optim)
+    return (2.0 * e_t if rule == "2 e_t" else float(rule)), rule
+
+
+@dataclass
+class Step:
+    """The numbers one step of a stage depends on, read from the profile (or given, to plan a measured run)."""
+
+    stage: str  # "grpo" or "sft"
+    load_in_4bit: bool
+    double_quant: bool
+    fp32_frozen: bool
+    e_w: int  # bytes of a frozen 16-bit-or-wider weight as stored
+    e_a: int  # bytes of an activation
+    e_t: int  # bytes of a trainable weight (LoRA, modules_to_save)
+    e_l: int  # bytes of a logit
+    gradient_checkpointing: bool
+    optim: str
+    batch: int  # sequences per micro-batch (GRPO: completions)
+    prompt_tokens: int  # P, text + audio tokens of one prompt
+    target_tokens: int  # T: completion (GRPO) or assistant target (SFT) tokens
+    clip_s: float  # audio seconds of one clip
+    gradient_accumulation: int = 1
+    generation_batch: int = 0  # n_g (GRPO)
+    beta: float = 0.0
+    old_logps: bool = False  # TRL computes old-policy log-probs (generation and update steps misaligned)
+    distinct_clips: int = 0  # clips the audio encoder runs on per generation batch with grpo.cache_audio
+    ref_adapter: bool = False  # GRPO with beta > 0: TRL adds a frozen "ref" copy of the adapter
+    lora_dropout: bool = False  # a dropout module before each LoRA A (saves its output)
+    trainable_projector: bool = False
+    on_gpu: bool = True
+    e_c: int = 4  # bytes of the compute dtype (bf16/fp16 autocast on a GPU, fp32 on the CPU)
+
+    @property
+    def seq(self) -> int:
+        return self.prompt_tokens + self.target_tokens
+
+
+def _dtype_bytes(name: str, gpu: GPU | None) -> int:
+    """Bytes of `backbone.dtype` as backbones.resolve_dtype resolves it: auto is fp32 on the CPU, bf16 or fp16 (2 B)
+    on a GPU."""
+    if name == "auto":
+        if gpu is None:
+            return 4  # the CPU: fp32
+        return 2
+    return {"float32": 4, "bfloat16": 2, "float16": 2}[name]
+
+
+def prompt_text_tokens(prof: Profile, condition: str) -> int:
+    """Tokens of a prompt's text (system turn, instruction, candidate labels, format line, chat markup, one audio
+    placeholder): counted with the backbone's tokenizer where it is on disk, else estimated at 4 characters a token
+    (English text under Qwen2's byte-level BPE) plus 5 tokens of markup per message."""
+    from ..data.labels import candidates
+    from ..method.prompts import build_messages
+
+    pcfg = prof.section("prompt")
+    corpora = prof.section("experiments").corpora
+    longest = max(corpora, key=lambda c: len(candidates(c)))
+    messages = build_messages(pcfg, "clip.wav", list(candidates(longest)), condition)
+    tok = _local_tokenizer(prof)
+    if tok is not None:
+        ids = tok.apply_chat_template(messages, tokenize=True, add_generation_prompt=True)
+        ids = ids["input_ids"] if isinstance(ids, dict) or hasattr(ids, "keys") else ids
+        return len(ids)
+    chars = sum(len(b.get("text", "")) for m in messages for b in m["content"] if b.get("type") == "text")
+    return math.ceil(chars / 4) + 5 * (len(messages) + 1) + 3
+
+
+def _local_tokenizer(prof: Profile):
+    from pathlib import Path
+
+    from .backbones import chat_template
+
+    bcfg = prof.section("backbone")
+    folder = None
+    if bcfg.path and (Path(bcfg.path) / "tokenizer_config.json").exists():
+        folder = bcfg.path
+    elif bcfg.name == "tiny-qwen2-audio":
+        from .backbones import resolve_model_dir
+
+        folder = resolve_model_dir(bcfg, prof.paths)
+    if folder is None:
+        return None
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(folder)
+    tok.chat_template = chat_template()
+    return tok
+
+
+def steps_of(prof: Profile, shapes: Shapes, gpu: GPU | None, clip_s: float | None = None) -> dict[str, Step]:
+    """The GRPO and SFT steps of a profile's settings on `gpu` (None: the CPU), for its longest prompt condition
+    and a clip of `clip_s` seconds (default: the whole padding window, the longest clip the model sees)."""
+    from .experiments import grpo_runs, sft_runs
+
+    bcfg = prof.section("backbone")
+    ecfg = prof.section("experiments")
+    with check_only():
+        grpo = prof.section("grpo")
+        sft = prof.section("sft")
+    clip = shapes.audio_window_s if clip_s is None else float(clip_s)
+    e_w16 = _dtype_bytes(bcfg.dtype, gpu)
+    q = bool(bcfg.load_in_4bit)
+    fp32_frozen = bool(getattr(bcfg, "fp32_frozen_weights", True)) and q
+    e_w = 4 if fp32_frozen else e_w16
+    e_a = 4 if (fp32_frozen or e_w16 == 4) else e_w16
+    mts = set(bcfg.lora.modules_to_save if bcfg.lora.enabled else [])
+    order = {"IR": 0, "EUR": 1, "ESR": 2}
+    out: dict[str, Step] = {}
+    runs = grpo_runs(ecfg)
+    if runs:
+        cond = max((r.condition for r in runs), key=order.get)
+        P = prompt_text_tokens(prof, cond) - 1 + audio_tokens(clip, shapes.audio_window_s)
+        spg = grpo.steps_per_generation or grpo.gradient_accumulation_steps  # TRL's default (GRPOConfig)
+        n_g = grpo.per_device_train_batch_size * spg
+        # TRL 1.16 (GRPOTrainer._generate_and_score_completions): old-policy log-probs when the update is not
+        # aligned with generation
+        old = grpo.gradient_accumulation_steps % (spg * grpo.num_iterations) != 0
+        # LoRA weights: peft stores them in the base layer's dtype, fp32 beside 4-bit layers; TRL casts a 4-bit
+        # model's to bf16 under bf16 (under fp16 the kit casts them back to fp32: training/grpo.py)
+        e_t = 4 if e_w16 == 4 else (2 if not q or _bf16(bcfg, gpu) else 4)
+        out["grpo"] = Step(
+            stage="grpo", load_in_4bit=q, double_quant=bcfg.bnb_double_quant, fp32_frozen=fp32_frozen, e_w=e_w,
+            e_a=e_a, e_t=e_t, e_l=e_w, gradient_checkpointing=bcfg.gradient_checkpointing,
+            optim=_resolve_optim(grpo.optim, gpu), batch=grpo.per_device_train_batch_size, prompt_tokens=P,
+            target_tokens=grpo.max_completion_length, clip_s=clip,
+            gradient_accumulation=grpo.gradient_accumulation_steps, generation_batch=n_g, beta=grpo.beta,
+            old_logps=old, distinct_clips=max(1, n_g // grpo.num_generations) if grpo.cache_audio else 0,
+            # TRL 1.16 copies the adapter of a PEFT model it is given (the kit's always is) as the reference
+            ref_adapter=bool(bcfg.lora.enabled and grpo.beta != 0),
+            lora_dropout=False,  # disable_dropout (the kit's default) sets every dropout to 0
+            trainable_projector="multi_modal_projector" in mts, on_gpu=gpu is not None, e_c=e_w16)
+    runs = sft_runs(ecfg)
+    if runs:
+        cond = max((r.condition for r in runs), key=order.get)
+        P = prompt_text_tokens(prof, cond) - 1 + audio_tokens(clip, shapes.audio_window_s)
+        # the assistant target, at most what evaluation lets the condition generate
+        T = prof.section("eval").max_new_tokens[cond] + 2
+        out["sft"] = Step(
+            stage="sft", load_in_4bit=q, double_quant=bcfg.bnb_double_quant, fp32_frozen=fp32_frozen, e_w=e_w,
+            e_a=e_a, e_t=4 if (q or e_w16 == 4) else e_w16, e_l=e_w,
+            gradient_checkpointing=bcfg.gradient_checkpointing, optim=_resolve_optim(sft.optim, gpu),
+            batch=sft.per_device_train_batch_size, prompt_tokens=P, target_tokens=T, clip_s=clip,
+            gradient_accumulation=sft.gradient_accumulation_steps,
+            lora_dropout=bcfg.lora.enabled and bcfg.lora.dropout > 0,
+            trainable_projector="multi_modal_projector" in mts, on_gpu=gpu is not None, e_c=e_w16)
+    return out
+
+
+def _bf16(bcfg, gpu: GPU) -> bool:
+    return bcfg.dtype == "bfloat16" or (bcfg.dtype == "auto" and gpu.bf16)
+
+
+def _resolve_optim(optim: Any, gpu: GPU | None) -> str:
+    from .runs import auto_optimizer
+
+    value = getattr(optim, "value", optim)
+    return auto_optimizer(gpu is not None) if value == "auto" else str(value)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Memory
+# ----------------------------------------------------------------------------------------------------------------
+@dataclass
+class Term:
+    """One term of the peak: its bytes, the formula it comes from, and the phase it belongs to ("weights" lasts
+    the whole run; a step's peak is the largest of its phases: GRPO's "prefill" and "decoding" of generation,
+    "log-probs" without gradient, and "training" forward and backward)."""
+
+    name: str
+    bytes: float
+    formula: str
+    phase: str
+
+
+@dataclass
+class Estimate:
+    step: Step
+    terms: list[Term]
+
+    def phase(self, name: str) -> float:
+        return sum(t.bytes for t in self.terms if t.phase == name)
+
+    @property
+    def peak_phase(self) -> str:
+        phases = {t.phase for t in self.terms} - {"weights"}
+        return max(phases, key=self.phase) if phases else "weights"
+
+    @property
+    def peak(self) -> float:
+        """Bytes allocated at the peak: what lasts + the largest phase."""
+        return self.phase("weights") + (self.phase(self.peak_phase) if self.peak_phase != "weights" else 0.0)
+
+    def fits(self, gpu: GPU) -> bool:
+        return self.needed_gib <= gpu.memory_gib
+
+    @property
+    def needed_gib(self) -> float:
+        """What the GPU must have: the allocator's reserve over the peak, plus the CUDA context."""
+        return self.peak / GiB * RESERVED_OVER_ALLOCATED + CUDA_CONTEXT_GIB
+
+
+def memory(shapes: Shapes, st: Step) -> Estimate:
+    """The terms of one process's peak memory for a GRPO or SFT step (formulas in the module docstring's notation)."""
+    L, h, i, V, kv = shapes.layers, shapes.hidden, shapes.intermediate, shapes.vocab, shapes.kv
+    terms: list[Term] = []
+
+    def add(name: str, value: float, formula: str, phase: str) -> None:
+        terms.append(Term(name, float(value), formula, phase))
+
+    # -- weights ---------------------------------------------------------------------------------------------------
+    total = shapes.total
+    if st.load_in_4bit:
+        per = 0.5 + (1 / 64 + 4 / (64 * 256) if st.double_quant else 4 / 64)
+        add("LLM linear weights, 4-bit", shapes.quantisable * per,
+            f"quantised weights x {per:.4f} B (NF4 0.5 + absmax per 64)", "weights")
+        add("other frozen weights", (total - shapes.quantisable) * st.e_w,
+            f"(all - quantised) x e_w (e_w = {st.e_w}: " + ("fp32, peft's k-bit preparation)" if st.fp32_frozen
+                                                               else "the load dtype)"), "weights")
+    else:
+        add("frozen weights", total * st.e_w, f"all parameters x e_w (e_w = {st.e_w})", "weights")
+    trainable = shapes.lora + shapes.modules_to_save
+    add("trainable weights (LoRA, modules_to_save)", trainable * st.e_t,
+        f"(LoRA {shapes.lora:,} + modules_to_save {shapes.modules_to_save:,}) x e_t (e_t = {st.e_t})", "weights")
+    if st.ref_adapter:
+        add("reference adapter (TRL's frozen copy, beta > 0)", trainable * st.e_t, "trainable x e_t", "weights")
+    opt, rule = optimizer_bytes(st.optim, st.e_t)
+    add(f"optimizer state ({st.optim})", trainable * opt, f"trainable x {rule} B", "weights")
+
+    b, S, P, T = st.batch, st.seq, st.prompt_tokens, st.target_tokens
+    e_a = st.e_a
+    audio_rows = b  # one clip per sequence
+    enc_pos, d_a = shapes.audio_positions, shapes.audio_hidden
+
+    # -- generation (GRPO): the first forward over the prompts, then one token at a time ------------------------------
+    if st.stage == "grpo":
+        n_g = st.generation_batch
+        batch_bytes = n_g * (128 * 2 * enc_pos * 4 + (P + T) * 8 * 3)
+        add("KV cache of the prompts", L * 2 * n_g * P * kv * e_a, "L x 2 x n_g x P x kv x e_a", "prefill")
+        add("logits at every prompt position", n_g * P * V * st.e_l,
+            "n_g x P x V x e_l (Qwen2-Audio's forward has no logits_to_keep)", "prefill")
+        add("one layer's activations", n_g * P * (3 * i + 4 * h) * e_a,
+            "n_g x P x (3 i + 4 h) x e_a: gate, up, their product; q, k, v, output", "prefill")
+        clips = st.distinct_clips or n_g
+        add("audio encoder, one layer", clips * enc_pos * (shapes.audio_ffn + 4 * d_a) * e_a,
+            "clips x positions x (ffn + 4 d_audio) x e_a (clips: distinct ones with grpo.cache_audio)", "prefill")
+        add("the batch (ids, masks, mel features)", batch_bytes, "n_g x (128 mels x 2 x positions x 4 + ids)",
+            "prefill")
+        add("KV cache, full length", L * 2 * n_g * (P + T) * kv * e_a, "L x 2 x n_g x (P + T) x kv x e_a", "decoding")
+        add("the batch, sampled tokens", batch_bytes + n_g * V * 4 * 2, "as above + n_g x V x 4 x 2", "decoding")
+
+    # -- log-prob forwards without gradient (GRPO: reference, old policy) ----------------------------------------
+    # TRL scores only the completion positions on a GPU (Triton), every position elsewhere
+    scored = b * T if st.on_gpu else b * S
+    if st.stage == "grpo" and (st.beta > 0 or st.old_logps):
+        add("no-grad forward (one layer)", b * S * (3 * i + 4 * h) * e_a, "b x S x (3 i + 4 h) x e_a", "log-probs")
+        add("fused LM head tile", _lm_tile(scored, V, h, st.e_c, st.on_gpu, st.e_w > st.e_c), _LM_TILE_FORMULA,
+            "log-probs")
+
+    # -- training forward and backward ------------------------------------------------------------------------------
+    tok = b * S
+    per_layer = _layer_activations(shapes, st)
+    if st.gradient_checkpointing:
+        add("checkpointed layer inputs", L * tok * h * e_a, "L x b x S x h x e_a", "training")
+        add("one layer recomputed in backward", tok * per_layer * e_a,
+            f"b x S x {per_layer:,} x e_a ({_LAYER_FORMULA})", "training")
+    else:
+        add("saved activations (every layer)", L * tok * per_layer * e_a,
+            f"L x b x S x {per_layer:,} x e_a ({_LAYER_FORMULA})", "training")
+    add("gradients in flight in a layer's backward", tok * (2 * i + 2 * h) * e_a,
+        "b x S x (2 i + 2 h) x e_a: the MLP's and the attention's widest", "training")
+    add("embeddings and final hidden states", 3 * tok * h * e_a, "3 x b x S x h x e_a", "training")
+    if st.trainable_projector:
+        add("projector input (trainable projector)", audio_rows * audio_tokens(st.clip_s, shapes.audio_window_s) * 2
+            * d_a * e_a, "clips x 2 x audio tokens x d_audio x e_a", "training")
+    if st.stage == "sft":
+        # transformers' Qwen2Audio forward: logits (b, S, V) and their shifted copy in the compute dtype, the
+        # cross-entropy's log-softmax in fp32 (autocast runs it in fp32)
+        add("logits and cross-entropy", tok * V * (2 * st.e_c + 4), "b x S x V x (2 e_c + 4)", "training")
+        add("audio encoder, one layer (padded clips)", b * enc_pos * (shapes.audio_ffn + 4 * d_a) * e_a,
+            "b x positions x (ffn + 4 d_audio) x e_a", "training")
+    else:
+        add("fused LM head tile", _lm_tile(scored, V, h, st.e_c, st.on_gpu, st.e_w > st.e_c), _LM_TILE_FORMULA,
+            "training")
+    add("gradients", trainable * st.e_t, "trainable x e_t", "training")
+    return Estimate(st, [t for t in terms if t.bytes > 0])
+
+
+_LAYER_FORMULA = ("per token: norms 4 h, q/k/v and o inputs 2 h, q k v h + 2 kv, attention output h, MLP input h, "
+                  "gate, up, SiLU and product 4 i; + 2 h when k, v are repeated (GQA), + 7 h of LoRA dropout outputs")
+def _layer_activations(shapes: Shapes, st: Step) -> int:
+    """Elements a decoder layer keeps per token for its backward with frozen base weights and LoRA: the two norms'
+    fp32 inputs and outputs 4 h, the q/k/v and o inputs 2 h, q k v after RoPE h + 2 kv, the attention output h,
+    the MLP input h, gate, up, SiLU(gate) and their product 4 i; k and v again for every head when grouped
+    (repeat_kv), and each LoRA dropout's output (7 h) when LoRA has dropout."""
+    h, i, kv = shapes.hidden, shapes.intermediate, shapes.kv
+    n = 4 * h + 2 * h + (h + 2 * kv) + h + h + 4 * i
+    if shapes.kv_heads != shapes.heads:
+        n += 2 * h
+    if st.lora_dropout:
+        n += 7 * h
+    return n
+
+
+_LM_TILE_FORMULA = ("min(N, 4096) x 32768 x e_c + 32768 x h x e_c (an lm_head chunk cast to the compute dtype, "
+                    "when it is stored wider) + N x h x 4 x 2; without Triton (CPU) also 8 fp32 temporaries of "
+                    "min(N, 4096) x min(V, 32768). N = b x S (CPU) or b x T (GPU: only scored positions)")
+
+
+def _lm_tile(tokens: int, V: int, h: int, e_c: int, on_gpu: bool, head_wider: bool) -> float:
+    """TRL 1.16's fused LM head (trl.kernels.chunked_logprob): a [min(N, TOKEN_CHUNK_SIZE 4096), chunk 32768] buffer
+    whatever the vocabulary; each lm_head chunk `.to(compute dtype)` (a copy when the head is stored wider); the
+    fp32 gradient of the hidden states and an fp32 copy of them; on devices without Triton, the torch fallback of its
+    backward (`_backward_tile`) keeps y, z, log p, p, the gradient and three temporaries, fp32, per tile."""
+    rows = min(tokens, 4096)
+    out = rows * 32768 * e_c + tokens * h * 4 * 2
+    if head_wider:
+        out += 32768 * h * e_c
+    if not on_gpu:
+        out += 8 * rows * min(V, 32768) * 4
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Time
+# ----------------------------------------------------------------------------------------------------------------
+@dataclass
+class Timing:
+    generation_s: float
+    forward_backward_s: float
+    audio_encoder_s: float
+    step_s: float  # one optimizer step
+    roofline_s: float  # the same at the GPU's peak rates, no overhead: a lower bound
+    notes: list[str] = field(default_factory=list)
+
+
+def step_time(shapes: Shapes, st: Step, gpu: GPU) -> Timing | None:
+    """Seconds per optimizer step on `gpu` (None when its FLOP rate is not known)."""
+    if not gpu.tflops or not gpu.bandwidth_gbs:
+        return None
+    flops, bw = gpu.tflops * 1e12, gpu.bandwidth_gbs * 1e9
+    share = FLOP_SHARE_4BIT if st.load_in_4bit else FLOP_SHARE_16BIT
+    n_llm = shapes.parts["LLM layers"]  # matmul weights per token (embeddings are a lookup)
+    L, h = shapes.layers, shapes.hidden
+    V = shapes.vocab
+
+    def fwd_flops(tokens: float, context: float, logits_tokens: float) -> float:
+        # 2 x weights per token, attention scores and values 2 x 2 x L x h x context per token, the LM head
+        return 2 * n_llm * tokens + 4 * L * h * context * tokens + 2 * V * h * logits_tokens
+
+    # audio encoder: 2 x encoder weights per position of the padded window, + attention over the window
+    enc_one = 2 * shapes.parts["audio encoder"] * shapes.audio_positions + \
+        4 * shapes.audio_layers * shapes.audio_hidden * shapes.audio_positions ** 2
+    ga = st.gradient_accumulation
+    b, P, T, S = st.batch, st.prompt_tokens, st.target_tokens, st.seq
+    recompute = 1 if st.gradient_checkpointing else 0
+    if st.stage == "grpo":
+        n_g = st.generation_batch
+        gens_per_step = max(1, ga * b // max(n_g, 1))
+        weight_bytes = shapes.quantisable * 0.52 if st.load_in_4bit else shapes.parts["LLM layers"] * st.e_w
+        weight_bytes += shapes.parts["lm_head"] * st.e_w
+        decode_bytes = weight_bytes + L * 2 * n_g * (P + T / 2) * shapes.kv * st.e_a
+        decode_roof = max(decode_bytes / bw, fwd_flops(n_g, P + T / 2, n_g) / flops)
+        prefill = fwd_flops(n_g * P, P / 2, n_g * P) / flops
+        generation = gens_per_step * (T * (decode_roof + L * DECODE_HOST_SECONDS_PER_LAYER) + prefill / share)
+        gen_roof = gens_per_step * (T * decode_roof + prefill)
+        # forward with gradient, backward (input gradients only through frozen weights: 1 forward's worth), the
+        # checkpointed recompute, and the no-grad log-prob forwards (reference, old policy)
+        passes = 1 + 1 + recompute + (1 if st.beta > 0 else 0) + (1 if st.old_logps else 0)
+        fb = ga * passes * fwd_flops(b * S, S / 2, b * T) / flops
+        clips = st.distinct_clips if st.distinct_clips else ga * b * (passes - recompute) + n_g
+        enc = gens_per_step * clips * enc_one / flops if st.distinct_clips else ga * clips * enc_one / flops
+        return Timing(generation, fb / share, enc / share, generation + (fb + enc) / share, gen_roof + fb + enc)
+    passes = 1 + 1 + recompute + (1 if not st.load_in_4bit and shapes.modules_to_save else 0)
+    fb = ga * passes * fwd_flops(b * S, S / 2, b * S) / flops
+    enc = ga * b * enc_one / flops
+    return Timing(0.0, fb / share, enc / share, (fb + enc) / share, fb + enc)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The plan: parts, memory, time, verdict, what to change
+# ----------------------------------------------------------------------------------------------------------------
+@dataclass
+class StagePlan:
+    estimate: Estimate
+    timing: Timing | None
+    changes: list["Change"]
+
+
+@dataclass
+class Plan:
+    profile: str
+    backbone: str
+    gpu: GPU
+    shapes: Shapes
+    stages: dict[str, StagePlan]
+    clip_s: float
+    steps: dict[str, int] = field(default_factory=dict)  # optimizer steps of a run (max_steps), per stage
+
+    def fits(self) -> bool:
+        return all(s.estimate.fits(self.gpu) for s in self.stages.values())
+
+
+@dataclass
+class Change:
+    """A setting to change, as profile overrides, and the memory the GPU needs once it and the ones before it are
+    applied."""
+
+    what: str
+    overrides: dict[str, dict[str, Any]]
+    needed_gib: float
+    fits: bool
+
+
+def _candidates(st: Step, bcfg) -> list[tuple[str, dict[str, dict[str, Any]]]]:
+    """Settings that lower a step's peak, those that leave the method alone first."""
+    out: list[tuple[str, dict[str, dict[str, Any]]]] = []
+    if st.stage == "grpo" and st.generation_batch > st.batch:
+        out.append((f"grpo.steps_per_generation: 1 (generate {st.batch} sequences at a time, not "
+                    f"{st.generation_batch}; the same completions per optimizer step)",
+                    {"grpo": {"steps_per_generation": 1}}))
+    if st.load_in_4bit and st.fp32_frozen and hasattr(bcfg, "fp32_frozen_weights"):
+        out.append(("backbone.fp32_frozen_weights: false (frozen weights, KV cache and activations stay 16-bit)",
+                    {"backbone": {"fp32_frozen_weights": False}}))
+    if not st.gradient_checkpointing:
+        out.append(("backbone.gradient_checkpointing: true", {"backbone": {"gradient_checkpointing": True}}))
+    if optimizer_bytes(st.optim, st.e_t)[0] > 2:
+        out.append((f"{st.stage}.optim: paged_adamw_8bit", {st.stage: {"optim": "paged_adamw_8bit"}}))
+    if not st.load_in_4bit:
+        out.append(("backbone.load_in_4bit: true", {"backbone": {"load_in_4bit": True}}))
+    if st.stage == "sft" and st.batch > 1:
+        for b in (st.batch // 2, 1):
+            ga = st.gradient_accumulation * st.batch // b
+            out.append((f"sft.per_device_train_batch_size: {b}, gradient_accumulation_steps: {ga} (the same examples "
+                        "per optimizer step)", {"sft": {"per_device_train_batch_size": b,
+                                                        "gradient_accumulation_steps": ga}}))
+    if st.stage == "grpo" and st.target_tokens > 128:
+        out.append(("grpo.max_completion_length: 128 (shorter reasoning: this changes the method)",
+                    {"grpo": {"max_completion_length": 128}}))
+    return out
+
+
+def _merge(a: dict, b: dict) -> dict:
+    out = {k: dict(v) for k, v in a.items()}
+    for k, v in b.items():
+        out.setdefault(k, {}).update(v)
+    return out
+
+
+def changes(prof: Profile, shapes: Shapes, gpu: GPU, stage: str, clip_s: float | None = None) -> list[Change]:
+    """What to change so that `stage` fits `gpu`: candidates applied one on top of the other (as profile overrides,
+    re-planned from the profile) until it fits; empty when it fits as it is."""
+    st = steps_of(prof, shapes, gpu, clip_s)[stage]
+    if memory(shapes, st).fits(gpu):
+        return []
+    out: list[Change] = []
+    applied: dict[str, dict[str, Any]] = {}
+    need = memory(shapes, st).needed_gib
+    for what, overrides in _candidates(st, prof.section("backbone")):
+        trial = _merge(applied, overrides)
+        est = memory(shapes, steps_of(prof.with_overrides(trial), shapes, gpu, clip_s)[stage])
+        if est.needed_gib >= need:
+            continue  # saves nothing here (e.g. 4-bit weights beside fp32 activations on a tiny model)
+        applied, need = trial, est.needed_gib
+        out.append(Change(what, applied, need, est.fits(gpu)))
+        if est.fits(gpu):
+            break
+    return out
+
+
+def plan(prof: Profile, gpu: GPU, clip_s: float | None = None) -> Plan:
+    """Estimate a profile's GRPO and SFT steps on `gpu`: memory by term, time, verdict, changes that make it fit."""
+    bcfg = prof.section("backbone")
+    shapes = model_shapes(bcfg, prof.paths)
+    steps = steps_of(prof, shapes, gpu, clip_s)
+    with check_only():
+        max_steps = {k: prof.section(k).max_steps for k in steps}
+    stages = {name: StagePlan(memory(shapes, st), step_time(shapes, st, gpu), changes(prof, shapes, gpu, name, clip_s))
+              for name, st in steps.items()}
+    return Plan(prof.name, bcfg.name, gpu, shapes, stages,
+                shapes.audio_window_s if clip_s is None else clip_s, max_steps)
+
+
+def _gib(x: float) -> str:
+    return f"{x / GiB:.2f}"
+
+
+def _duration(s: float) -> str:
+    if s < 120:
+        return f"{s:.1f} s"
+    if s < 7200:
+        return f"{s / 60:.0f} min"
+    if s < 2 * 86400:
+        return f"{s / 3600:.1f} h"
+    return f"{s / 86400:.1f} days"
+
+
+def render(p: Plan) -> str:
+    """The plan as the text `emorl plan` prints."""
+    lines = [f"emorl plan: profile {p.profile}, backbone {p.backbone}, on {p.gpu.name} "
+             f"({p.gpu.memory_gib:g} GiB{', ' + p.gpu.source if p.gpu.source and p.gpu.source != 'given' else ''})",
+             "ESTIMATES from the model's shapes and the settings (no weights loaded); measured figures: README, "
+             "Performance.", "", "Parameters by part (counted on the meta device):"]
+    s = p.shapes
+    rows = list(s.parts.items()) + [("total", s.total), (f"LoRA r {s.lora_r} on {s.lora_modules} linears (trainable)", s.lora)]
+    if s.modules_to_save:
+        rows.append(("modules_to_save (trainable copies)", s.modules_to_save))
+    width = max(len(k) for k, _ in rows)
+    for k, v in rows:
+        lines.append(f"  {k:<{width}}  {v / 1e6:>10,.1f} M")
+    for name, sp in p.stages.items():
+        st, est = sp.estimate.step, sp.estimate
+        lines += ["", f"{name.upper()} step: {st.batch} sequences of {st.prompt_tokens} prompt tokens "
+                      f"({audio_tokens(st.clip_s, s.audio_window_s)} audio tokens for a {st.clip_s:g} s clip, padded to "
+                      f"{s.audio_window_s:g} s for the encoder) + {st.target_tokens} "
+                      + ("completion" if name == "grpo" else "target") + " tokens"
+                      + (f"; {st.generation_batch} generated at once" if name == "grpo" else "")
+                      + f"; {'4-bit' if st.load_in_4bit else f'{st.e_w * 8}-bit'} weights, activations "
+                        f"{st.e_a * 8}-bit, gradient checkpointing {'on' if st.gradient_checkpointing else 'off'}, "
+                        f"{st.optim}", f"  {'term':<48} {'GiB':>7}  phase       formula"]
+        for t in est.terms:
+            lines.append(f"  {t.name:<48} {_gib(t.bytes):>7}  {t.phase:<10}  {t.formula}")
+        verdict = "FITS" if est.fits(p.gpu) else "DOES NOT FIT"
+        lines.append(f"  peak allocated {_gib(est.peak)} GiB (weights {_gib(est.phase('weights'))} + "
+                     f"{est.peak_phase} {_gib(est.phase(est.peak_phase))}); with the allocator's reserve and the CUDA "
+                     f"context {est.needed_gib:.1f} GiB of {p.gpu.memory_gib:g}: {verdict}")
+        if sp.changes:
+            lines.append("  to make it fit, change (each on top of the ones above):")
+            for c in sp.changes:
+                lines.append(f"    - {c.what}: {c.needed_gib:.1f} GiB{'  -> fits' if c.fits else ''}")
+            if not sp.changes[-1].fits:
+                lines.append("    still too large: a larger GPU (or several, see README: Several GPUs)")
+        if sp.timing is not None:
+            t = sp.timing
+            n = p.steps.get(name, -1)
+            run = f", {n} steps: {_duration(n * t.step_s)}" if n and n > 0 else ""
+            lines.append(f"  time per optimizer step ~{_duration(t.step_s)} (generation {_duration(t.generation_s)}, "
+                         f"forward/backward {_duration(t.forward_backward_s)}, audio encoder "
+                         f"{_duration(t.audio_encoder_s)}; at the GPU's peak rates {_duration(t.roofline_s)}){run}")
+        else:
+            lines.append("  time: no FLOP rate for this GPU (name one of " + ", ".join(GPUS) + ")")
+    lines += ["", "VERDICT: " + ("fits " if p.fits() else "does NOT fit ") + p.gpu.name]
+    return "\n".join(lines)
+
+
+def plan_rows(p: Plan) -> list[dict[str, Any]]:
+    """One row per stage (for tables and the README)."""
+    rows = []
+    for name, sp in p.stages.items():
+        t = sp.timing
+        rows.append({"profile": p.profile, "gpu": p.gpu.name, "stage": name,
+                     "peak_allocated_gib": round(sp.estimate.peak / GiB, 2),
+                     "needed_gib": round(sp.estimate.needed_gib, 2), "fits": sp.estimate.fits(p.gpu),
+                     "step_s": None if t is None else round(t.step_s, 1)})
+    return rows
+
