@@ -309,6 +309,11 @@ def _build_tiny_locked(spec: TinyModelConfig, out: Path) -> Path:
     return out
 
 
+def random_shapes(spec: RandomModelConfig) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The random backbone's (audio, text) config: the real 7B shapes with the spec's overrides."""
+    return {**QWEN2_AUDIO_7B_AUDIO, **spec.audio}, {**QWEN2_AUDIO_7B_TEXT, **spec.text}
+
+
 def random_model_dir(paths: Paths, spec: RandomModelConfig) -> Path:
     import transformers
 
@@ -334,8 +339,7 @@ def build_random_qwen2_audio(cfg: BackboneConfig, paths: Paths) -> Path:
         WhisperFeatureExtractor,
     )
 
-    audio = {**QWEN2_AUDIO_7B_AUDIO, **spec.audio}
-    text = {**QWEN2_AUDIO_7B_TEXT, **spec.text}
+    audio, text = random_shapes(spec)
     tok = _build_tiny_tokenizer(TinyModelConfig(max_position_embeddings=text["max_position_embeddings"]))
     eos = tok.convert_tokens_to_ids("<|im_end|>")
     # the encoder's positions are the mel frames / 2 (docs/pitfalls.md): 1500 positions = the real 30 s window

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 from ..infra.config import Profile, check_only
@@ -139,21 +139,23 @@ class Shapes:
 
 
 def model_config(bcfg, paths=None):
-    """The backbone's transformers config without weights: a local folder's config.json, the registry's shapes
-    (the real model's, from its hub config.json), or the tiny model's (built once, a few MB, if needed)."""
+    """The backbone's transformers config without weights: a local folder's config.json, else the registry's shapes
+    (the real model's from its hub config.json, the random one's from them), else the tiny model's (built once, a
+    few MB)."""
     from pathlib import Path
 
-    from transformers import AutoConfig
+    from transformers import AutoConfig, Qwen2AudioConfig
 
     from . import backbones
 
     if bcfg.path and (Path(bcfg.path) / "config.json").exists():
         return AutoConfig.from_pretrained(bcfg.path)
     if bcfg.name == "qwen2-audio-7b-instruct":
-        from transformers import Qwen2AudioConfig
-
         return Qwen2AudioConfig(audio_config=dict(backbones.QWEN2_AUDIO_7B_AUDIO),
                                 text_config=dict(backbones.QWEN2_AUDIO_7B_TEXT))
+    if bcfg.name == "qwen2-audio-7b-random":
+        audio, text = backbones.random_shapes(bcfg.random)
+        return Qwen2AudioConfig(audio_config=audio, text_config=text)
     if paths is None:
         raise ValueError(f"backbone {bcfg.name!r}: its configuration needs the profile's paths")
     return AutoConfig.from_pretrained(backbones.resolve_model_dir(bcfg, paths))
@@ -286,6 +288,12 @@ class Step:
         return self.prompt_tokens + self.target_tokens
 
 
+def nf4_bytes(double_quant: bool) -> float:
+    """Bytes per 4-bit weight: 0.5, plus an absmax per block of 64 (fp32; with double quantisation 8-bit, plus an
+    fp32 constant per 256 blocks)."""
+    return 0.5 + (1 / 64 + 4 / (64 * 256) if double_quant else 4 / 64)
+
+
 def _dtype_bytes(name: str, gpu: GPU | None) -> int:
     """Bytes of `backbone.dtype` as backbones.resolve_dtype resolves it: auto is fp32 on the CPU, bf16 or fp16 (2 B)
     on a GPU."""
@@ -351,7 +359,7 @@ def steps_of(prof: Profile, shapes: Shapes, gpu: GPU | None, clip_s: float | Non
     clip = shapes.audio_window_s if clip_s is None else float(clip_s)
     e_w16 = _dtype_bytes(bcfg.dtype, gpu)
     q = bool(bcfg.load_in_4bit)
-    fp32_frozen = bool(getattr(bcfg, "fp32_frozen_weights", True)) and q
+    fp32_frozen = bool(bcfg.fp32_frozen_weights) and q
     e_w = 4 if fp32_frozen else e_w16
     e_a = 4 if (fp32_frozen or e_w16 == 4) else e_w16
     mts = set(bcfg.lora.modules_to_save if bcfg.lora.enabled else [])
@@ -372,7 +380,7 @@ def steps_of(prof: Profile, shapes: Shapes, gpu: GPU | None, clip_s: float | Non
         out["grpo"] = Step(
             stage="grpo", load_in_4bit=q, double_quant=bcfg.bnb_double_quant, fp32_frozen=fp32_frozen, e_w=e_w,
             e_a=e_a, e_t=e_t, e_l=e_w, gradient_checkpointing=bcfg.gradient_checkpointing,
-            optim=_resolve_optim(grpo.optim, gpu), batch=grpo.per_device_train_batch_size, prompt_tokens=P,
+            optim=_optimizer(prof, "grpo", gpu), batch=grpo.per_device_train_batch_size, prompt_tokens=P,
             target_tokens=grpo.max_completion_length, clip_s=clip,
             gradient_accumulation=grpo.gradient_accumulation_steps, generation_batch=n_g, beta=grpo.beta,
             old_logps=old, distinct_clips=max(1, n_g // grpo.num_generations) if grpo.cache_audio else 0,
@@ -389,7 +397,7 @@ def steps_of(prof: Profile, shapes: Shapes, gpu: GPU | None, clip_s: float | Non
         out["sft"] = Step(
             stage="sft", load_in_4bit=q, double_quant=bcfg.bnb_double_quant, fp32_frozen=fp32_frozen, e_w=e_w,
             e_a=e_a, e_t=4 if (q or e_w16 == 4) else e_w16, e_l=e_w,
-            gradient_checkpointing=bcfg.gradient_checkpointing, optim=_resolve_optim(sft.optim, gpu),
+            gradient_checkpointing=bcfg.gradient_checkpointing, optim=_optimizer(prof, "sft", gpu),
             batch=sft.per_device_train_batch_size, prompt_tokens=P, target_tokens=T, clip_s=clip,
             gradient_accumulation=sft.gradient_accumulation_steps,
             lora_dropout=bcfg.lora.enabled and bcfg.lora.dropout > 0,
@@ -401,10 +409,18 @@ def _bf16(bcfg, gpu: GPU) -> bool:
     return bcfg.dtype == "bfloat16" or (bcfg.dtype == "auto" and gpu.bf16)
 
 
-def _resolve_optim(optim: Any, gpu: GPU | None) -> str:
+def _optimizer(prof: Profile, stage: str, gpu: GPU | None) -> str:
+    """The stage's optimizer on `gpu`: `auto` resolved for that device (a config built here resolved it for this
+    machine already), so read as the profile or the class has it."""
+    import dataclasses
+
+    from ..infra.config import section_class
     from .runs import auto_optimizer
 
-    value = getattr(optim, "value", optim)
+    value = (prof.sections.get(stage) or {}).get("optim")
+    if value is None:
+        value = next(f.default for f in dataclasses.fields(section_class(stage)) if f.name == "optim")
+    value = getattr(value, "value", value)
     return auto_optimizer(gpu is not None) if value == "auto" else str(value)
 
 
@@ -461,7 +477,7 @@ def memory(shapes: Shapes, st: Step) -> Estimate:
     # -- weights ---------------------------------------------------------------------------------------------------
     total = shapes.total
     if st.load_in_4bit:
-        per = 0.5 + (1 / 64 + 4 / (64 * 256) if st.double_quant else 4 / 64)
+        per = nf4_bytes(st.double_quant)
         add("LLM linear weights, 4-bit", shapes.quantisable * per,
             f"quantised weights x {per:.4f} B (NF4 0.5 + absmax per 64)", "weights")
         add("other frozen weights", (total - shapes.quantisable) * st.e_w,
@@ -538,6 +554,8 @@ def memory(shapes: Shapes, st: Step) -> Estimate:
 
 _LAYER_FORMULA = ("per token: norms 4 h, q/k/v and o inputs 2 h, q k v h + 2 kv, attention output h, MLP input h, "
                   "gate, up, SiLU and product 4 i; + 2 h when k, v are repeated (GQA), + 7 h of LoRA dropout outputs")
+
+
 def _layer_activations(shapes: Shapes, st: Step) -> int:
     """Elements a decoder layer keeps per token for its backward with frozen base weights and LoRA: the two norms'
     fp32 inputs and outputs 4 h, the q/k/v and o inputs 2 h, q k v after RoPE h + 2 kv, the attention output h,
@@ -581,11 +599,13 @@ class Timing:
     audio_encoder_s: float
     step_s: float  # one optimizer step
     roofline_s: float  # the same at the GPU's peak rates, no overhead: a lower bound
-    notes: list[str] = field(default_factory=list)
 
 
 def step_time(shapes: Shapes, st: Step, gpu: GPU) -> Timing | None:
-    """Seconds per optimizer step on `gpu` (None when its FLOP rate is not known)."""
+    """Seconds per optimizer step on `gpu` (None when its FLOP rate is not known): forward FLOPs (2 per weight per
+    token, attention, the LM head) over the peak FLOP rate x the achieved share; a backward through frozen weights
+    costs one forward (input gradients only), checkpointing one more; a decoding step takes the longer of reading
+    the weights and KV cache at the bandwidth and its FLOPs, plus the host's work per layer."""
     if not gpu.tflops or not gpu.bandwidth_gbs:
         return None
     flops, bw = gpu.tflops * 1e12, gpu.bandwidth_gbs * 1e9
@@ -607,7 +627,9 @@ def step_time(shapes: Shapes, st: Step, gpu: GPU) -> Timing | None:
     if st.stage == "grpo":
         n_g = st.generation_batch
         gens_per_step = max(1, ga * b // max(n_g, 1))
-        weight_bytes = shapes.quantisable * 0.52 if st.load_in_4bit else shapes.parts["LLM layers"] * st.e_w
+        # a decoding step reads every LLM weight and the lm_head once, and the KV cache (half full on average)
+        weight_bytes = (shapes.quantisable * nf4_bytes(st.double_quant) if st.load_in_4bit
+                        else shapes.parts["LLM layers"] * st.e_w)
         weight_bytes += shapes.parts["lm_head"] * st.e_w
         decode_bytes = weight_bytes + L * 2 * n_g * (P + T / 2) * shapes.kv * st.e_a
         decode_roof = max(decode_bytes / bw, fwd_flops(n_g, P + T / 2, n_g) / flops)
@@ -618,10 +640,13 @@ def step_time(shapes: Shapes, st: Step, gpu: GPU) -> Timing | None:
         # checkpointed recompute, and the no-grad log-prob forwards (reference, old policy)
         passes = 1 + 1 + recompute + (1 if st.beta > 0 else 0) + (1 if st.old_logps else 0)
         fb = ga * passes * fwd_flops(b * S, S / 2, b * T) / flops
-        clips = st.distinct_clips if st.distinct_clips else ga * b * (passes - recompute) + n_g
-        enc = gens_per_step * clips * enc_one / flops if st.distinct_clips else ga * clips * enc_one / flops
+        # the encoder runs in generation's first forward and in every log-prob forward (the checkpointed recompute
+        # does not repeat it: it is frozen); with grpo.cache_audio once per distinct clip of a generation batch
+        clips = (gens_per_step * st.distinct_clips if st.distinct_clips
+                 else gens_per_step * n_g + ga * b * (passes - recompute - 1))
+        enc = clips * enc_one / flops
         return Timing(generation, fb / share, enc / share, generation + (fb + enc) / share, gen_roof + fb + enc)
-    passes = 1 + 1 + recompute + (1 if not st.load_in_4bit and shapes.modules_to_save else 0)
+    passes = 1 + 1 + recompute
     fb = ga * passes * fwd_flops(b * S, S / 2, b * S) / flops
     enc = ga * b * enc_one / flops
     return Timing(0.0, fb / share, enc / share, (fb + enc) / share, fb + enc)
@@ -662,14 +687,14 @@ class Change:
     fits: bool
 
 
-def _candidates(st: Step, bcfg) -> list[tuple[str, dict[str, dict[str, Any]]]]:
+def _candidates(st: Step) -> list[tuple[str, dict[str, dict[str, Any]]]]:
     """Settings that lower a step's peak, those that leave the method alone first."""
     out: list[tuple[str, dict[str, dict[str, Any]]]] = []
     if st.stage == "grpo" and st.generation_batch > st.batch:
         out.append((f"grpo.steps_per_generation: 1 (generate {st.batch} sequences at a time, not "
                     f"{st.generation_batch}; the same completions per optimizer step)",
                     {"grpo": {"steps_per_generation": 1}}))
-    if st.load_in_4bit and st.fp32_frozen and hasattr(bcfg, "fp32_frozen_weights"):
+    if st.load_in_4bit and st.fp32_frozen:
         out.append(("backbone.fp32_frozen_weights: false (frozen weights, KV cache and activations stay 16-bit)",
                     {"backbone": {"fp32_frozen_weights": False}}))
     if not st.gradient_checkpointing:
@@ -706,7 +731,7 @@ def changes(prof: Profile, shapes: Shapes, gpu: GPU, stage: str, clip_s: float |
     out: list[Change] = []
     applied: dict[str, dict[str, Any]] = {}
     need = memory(shapes, st).needed_gib
-    for what, overrides in _candidates(st, prof.section("backbone")):
+    for what, overrides in _candidates(st):
         trial = _merge(applied, overrides)
         est = memory(shapes, steps_of(prof.with_overrides(trial), shapes, gpu, clip_s)[stage])
         if est.needed_gib >= need:
@@ -791,16 +816,3 @@ def render(p: Plan) -> str:
             lines.append("  time: no FLOP rate for this GPU (name one of " + ", ".join(GPUS) + ")")
     lines += ["", "VERDICT: " + ("fits " if p.fits() else "does NOT fit ") + p.gpu.name]
     return "\n".join(lines)
-
-
-def plan_rows(p: Plan) -> list[dict[str, Any]]:
-    """One row per stage (for tables and the README)."""
-    rows = []
-    for name, sp in p.stages.items():
-        t = sp.timing
-        rows.append({"profile": p.profile, "gpu": p.gpu.name, "stage": name,
-                     "peak_allocated_gib": round(sp.estimate.peak / GiB, 2),
-                     "needed_gib": round(sp.estimate.needed_gib, 2), "fits": sp.estimate.fits(p.gpu),
-                     "step_s": None if t is None else round(t.step_s, 1)})
-    return rows
-
