@@ -288,3 +288,38 @@ def test_fp16_training_gets_fp32_trainable_weights_back():
     assert model[1].weight.dtype == model[1].bias.dtype == torch.float32
     assert model[0].weight.dtype == torch.bfloat16
     assert fp32_trainable_weights(model) == 0
+
+
+# ---- held-out accuracy during training: a curve, and no change to what is trained ------------------------------
+@pytest.mark.parametrize("stage", ["sft", "grpo"])
+def test_heldout_curve_is_written_and_leaves_training_unchanged(train_profile, stage, monkeypatch):
+    import pandas as pd
+
+    from emorl_lib.training import grpo
+    from emorl_lib.training.grpo import run_grpo
+    from emorl_lib.training.sft import run_sft
+
+    monkeypatch.setattr(grpo, "reward_functions", lambda cfg, cond, acc: ([_length_reward], [1.0]))
+    runner = run_sft if stage == "sft" else run_grpo
+    src = [json.loads(l) for l in (train_profile.paths.manifests / "iemocap.jsonl").read_text().splitlines()]
+    # MELD-shaped copy of the tone corpus: session 2 trains, session 1 is the dev (validation) split
+    meld = [{**r, "corpus": "meld", "fold": None, "split": "train" if r["fold"] == 2 else "dev"} for r in src]
+    run = Run("meld", stage, "IR", "eswr" if stage == "grpo" else None)
+    finals = {}
+    for every in (0, 2):
+        prof = train_profile.with_overrides({
+            "paths": {"runs": str(train_profile.paths.run.parent / f"heldout{every}")},
+            "sft": {"heldout_every": every}, "grpo": {"heldout_every": every},
+            "eval": {"max_new_tokens": {"IR": 6, "EUR": 6, "ESR": 6}}})
+        write_jsonl(prof.paths.ensure().manifests / "meld.jsonl", meld)
+        finals[every] = runner(prof, run, force=True)
+        curve = run.heldout_csv(prof.paths)
+        assert curve.exists() == (every > 0)
+    log = pd.read_csv(run.heldout_csv(train_profile.with_overrides(
+        {"paths": {"runs": str(train_profile.paths.run.parent / "heldout2")}}).paths))
+    assert log.step.tolist() == [0, 2, 4] and (log.n == 4).all()
+    assert log[["ua", "wa", "unparseable"]].apply(lambda c: c.between(0, 1)).all().all()
+    ta, tb = _adapter_tensors(finals[0]), _adapter_tensors(finals[2])
+    assert ta.keys() == tb.keys()
+    for k in ta:
+        torch.testing.assert_close(ta[k], tb[k], rtol=0, atol=0, msg=k)

@@ -53,6 +53,10 @@ class DataConfig:
     meld_tie_order: list[str] = setting(list(MELD_TIE_ORDER), "kit", "the split a MELD track-2 entry is taken from "
                                         "when its label and speaker match in several (2 real entries); which one "
                                         "EmoBox drew them from is not known")
+    validation_fraction: float = setting(0.0, "kit", "held-out TRAINING data for choosing settings and learning "
+                                         "curves where a corpus has no dev split: this class-stratified share of a "
+                                         "fold's training side, left out of training (MELD: its dev split); 0: none")
+    validation_seed: int = setting(0, "kit", "which utterances the validation slice holds")
 
     def __post_init__(self) -> None:
         unknown = [c for c in self.corpora if c not in CORPORA]
@@ -66,6 +70,8 @@ class DataConfig:
                              f"{self.synthetic_size}, {self.silence_peak}")
         if sorted(self.meld_tie_order) != sorted(MELD_SPLITS):
             raise ValueError(f"meld_tie_order: expected an order of {list(MELD_SPLITS)}, got {self.meld_tie_order}")
+        if not 0.0 <= self.validation_fraction < 1.0:
+            raise ValueError(f"validation_fraction must be in [0, 1), not {self.validation_fraction}")
 
 
 class DataIncomplete(ValueError):
@@ -244,8 +250,11 @@ def resolve_roots(cfg: DataConfig, paths: Paths, force: bool = False) -> dict[st
     if cfg.synthetic:
         from .synthetic import generate_all
 
-        made = generate_all(paths.synthetic, seed=cfg.synthetic_seed, size=cfg.synthetic_size,
-                            corpora=list(cfg.corpora), force=force)
+        # One tree per (seed, size): profiles of different sizes never overwrite each other's corpora, and the
+        # 16 kHz cache (one folder per root) never serves a clip of another size under the same name.
+        dest = paths.synthetic / f"seed{cfg.synthetic_seed}-size{cfg.synthetic_size:g}"
+        made = generate_all(dest, seed=cfg.synthetic_seed, size=cfg.synthetic_size, corpora=list(cfg.corpora),
+                            force=force)
         return {c: Path(made[c]) for c in cfg.corpora}
     missing = [c for c in cfg.corpora if not cfg.roots.get(c)]
     if missing:

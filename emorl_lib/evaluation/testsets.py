@@ -11,7 +11,7 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..data.corpora.splits import train_test
+from ..data.corpora.splits import train_test, train_validation
 from ..data.labels import candidates
 from ..data.manifest import Utterance, read_manifest
 from ..infra.paths import Paths
@@ -84,6 +84,23 @@ def in_corpus_set(paths: Paths, run: Run, max_utterances: int | None = None, see
     if not test:
         raise ValueError(f"{paths.manifests / f'{run.corpus}.jsonl'}: no rows in test unit {unit!r}")
     return TestSet(in_corpus_name(run, meld_split), run.corpus, subsample(test, max_utterances, seed), False, len(test))
+
+
+def validation_name(run: Run) -> str:
+    """MELD's dev split (meld-dev), or the validation slice of a fold's training side (e.g. iemocap-f1-val)."""
+    return in_corpus_name(run, "dev") if run.fold is None else f"{in_corpus_name(run)}-val"
+
+
+def validation_set(paths: Paths, run: Run, fraction: float, seed: int = 0,
+                   max_utterances: int | None = None) -> TestSet | None:
+    """Held-out TRAINING data of a run, for choosing settings and for learning curves (never a test set): MELD's
+    official dev split; elsewhere the `data.validation_fraction` slice that training leaves out (None when the
+    fraction is 0)."""
+    manifest = paths.manifests / f"{run.corpus}.jsonl"
+    _, val = train_validation(_manifest(manifest), run.corpus, run.fold, fraction, seed)
+    if not val:
+        return None
+    return TestSet(validation_name(run), run.corpus, subsample(val, max_utterances, seed), False, len(val))
 
 
 def crosscorpus_path(paths: Paths, corpus: str) -> Path:

@@ -30,6 +30,9 @@ class ExperimentsConfig:
     sft_before_grpo: bool = setting(True, "inferred", "GRPO starts from the SFT adapter of the same condition: the "
                                                       "paper's warm-up is unknown; SARI needed one")
     cross_corpus: bool = True  # evaluate each trained model on the other corpora's balanced 4-class sets
+    seeds: list[int] | None = setting(None, "kit", "training seeds: null trains each recipe once with its section's "
+                                                   "seed; a list trains it once per seed (SFT and the GRPO run "
+                                                   "starting from it share it), run names ending in _s<seed>")
 
     def __post_init__(self) -> None:
         """Fail early, naming the bad entry, rather than after an hour of training."""
@@ -50,6 +53,9 @@ class ExperimentsConfig:
         for f in self.iemocap_folds:
             if f not in (1, 2, 3, 4, 5):
                 raise ValueError(f"iemocap_folds: {f} is not a session 1-5")
+        if self.seeds is not None and (not self.seeds or len(set(self.seeds)) != len(self.seeds)
+                                       or not all(isinstance(x, int) and x >= 0 for x in self.seeds)):
+            raise ValueError(f"seeds: {self.seeds!r} is not null or a list of distinct integers >= 0")
 
 
 @dataclass(frozen=True)
@@ -61,6 +67,7 @@ class Run:
     condition: str  # IR | EUR | ESR
     reward: str | None = None  # binary | eswr (grpo only)
     fold: int | None = None  # IEMOCAP test session; None for MELD (official split)
+    seed: int | None = None  # training seed (experiments.seeds); None: the stage section's seed
 
     @property
     def name(self) -> str:
@@ -68,7 +75,9 @@ class Run:
         if self.reward:
             parts.append(self.reward)
         parts.append(self.condition)
-        return "_".join(parts)  # e.g. iemocap-f1_grpo_eswr_ESR, meld_sft_ESR, meld_zeroshot_IR
+        if self.seed is not None:
+            parts.append(f"s{self.seed}")
+        return "_".join(parts)  # e.g. iemocap-f1_grpo_eswr_ESR, meld_sft_ESR, meld_zeroshot_IR, meld_sft_IR_s2
 
     def adapter_dir(self, paths: Paths) -> Path | None:
         """The final LoRA adapter (None for the zero-shot base model)."""
@@ -80,6 +89,10 @@ class Run:
     def log_csv(self, paths: Paths) -> Path:
         return paths.logs / f"{self.name}.csv"
 
+    def heldout_csv(self, paths: Paths) -> Path:
+        """Accuracy on the run's validation set every few steps during training (training/heldout.py)."""
+        return paths.logs / f"{self.name}.heldout.csv"
+
     def predictions(self, paths: Paths, test_set: str) -> Path:
         """Raw outputs + parsed labels of this model on `test_set` (e.g. 'iemocap-f1', 'meld-test', 'xc-savee')."""
         return paths.predictions / self.name / f"{test_set}.jsonl"
@@ -88,19 +101,24 @@ class Run:
         """The SFT run a GRPO run starts from, if any."""
         if self.stage != "grpo" or not cfg.sft_before_grpo:
             return None
-        return Run(self.corpus, "sft", self.condition, None, self.fold)
+        return Run(self.corpus, "sft", self.condition, None, self.fold, self.seed)
 
 
 def _folds(cfg: ExperimentsConfig, corpus: str) -> list[int | None]:
     return list(cfg.iemocap_folds) if corpus == "iemocap" else [None]
 
 
+def seeds(cfg: ExperimentsConfig) -> list[int | None]:
+    return list(cfg.seeds) if cfg.seeds else [None]
+
+
 def sft_runs(cfg: ExperimentsConfig) -> list[Run]:
-    return [Run(c, "sft", cond, None, f) for c in cfg.corpora for f in _folds(cfg, c) for cond in cfg.sft_conditions]
+    return [Run(c, "sft", cond, None, f, sd) for sd in seeds(cfg) for c in cfg.corpora for f in _folds(cfg, c)
+            for cond in cfg.sft_conditions]
 
 
 def grpo_runs(cfg: ExperimentsConfig) -> list[Run]:
-    return [Run(c, "grpo", cond, reward, f)
+    return [Run(c, "grpo", cond, reward, f, sd) for sd in seeds(cfg)
             for c in cfg.corpora for f in _folds(cfg, c) for reward, cond in cfg.grpo_runs]
 
 

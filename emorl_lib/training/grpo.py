@@ -30,6 +30,7 @@ from ..method.prompts import PromptConfig, build_messages
 from ..method.rewards import AccuracyReward, FormatReward, RewardConfig, build_rewards
 from .backbones import load_backbone
 from .experiments import Run
+from .heldout import heldout_callbacks
 from .runs import (
     changed_fields,
     check_training_ranges,
@@ -84,6 +85,9 @@ class EmoGRPOConfig(GRPOConfig):
     # The kit's own fields
     max_train_prompts: int | None = setting(None, "kit", "cap the training prompts (class-balanced); null: all")
     log_completions_every: int = setting(20, "kit", "sampled completions to <run>.completions.jsonl every N steps")
+    heldout_every: int = setting(0, "kit", "greedy accuracy on the validation set every N steps, and before the "
+                                           "first (<run>.heldout.csv); 0: off. Training is the same either way, so "
+                                           "changing it does not retrain a finished run")
     cache_audio: bool = setting(True, "kit", "the frozen audio encoder runs once per clip per generation batch "
                                              "(exact)")
     cache_features: bool = setting(True, "kit", "a group's G copies of a prompt share one audio load and mel "
@@ -118,8 +122,9 @@ class EmoGRPOConfig(GRPOConfig):
             raise ValueError(f"scale_rewards {self.scale_rewards!r}: expected group, batch or none")
         if self.beta < 0 or self.epsilon < 0:
             raise ValueError(f"beta and epsilon must be >= 0, not {self.beta} / {self.epsilon}")
-        if self.log_completions_every < 0:
-            raise ValueError(f"log_completions_every must be >= 0, not {self.log_completions_every}")
+        if self.log_completions_every < 0 or self.heldout_every < 0:
+            raise ValueError(f"log_completions_every and heldout_every must be >= 0, not {self.log_completions_every}"
+                             f" / {self.heldout_every}")
         self.gradient_checkpointing = False  # set on the model by the backbone loader (backbone.gradient_checkpointing)
         self.log_completions = False
         resolve_shared_fields(self)
@@ -468,8 +473,11 @@ def run_grpo(prof: Profile, run: Run, force: bool = False, stop_after_steps: int
         raise FileNotFoundError(f"{run.name} starts from the SFT adapter {adapter}, which does not exist: run notebook 03 "
                                 "first (or set experiments.sft_before_grpo: false)")
     funcs, weights = reward_functions(prof.section("reward"), run.condition, run.reward)
-    args = trainer_config(prof, "grpo", output_dir=str(run.checkpoint_dir(paths)), reward_weights=weights)
-    rows = training_rows(paths, run, args.max_train_prompts, args.seed, balance=True)
+    args = trainer_config(prof, "grpo", output_dir=str(run.checkpoint_dir(paths)), reward_weights=weights,
+                          **({} if run.seed is None else {"seed": run.seed}))
+    data = prof.section("data")
+    rows = training_rows(paths, run, args.max_train_prompts, args.seed, balance=True,
+                         validation_fraction=data.validation_fraction, validation_seed=data.validation_seed)
     set_seed(args.seed)  # the new LoRA's random init must not depend on what ran before in this process
     bb = load_backbone(prof.section("backbone"), paths, adapter=adapter, trainable=True)
     from datasets import Dataset
@@ -478,7 +486,8 @@ def run_grpo(prof: Profile, run: Run, force: bool = False, stop_after_steps: int
     completions_log = paths.logs / f"{run.name}.completions.jsonl"
     trainer = AudioGRPOTrainer(
         model=bb.model, reward_funcs=funcs, args=args, train_dataset=dataset, processing_class=bb.processor,
-        callbacks=run_callbacks(run, paths, stop_after_steps, jsonl_logs=(completions_log,)),
+        callbacks=run_callbacks(run, paths, stop_after_steps, jsonl_logs=(completions_log,))
+        + heldout_callbacks(prof, run, args.heldout_every, bb.processor, prof.section("backbone")),
         completions_log=completions_log, log_completions_every=args.log_completions_every,
         cache_audio=args.cache_audio, cache_features=args.cache_features,
     )

@@ -11,7 +11,7 @@ from typing import Any
 
 from transformers import TrainerCallback
 
-from ..data.corpora import train_test
+from ..data.corpora.splits import train_validation
 from ..data.labels import candidates as corpus_candidates
 from ..data.manifest import Utterance, read_manifest
 from ..infra import progress
@@ -26,8 +26,10 @@ log = get_logger(__name__)
 
 
 def training_rows(paths: Paths, run: Run, max_rows: int | None, seed: int,
-                  balance: bool = False) -> list[Utterance]:
-    """The training side of a run's split (IEMOCAP: all sessions but the test fold; MELD: official train).
+                  balance: bool = False, validation_fraction: float = 0.0,
+                  validation_seed: int = 0) -> list[Utterance]:
+    """The training side of a run's split (IEMOCAP: all sessions but the test fold, less the validation slice
+    `data.validation_fraction` holds out; MELD: official train, its dev split being the validation set).
 
     `max_rows` caps the set for smoke runs: a seeded sample, class-balanced when `balance` (so a small run sees
     every class), reported by the caller. Order is shuffled deterministically."""
@@ -35,7 +37,7 @@ def training_rows(paths: Paths, run: Run, max_rows: int | None, seed: int,
     if not manifest.exists():
         raise FileNotFoundError(f"{manifest}: no manifest for {run.corpus}; run notebook 01 (or `emorl prepare`) first")
     rows = read_manifest(manifest)
-    train, _ = train_test(rows, run.corpus, run.fold if run.fold is not None else "test")
+    train, _ = train_validation(rows, run.corpus, run.fold, validation_fraction, validation_seed)
     if not train:
         raise ValueError(f"{manifest}: no training rows for {run.name}")
     rng = random.Random(seed)
@@ -254,7 +256,7 @@ TRAIN_SECTIONS = {
 }
 # Trainer fields that change what is logged or kept, not what is trained.
 NOT_TRAINING = {"output_dir", "logging_dir", "run_name", "logging_steps", "save_steps", "save_total_limit",
-                "report_to", "log_completions_every", "dataloader_num_workers", "use_cpu"}
+                "report_to", "log_completions_every", "dataloader_num_workers", "use_cpu", "heldout_every"}
 SETTINGS_FILE = "emorl_settings.json"
 
 

@@ -24,6 +24,7 @@ from ..method.prompts import build_messages
 from ..method.rationales import profile_targets
 from .backbones import load_backbone
 from .experiments import Run
+from .heldout import heldout_callbacks
 from .runs import (
     changed_fields,
     check_training_ranges,
@@ -61,6 +62,9 @@ class EmoSFTConfig(TrainingArguments):
     remove_unused_columns: bool | None = setting(False, "kit", "the collator reads the raw examples")
     label_names: list[str] | None = setting(["labels"], "kit", "the collator's masked labels")
     max_train_samples: int | None = setting(None, "kit", "cap the training set (class-balanced); null: all")
+    heldout_every: int = setting(0, "kit", "greedy accuracy on the validation set every N steps, and before the "
+                                           "first (<run>.heldout.csv); 0: off. Training is the same either way, so "
+                                           "changing it does not retrain a finished run")
 
     SET_ELSEWHERE: ClassVar[dict[str, str]] = {
         "bf16": "follows backbone.dtype", "fp16": "follows backbone.dtype",
@@ -70,6 +74,8 @@ class EmoSFTConfig(TrainingArguments):
 
     def __post_init__(self) -> None:
         check_training_ranges(self)
+        if self.heldout_every < 0:
+            raise ValueError(f"heldout_every must be >= 0, not {self.heldout_every}")
         self.gradient_checkpointing = False  # set on the model by the backbone loader (backbone.gradient_checkpointing)
         resolve_shared_fields(self)
         if not checking_only():
@@ -139,8 +145,11 @@ def run_sft(prof: Profile, run: Run, force: bool = False, stop_after_steps: int 
     paths, final, done = open_run(prof, run, force, "sft")
     if done:
         return final
-    args = trainer_config(prof, "sft", output_dir=str(run.checkpoint_dir(paths)))
-    rows = training_rows(paths, run, args.max_train_samples, args.seed, balance=True)
+    args = trainer_config(prof, "sft", output_dir=str(run.checkpoint_dir(paths)),
+                          **({} if run.seed is None else {"seed": run.seed}))
+    data = prof.section("data")
+    rows = training_rows(paths, run, args.max_train_samples, args.seed, balance=True,
+                         validation_fraction=data.validation_fraction, validation_seed=data.validation_seed)
     examples = sft_examples(prof, run, rows)
     if len(examples) < len(rows):
         log.warning("%s: %d of %d utterances have no target and are skipped", run.name, len(rows) - len(examples),
@@ -148,7 +157,8 @@ def run_sft(prof: Profile, run: Run, force: bool = False, stop_after_steps: int 
     set_seed(args.seed)  # the new LoRA's random init must not depend on what ran before in this process
     bb = load_backbone(prof.section("backbone"), paths, trainable=True)
     trainer = Trainer(model=bb.model, args=args, train_dataset=examples, data_collator=AudioSFTCollator(bb.processor),
-                      callbacks=run_callbacks(run, paths, stop_after_steps))
+                      callbacks=run_callbacks(run, paths, stop_after_steps)
+                      + heldout_callbacks(prof, run, args.heldout_every, bb.processor, prof.section("backbone")))
     # Qwen2-Audio's forward takes **kwargs but averages its loss over its own tokens, ignoring num_items_in_batch;
     # transformers 5.23 reads **kwargs as "the model normalises by num_items_in_batch" and then neither divides the
     # loss by the accumulation steps nor leaves DDP's mean alone (it multiplies by the process count): gradients N x

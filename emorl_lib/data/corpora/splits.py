@@ -58,3 +58,42 @@ def train_test(rows: Sequence[R], corpus: str, fold: int | str) -> tuple[list[R]
         raise ValueError(f"{corpus} has folds {list(folds(corpus))}, not {fold!r}")
     fold = int(fold)
     return ([r for r in rows if _get(r, "fold") != fold], [r for r in rows if _get(r, "fold") == fold])
+
+
+def validation_slice(train: Sequence[R], fraction: float, seed: int = 0, key: str = "label"
+                     ) -> tuple[list[R], list[R]]:
+    """(train, validation): a seeded, class-stratified `fraction` of a fold's training side held out for choosing
+    settings and for learning curves, where the corpus has no official dev split (IEMOCAP, RAVDESS, SAVEE).
+
+    Each class gives round(fraction x its count) rows (at least one where the fraction is positive and the class
+    has two or more); the choice depends only on the rows' ids, the fraction and the seed, not on their order."""
+    if not 0.0 <= fraction < 1.0:
+        raise ValueError(f"validation fraction must be in [0, 1), not {fraction}")
+    if fraction == 0.0:
+        return list(train), []
+    import random
+
+    by_class: dict[str, list[R]] = {}
+    for r in sorted(train, key=lambda r: _get(r, "utt_id")):
+        by_class.setdefault(str(_get(r, key)), []).append(r)
+    held: set[str] = set()
+    for label in sorted(by_class):
+        rows = by_class[label]
+        k = round(fraction * len(rows))
+        if k == 0 and len(rows) >= 2:
+            k = 1
+        rng = random.Random(f"{seed}:{label}")
+        held.update(_get(r, "utt_id") for r in rng.sample(rows, min(k, len(rows) - 1)))
+    return ([r for r in train if _get(r, "utt_id") not in held], [r for r in train if _get(r, "utt_id") in held])
+
+
+def train_validation(rows: Sequence[R], corpus: str, fold: int | str | None, fraction: float, seed: int = 0
+                     ) -> tuple[list[R], list[R]]:
+    """(train, validation) of a fold: what a run trains on and the held-out TRAINING data it is tuned and
+    plotted on (never its test side). MELD: official train and dev; elsewhere the fold's training side less
+    `validation_slice` (empty when `fraction` is 0)."""
+    if corpus == "meld":
+        train, _ = train_test(rows, corpus, "test")
+        return train, [r for r in rows if _get(r, "split") == "dev"]
+    train, _ = train_test(rows, corpus, fold)
+    return validation_slice(train, fraction, seed)
