@@ -39,13 +39,11 @@ def _title_note(book: ScoreBook) -> str:
 
 
 def pooled_confusion(book: ScoreBook, corpus: str, rec: Recipe) -> tuple[np.ndarray, tuple[str, ...]] | None:
-    """A recipe's in-corpus confusion counts (IEMOCAP: summed over its folds)."""
+    """A recipe's in-corpus confusion counts (summed over its IEMOCAP folds and training seeds)."""
     s = book.settings
-    folds = s.exp.iemocap_folds if corpus == "iemocap" else [None]
     total, labels = None, None
-    for f in folds:
-        run = Run(corpus, rec.stage, rec.condition, rec.reward, f)
-        name = f"{corpus}-f{f}" if f is not None else f"{corpus}-{s.eval.meld_split}"
+    for run in book.models(corpus, rec.stage, rec.condition, rec.reward):
+        name = f"{corpus}-f{run.fold}" if run.fold is not None else f"{corpus}-{s.eval.meld_split}"
         e = book.get(run, name)
         if e and e.scores:
             total = e.scores.confusion if total is None else total + e.scores.confusion
@@ -241,5 +239,57 @@ def prior_heatmaps(reward_cfg, corpora=IN_CORPUS):
         ax.set_yticks(range(len(labels)), labels, fontsize=7)
         ax.set_title(f"{reward_cfg.prior.kind} prior, {NAMES[c]}", fontsize=8)
     fig.suptitle(f"Similarity prior S (* = partial credit: S > gamma = {reward_cfg.gamma})", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def learning_curves(logs: Mapping[Run, pd.DataFrame], heldout: Mapping[Run, pd.DataFrame], smooth: int = 5,
+                    note: str = ""):
+    """GRPO learning curves, one row per training corpus: total reward, sampled batch accuracy (both smoothed over
+    `smooth` steps) and greedy held-out UA on the validation set, against steps; one line per recipe (mean over
+    training seeds, the band spanning them). Step 0 of the held-out curve is the SFT start."""
+    if not logs and not heldout:
+        return None
+    runs = list(dict.fromkeys([*logs, *heldout]))
+    corpora = sorted({r.corpus for r in runs})
+    recipes = sorted({(r.reward, r.condition) for r in runs}, key=str)
+    panels = [("reward", "total reward (sampled)"), ("__acc__", "batch accuracy (sampled)"),
+              ("ua", "held-out UA (greedy, validation set)")]
+    fig, axes = plt.subplots(len(corpora), len(panels), figsize=(4.3 * len(panels), 3.2 * len(corpora)),
+                             squeeze=False)
+    for i, corpus in enumerate(corpora):
+        for k, (reward, cond) in enumerate(recipes):
+            group = [r for r in runs if r.corpus == corpus and (r.reward, r.condition) == (reward, cond)]
+            if not group:
+                continue
+            label = f"{cond}, {reward}" + (f" ({len(group)} seeds)" if len(group) > 1 else "")
+            for j, (col, title) in enumerate(panels):
+                ax = axes[i, j]
+                series = []
+                for r in group:
+                    df = heldout.get(r) if col == "ua" else logs.get(r)
+                    if df is None:
+                        continue
+                    c = accuracy_column(df) if col == "__acc__" else col
+                    if c is None or c not in df.columns:
+                        continue
+                    y = df.set_index("step")[c].astype(float)
+                    if col != "ua" and smooth > 1:
+                        y = y.rolling(smooth, min_periods=1).mean()
+                    series.append(y)
+                if not series:
+                    continue
+                table = pd.concat(series, axis=1).sort_index()
+                mean = table.mean(axis=1)
+                ax.plot(mean.index, mean.values, color=f"C{k}", marker="o" if col == "ua" else None, ms=3,
+                        label=label)
+                if table.shape[1] > 1:
+                    ax.fill_between(table.index, table.min(axis=1), table.max(axis=1), color=f"C{k}", alpha=0.15)
+                ax.set_title(f"{NAMES.get(corpus, corpus)}: {title}", fontsize=8)
+                ax.set_xlabel("GRPO step", fontsize=8)
+    for ax in axes.flat:
+        if ax.lines:
+            ax.legend(fontsize=6)
+    fig.suptitle("GRPO learning curves (mean over seeds; band: min-max)" + note, fontsize=9)
     fig.tight_layout()
     return fig

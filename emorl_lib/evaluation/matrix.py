@@ -25,7 +25,7 @@ from ..infra.log import get_logger
 from ..infra.paths import Paths
 from ..method.prompts import CONDITIONS, PromptConfig
 from ..training.backbones import Backbone, BackboneConfig, load_backbone
-from ..training.experiments import ExperimentsConfig, Run, all_runs
+from ..training.experiments import ExperimentsConfig, Run, all_runs, seeds
 from .generate import predict_set, read_predictions, reparse
 from .metrics import FoldMean, Scores, fold_mean, score
 from .testsets import (
@@ -253,23 +253,35 @@ class ScoreBook:
     def get(self, run: Run, test_set: str) -> Entry | None:
         return self.entries.get((run.name, test_set))
 
+    def models(self, corpus: str, stage: str, condition: str, reward: str | None = None,
+               fold: int | None | str = "all") -> list[Run]:
+        """Every trained model of a recipe: one per IEMOCAP fold (or `fold` only) and per training seed
+        (zero-shot models have no seed)."""
+        s = self.settings
+        folds = (s.exp.iemocap_folds if corpus == "iemocap" else [None]) if fold == "all" else [fold]
+        sds = [None] if stage == "zeroshot" else seeds(s.exp)
+        return [Run(corpus, stage, condition, reward, f, sd) for f in folds for sd in sds]
+
     def in_corpus(self, corpus: str, stage: str, condition: str, reward: str | None = None
                   ) -> tuple[Scores | FoldMean | None, str]:
-        """A recipe's in-corpus result: MELD's test split, or the mean over IEMOCAP's configured folds; with a
-        note when folds are missing."""
+        """A recipe's in-corpus result: MELD's test split, or the mean over IEMOCAP's configured folds, and over
+        the training seeds where there are several; with a note when models are missing."""
         s = self.settings
-        if corpus != "iemocap":
-            run = Run(corpus, stage, condition, reward, None)
+        runs = self.models(corpus, stage, condition, reward)
+        got = {}
+        for run in runs:
             e = self.get(run, in_corpus_name(run, s.eval.meld_split))
-            return (e.scores if e and e.scores else None), ("" if e and e.scores else (e.status if e else "missing"))
-        per = {}
-        for f in s.exp.iemocap_folds:
-            run = Run(corpus, stage, condition, reward, f)
-            e = self.get(run, in_corpus_name(run))
             if e and e.scores:
-                per[f] = e.scores
-        if not per:
+                got[run] = e.scores
+        if corpus != "iemocap" and len(runs) == 1:
+            e = self.get(runs[0], in_corpus_name(runs[0], s.eval.meld_split))
+            return (got.get(runs[0])), ("" if got else (e.status if e else "missing"))
+        if not got:
             return None, "missing"
+        if len({r.seed for r in runs}) > 1:  # several training seeds: the mean over every (fold, seed) model
+            note = "" if len(got) == len(runs) else f"mean of {len(got)}/{len(runs)} models (folds x seeds)"
+            return fold_mean(dict(enumerate(got.values())), s.eval.ci), note
+        per = {r.fold: sc for r, sc in got.items()}
         n = len(s.exp.iemocap_folds)
         if len(per) == n:
             note = ""
@@ -281,12 +293,11 @@ class ScoreBook:
 
     def cross(self, train: str, test: str, stage: str, condition: str, reward: str | None = None
               ) -> tuple[float, int]:
-        """Accuracy (%) of the recipe trained on `train` on `test`'s 4-class set (mean over the IEMOCAP folds that
-        were scored), and how many models it averages; (nan, 0) when none."""
-        folds = self.settings.exp.iemocap_folds if train == "iemocap" else [None]
+        """Accuracy (%) of the recipe trained on `train` on `test`'s 4-class set (mean over the IEMOCAP folds and
+        training seeds that were scored), and how many models it averages; (nan, 0) when none."""
         vals = []
-        for f in folds:
-            e = self.get(Run(train, stage, condition, reward, f), "xc-" + test)
+        for run in self.models(train, stage, condition, reward):
+            e = self.get(run, "xc-" + test)
             if e and e.scores:
                 vals.append(100 * e.scores.wa)
         return (float(np.mean(vals)), len(vals)) if vals else (float("nan"), 0)

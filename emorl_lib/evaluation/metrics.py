@@ -149,3 +149,15 @@ def fold_mean(per_fold: dict[int, Scores], level: float = 0.95) -> FoldMean:
             ci[m] = percentile_ci(np.mean([r[:b] for r in reps], axis=0), level)
     return FoldMean(folds, sum(per_fold[f].n for f in folds), vals, ci, per_fold,
                     sum(per_fold[f].n_fallback for f in folds))
+
+
+def metric_replicates(g: np.ndarray, p: np.ndarray, k: int, idx: np.ndarray) -> dict[str, np.ndarray]:
+    """Every metric of the prediction set (encoded gold `g`, predictions `p`, `k` classes) resampled by each row
+    of `idx` (replicates x utterance indices): the paired bootstrap of a comparison draws `idx` once and applies
+    it to both systems."""
+    idx = np.atleast_2d(idx)
+    n_rep = idx.shape[0]
+    flat = g[idx] * (k + 1) + p[idx]
+    offs = (np.arange(n_rep) * k * (k + 1))[:, None]
+    cms = np.bincount((flat + offs).ravel(), minlength=n_rep * k * (k + 1)).reshape(n_rep, k, k + 1)
+    return _from_confusions(cms)

@@ -195,6 +195,8 @@ def _matches(tp: Any, value: Any) -> bool:
 def from_dict(cls: type[T], data: dict | None, where: str = "", runtime: dict | None = None) -> T:
     """Build config class `cls` from a YAML mapping (checked: unknown keys, types, the class's own range checks),
     plus `runtime` values that the kit sets itself (never from YAML). Every error is a ConfigError naming `where`."""
+    if hasattr(cls, "from_mapping"):  # a section of named entries (comparisons): the class reads it itself
+        return cls.from_mapping(data, where)
     data = dict(data or {})
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls) if f.init}
@@ -284,6 +286,7 @@ SECTIONS: dict[str, str] = {
     "grpo": "emorl_lib.training.grpo:EmoGRPOConfig",
     "eval": "emorl_lib.evaluation.matrix:EvalConfig",
     "runtime": "emorl_lib.infra.determinism:RuntimeConfig",
+    "comparisons": "emorl_lib.evaluation.compare:ComparisonsConfig",
 }
 
 
@@ -331,6 +334,10 @@ def describe(prof: Profile, everything: bool = False) -> list[dict[str, Any]]:
         for key in SECTIONS:
             cls = section_class(key)
             raw = prof.sections.get(key) or {}
+            if hasattr(cls, "from_mapping"):  # named entries: one row each, as written
+                rows += [{"setting": f"{key}.{name}", "value": spec, "from": "profile", "tag": "see profile",
+                          "why": ""} for name, spec in raw.items()]
+                continue
             rows += _describe(prof.section(key), cls, raw, key, everything)
     return rows
 

@@ -131,6 +131,7 @@ def heldout_callbacks(prof, run, every: int, processor, backbone_config) -> list
     if ts is None:
         log.info("%s: no validation set (data.validation_fraction is 0): no held-out curve", run.name)
         return []
+    # a trained model is read from its <answer> only, as evaluation reads it (matrix.answer_tag_required)
     spec = HeldOutSpec(ts, prof.section("prompt"), run.condition, ecfg.max_new_tokens[run.condition],
-                       ecfg.batch_size, ecfg.require_answer_tag)
+                       ecfg.batch_size, require_answer_tag=True)
     return [HeldOutEval(spec, processor, every, run.heldout_csv(paths), backbone_config)]
