@@ -76,6 +76,14 @@ def test_content_quotes_the_transcript_and_names_salient_words_only_when_present
     assert salient_words("I’m so sorry, I miss you. Sorry!", cfg.lexicon) == {"sad": ["sorry", "miss"]}
 
 
+def test_quote_words_zero_quotes_nothing_but_keeps_the_rest_of_the_rationale():
+    quoted = rationale_for(utt("u5", "happy", "Oh I love it, it is great"), AROUSED, RationaleConfig(quote_words=4))
+    bare = rationale_for(utt("u5", "happy", "Oh I love it, it is great"), AROUSED, RationaleConfig(quote_words=0))
+    assert '"Oh I love it' in quoted.content and "Oh I" not in bare.content and '"love"' in bare.content
+    assert bare.content.startswith(("Emotionally salient", "The salient")) and quoted.content.endswith(bare.content)
+    assert (bare.acoustics, bare.summary) == (quoted.acoustics, quoted.summary)
+
+
 def test_summary_leads_to_the_gold_label_and_flags_mixed_cues():
     cfg = RationaleConfig()
     fits = rationale_for(utt("u1", "angry"), AROUSED, cfg).summary
@@ -168,7 +176,7 @@ def test_rows_without_descriptors_are_counted(capsys):
 
 def test_config_rejects_bad_values():
     with pytest.raises(ValueError, match="quote_words"):
-        RationaleConfig(quote_words=0)
+        RationaleConfig(quote_words=-1)
     with pytest.raises(ValueError, match="arousal"):
         RationaleConfig(low_arousal=0.7, high_arousal=0.6)
 

@@ -51,15 +51,16 @@ class RationaleConfig:
     """The `rationale` section: how SFT targets' reasoning is written."""
 
     seed: int = 0                      # phrasing choice is seeded from (seed, utt_id)
-    quote_words: int = 8               # words of the transcript quoted in <content>
+    quote_words: int = 8               # words of the transcript quoted in <content>; 0: no quote (a model that
+                                       # cannot transcribe would learn to invent the words)
     lexicon: dict[str, list[str]] = field(default_factory=_default_lexicon)  # label -> salient words
     teacher_jsonl: str | None = None   # rationales written by a teacher model; they override the template
     high_arousal: float = 0.6          # NRC arousal of a label above which its voice is expected to be aroused
     low_arousal: float = 0.35          # ... below which it is expected to be calm or low
 
     def __post_init__(self) -> None:
-        if self.quote_words < 1:
-            raise ValueError(f"quote_words must be >= 1, got {self.quote_words}")
+        if self.quote_words < 0:
+            raise ValueError(f"quote_words must be >= 0, got {self.quote_words}")
         if not self.low_arousal < self.high_arousal:
             raise ValueError(f"need low_arousal < high_arousal, got {self.low_arousal}, {self.high_arousal}")
 
@@ -106,13 +107,14 @@ def content_text(utt: Utterance, cfg: RationaleConfig, rng: random.Random) -> tu
     quote = _quote(t, cfg.quote_words)
     found = salient_words(t, cfg.lexicon)
     said = _pick(rng, [f'The speaker says "{quote}".', f'The words are "{quote}".', f'It is said: "{quote}".'])
+    said = said + " " if cfg.quote_words else ""
     if not found:
-        return said + " " + _pick(rng, [
+        return said + _pick(rng, [
             "No word is emotionally salient; the content is neutral.",
             "None of the words is emotionally salient, and the content is neutral.",
         ]), {}
     words = ", ".join(f'"{w}"' for ws in found.values() for w in ws)
-    return said + " " + _pick(rng, [f"Emotionally salient words: {words}.",
+    return said + _pick(rng, [f"Emotionally salient words: {words}.",
                                     f"The salient words are {words}."]), found
 
 
