@@ -30,6 +30,21 @@ def test_seeds_multiply_the_matrix_and_name_the_runs():
         ExperimentsConfig(seeds=[1, 1])
 
 
+def test_a_grpo_run_can_be_kept_to_one_corpus_and_cross_corpus_to_some_recipes():
+    from emorl_lib.training.experiments import all_runs, scored_cross_corpus
+
+    cfg = ExperimentsConfig(corpora=["iemocap", "meld"], iemocap_folds=[1], sft_conditions=["IR"],
+                            grpo_runs=[["binary", "IR", "meld"], ["eswr", "IR"]],
+                            cross_corpus=["sft IR", "grpo eswr IR"])
+    assert [r.name for r in grpo_runs(cfg)] == ["iemocap-f1_grpo_eswr_IR", "meld_grpo_binary_IR", "meld_grpo_eswr_IR"]
+    scored = {r.name for r in all_runs(cfg) if scored_cross_corpus(cfg, r)}
+    assert scored == {"iemocap-f1_sft_IR", "meld_sft_IR", "iemocap-f1_grpo_eswr_IR", "meld_grpo_eswr_IR"}
+    for bad in ({"grpo_runs": [["eswr", "IR", "ravdess"]]}, {"cross_corpus": ["grpo binary ESR"]}):
+        with pytest.raises(ValueError, match="grpo_runs|cross_corpus"):
+            ExperimentsConfig(**{"corpora": ["iemocap", "meld"], "sft_conditions": ["IR"],
+                                 "grpo_runs": [["eswr", "IR"]], **bad})
+
+
 def test_validation_slice_is_stratified_seeded_and_disjoint():
     rows = [_utt(f"u{i:03d}", "iemocap", FOUR[i % 4], fold=2 + i % 4) for i in range(80)]
     train, val = validation_slice(rows, 0.25, seed=0)

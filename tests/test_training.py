@@ -323,3 +323,31 @@ def test_heldout_curve_is_written_and_leaves_training_unchanged(train_profile, s
     assert ta.keys() == tb.keys()
     for k in ta:
         torch.testing.assert_close(ta[k], tb[k], rtol=0, atol=0, msg=k)
+
+
+def test_a_stage_in_worker_processes_trains_what_a_serial_stage_does(train_profile):
+    """experiments.workers runs a stage's runs side by side; each run seeds itself, so the adapters are the ones a
+    serial stage with the same torch thread count trains."""
+    from emorl_lib.training.runs import train_stage
+
+    finals = {}
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the workers' thread count
+    try:
+        for workers in (1, 2):
+            prof = train_profile.with_overrides({
+                "paths": {"runs": str(train_profile.paths.run.parent / f"workers{workers}")},
+                "experiments": {"seeds": [1, 2], "workers": workers, "sft_conditions": ["IR"]},
+                "sft": {"max_steps": 2}})
+            (prof.paths.ensure().manifests / "iemocap.jsonl").write_text(
+                (train_profile.paths.manifests / "iemocap.jsonl").read_text())
+            finals[workers] = train_stage("sft", prof)
+    finally:
+        torch.set_num_threads(threads)
+    assert list(finals[1]) == list(finals[2]) == ["iemocap-f1_sft_IR_s1", "iemocap-f1_sft_IR_s2"]
+    for name in finals[1]:
+        ta, tb = _adapter_tensors(finals[1][name]), _adapter_tensors(finals[2][name])
+        for k in ta:
+            torch.testing.assert_close(ta[k], tb[k], rtol=0, atol=0, msg=f"{name} {k}")
+    s1, s2 = (_adapter_tensors(finals[2][n]) for n in finals[2])
+    assert any(not torch.equal(s1[k], s2[k]) for k in s1)  # the seeds differ, so the runs do

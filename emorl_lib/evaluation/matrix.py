@@ -25,7 +25,7 @@ from ..infra.log import get_logger
 from ..infra.paths import Paths
 from ..method.prompts import CONDITIONS, PromptConfig
 from ..training.backbones import Backbone, BackboneConfig, load_backbone
-from ..training.experiments import ExperimentsConfig, Run, all_runs, seeds
+from ..training.experiments import ExperimentsConfig, Run, all_runs, scored_cross_corpus, seeds
 from .generate import predict_set, read_predictions, reparse
 from .metrics import FoldMean, Scores, fold_mean, score
 from .testsets import (
@@ -152,7 +152,8 @@ def test_set_names(run: Run, s: EvalSetup) -> list[str]:
     """The sets a run is scored on: its in-corpus fold/split, then the other corpora's cross-corpus sets."""
     names = [in_corpus_name(run, s.eval.meld_split)]
     first_fold = s.exp.iemocap_folds[0] if s.exp.iemocap_folds else None
-    if s.exp.cross_corpus and (run.fold is None or s.eval.crosscorpus_all_folds or run.fold == first_fold):
+    if scored_cross_corpus(s.exp, run) and (run.fold is None or s.eval.crosscorpus_all_folds
+                                            or run.fold == first_fold):
         names += ["xc-" + c for c in crosscorpus_targets(run.corpus, crosscorpus_corpora(s.paths))]
     return names
 
@@ -209,6 +210,14 @@ def run_matrix(settings: EvalSetup, stages: list[str] | None = None, runs: list[
             rep.missing.append((r.name, f"no adapter at {r.adapter_dir(s.paths)}"))
     if not ready:
         return rep
+    if backbone is None and s.exp.workers > 1 and len(ready) > 1:
+        from ..infra.parallel import run_jobs
+
+        w = min(s.exp.workers, len(ready))
+        for part in run_jobs(_matrix_part, [(s, ready[i::w]) for i in range(w)], w):
+            rep.evaluated += part.evaluated
+            rep.skipped += part.skipped
+        return rep
     bb = backbone or load_backbone(s.backbone, s.paths, trainable=False)
     base = base_identity(s)
     for r in ready:
@@ -227,6 +236,12 @@ def run_matrix(settings: EvalSetup, stages: list[str] | None = None, runs: list[
                     continue
                 rep.evaluated.append((r.name, name, len(preds)))
     return rep
+
+
+def _matrix_part(settings: EvalSetup, runs: list[Run]) -> MatrixReport:
+    """One worker's share of the matrix (its own base model; the models' prediction files are disjoint)."""
+    return run_matrix(dataclasses.replace(settings, exp=dataclasses.replace(settings.exp, workers=1)), runs=runs,
+                      progress=False)
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -107,7 +107,8 @@ def main_rows(cond: str = "IR") -> list[Recipe]:
 
 def eswr_rows(grpo_runs: list[list[str]]) -> list[Recipe]:
     """ESWR on/off for each prompt condition trained with both rewards."""
-    conds = [c for c in ("IR", "EUR", "ESR") if ["binary", c] in grpo_runs and ["eswr", c] in grpo_runs]
+    pairs = {tuple(entry[:2]) for entry in grpo_runs}
+    conds = [c for c in ("IR", "EUR", "ESR") if ("binary", c) in pairs and ("eswr", c) in pairs]
     return [Recipe(f"{c}, {'ESWR' if r == 'eswr' else 'binary'}", "grpo", c, r) for c in conds for r in ("binary", "eswr")]
 
 

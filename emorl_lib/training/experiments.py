@@ -23,22 +23,30 @@ class ExperimentsConfig:
 
     corpora: list[str] = field(default_factory=lambda: ["iemocap", "meld"])  # in-corpus training corpora
     iemocap_folds: list[int] = field(default_factory=lambda: [1, 2, 3, 4, 5])  # leave-one-session-out test folds
-    # GRPO runs: each (reward, condition). Binary-vs-ESWR and IR/EUR/ESR ablations come from this list.
+    # GRPO runs: each [reward, condition] for every corpus, or [reward, condition, corpus] for one corpus only
+    # (e.g. [binary, IR, meld]: on IEMOCAP's 4 classes binary and ESWR rewards coincide). The binary-vs-ESWR and
+    # IR/EUR/ESR ablations come from this list.
     grpo_runs: list[list[str]] = field(default_factory=lambda: [
         ["binary", "IR"], ["eswr", "IR"], ["binary", "ESR"], ["eswr", "ESR"], ["eswr", "EUR"]])
     sft_conditions: list[str] = field(default_factory=lambda: ["IR", "EUR", "ESR"])  # SFT warm-ups to train
     sft_before_grpo: bool = setting(True, "inferred", "GRPO starts from the SFT adapter of the same condition: the "
                                                       "paper's warm-up is unknown; SARI needed one")
-    cross_corpus: bool = True  # evaluate each trained model on the other corpora's balanced 4-class sets
+    cross_corpus: bool | list[str] = setting(True, "kit", "score models on the other corpora's balanced 4-class "
+                                                          "sets: true (all), false, or the recipes to score "
+                                                          "(Run.recipe: 'sft IR', 'grpo eswr ESR', ...)")
     seeds: list[int] | None = setting(None, "kit", "training seeds: null trains each recipe once with its section's "
                                                    "seed; a list trains it once per seed (SFT and the GRPO run "
                                                    "starting from it share it), run names ending in _s<seed>")
+    workers: int = setting(1, "kit", "processes training a stage's runs (and evaluating models) side by side, one "
+                                     "torch thread each; what a run trains does not depend on it")
 
     def __post_init__(self) -> None:
         """Fail early, naming the bad entry, rather than after an hour of training."""
         for entry in self.grpo_runs:
-            if len(entry) != 2 or entry[0] not in ("binary", "eswr") or entry[1] not in ("IR", "EUR", "ESR"):
-                raise ValueError(f"grpo_runs: {entry!r} is not [binary|eswr, IR|EUR|ESR]")
+            if len(entry) not in (2, 3) or entry[0] not in ("binary", "eswr") or entry[1] not in ("IR", "EUR", "ESR") \
+                    or entry[2:] not in ([], *[[c] for c in self.corpora]):
+                raise ValueError(f"grpo_runs: {entry!r} is not [binary|eswr, IR|EUR|ESR] or "
+                                 f"[binary|eswr, IR|EUR|ESR, <one of {self.corpora}>] (one corpus only)")
         bad = [c for c in self.sft_conditions if c not in ("IR", "EUR", "ESR")]
         if bad:
             raise ValueError(f"sft_conditions: {bad} are not IR, EUR or ESR")
@@ -46,7 +54,7 @@ class ExperimentsConfig:
         if bad:
             raise ValueError(f"corpora: {bad}; the in-corpus training corpora are iemocap and meld")
         if self.sft_before_grpo:
-            missing = sorted({cond for _, cond in self.grpo_runs} - set(self.sft_conditions))
+            missing = sorted({entry[1] for entry in self.grpo_runs} - set(self.sft_conditions))
             if missing:
                 raise ValueError(f"sft_before_grpo needs SFT runs for condition(s) {missing} (add them to "
                                  "sft_conditions, or set sft_before_grpo: false)")
@@ -56,6 +64,13 @@ class ExperimentsConfig:
         if self.seeds is not None and (not self.seeds or len(set(self.seeds)) != len(self.seeds)
                                        or not all(isinstance(x, int) and x >= 0 for x in self.seeds)):
             raise ValueError(f"seeds: {self.seeds!r} is not null or a list of distinct integers >= 0")
+        if self.workers < 1:
+            raise ValueError(f"workers must be >= 1, not {self.workers}")
+        if not isinstance(self.cross_corpus, bool):
+            known = {r.recipe for r in all_runs(self)}
+            unknown = [x for x in self.cross_corpus if x not in known]
+            if unknown:
+                raise ValueError(f"cross_corpus: {unknown} are not recipes of this matrix (known: {sorted(known)})")
 
 
 @dataclass(frozen=True)
@@ -68,6 +83,11 @@ class Run:
     reward: str | None = None  # binary | eswr (grpo only)
     fold: int | None = None  # IEMOCAP test session; None for MELD (official split)
     seed: int | None = None  # training seed (experiments.seeds); None: the stage section's seed
+
+    @property
+    def recipe(self) -> str:
+        """What was trained, whatever the corpus, fold and seed: 'zeroshot IR', 'sft ESR', 'grpo eswr IR'."""
+        return " ".join(x for x in (self.stage, self.reward, self.condition) if x)
 
     @property
     def name(self) -> str:
@@ -118,12 +138,17 @@ def sft_runs(cfg: ExperimentsConfig) -> list[Run]:
 
 
 def grpo_runs(cfg: ExperimentsConfig) -> list[Run]:
-    return [Run(c, "grpo", cond, reward, f, sd) for sd in seeds(cfg)
-            for c in cfg.corpora for f in _folds(cfg, c) for reward, cond in cfg.grpo_runs]
+    return [Run(c, "grpo", entry[1], entry[0], f, sd) for sd in seeds(cfg)
+            for c in cfg.corpora for f in _folds(cfg, c) for entry in cfg.grpo_runs if entry[2:] in ([], [c])]
+
+
+def scored_cross_corpus(cfg: ExperimentsConfig, run: Run) -> bool:
+    """Whether `run` is scored on the other corpora's 4-class sets (experiments.cross_corpus)."""
+    return cfg.cross_corpus if isinstance(cfg.cross_corpus, bool) else run.recipe in cfg.cross_corpus
 
 
 def zeroshot_runs(cfg: ExperimentsConfig) -> list[Run]:
-    conds = sorted({cond for _, cond in cfg.grpo_runs} | set(cfg.sft_conditions))
+    conds = sorted({entry[1] for entry in cfg.grpo_runs} | set(cfg.sft_conditions))
     return [Run(c, "zeroshot", cond, None, f) for c in cfg.corpora for f in _folds(cfg, c) for cond in conds]
 
 

@@ -405,11 +405,24 @@ def stage_runs(prof: Profile, stage: str) -> list[Run]:
     return sft_runs(ecfg) if stage == "sft" else grpo_runs(ecfg)
 
 
-def train_stage(stage: str, prof: Profile, only: list[str] | None = None, force: bool = False) -> dict[str, Path]:
-    """Train the `sft` or `grpo` runs of the profile; returns run name -> final adapter folder."""
-    from .distributed import check_launch
+def _train_one(stage: str, prof: Profile, run: Run, force: bool) -> Path:
     from .grpo import run_grpo
     from .sft import run_sft
+
+    t0 = time.time()
+    final = (run_sft if stage == "sft" else run_grpo)(prof, run, force=force)
+    log.info("%s %s: %.0f s -> %s", stage, run.name, time.time() - t0, final)
+    return final
+
+
+def train_stage(stage: str, prof: Profile, only: list[str] | None = None, force: bool = False,
+                workers: int | None = None) -> dict[str, Path]:
+    """Train the `sft` or `grpo` runs of the profile; returns run name -> final adapter folder.
+
+    `workers` (default: experiments.workers) trains that many runs side by side in worker processes; under
+    `accelerate launch` the processes already train one run together, so runs go one after another."""
+    from ..infra.parallel import run_jobs
+    from .distributed import check_launch, launched_world_size
 
     check_launch()
     runs = _select(stage_runs(prof, stage), only)
@@ -418,11 +431,8 @@ def train_stage(stage: str, prof: Profile, only: list[str] | None = None, force:
 
         for corpus in sorted({r.corpus for r in runs}):
             descriptors_path(prof.paths.manifests / f"{corpus}.jsonl").unlink(missing_ok=True)
-    train = run_sft if stage == "sft" else run_grpo
-    out: dict[str, Path] = {}
+    workers = 1 if launched_world_size() > 1 else (workers or prof.section("experiments").workers)
     for i, run in enumerate(runs, 1):
-        t0 = time.time()
         log.info("%s run %d/%d: %s", stage, i, len(runs), run.name)
-        out[run.name] = train(prof, run, force=force)
-        log.info("%s %s: %.0f s -> %s", stage, run.name, time.time() - t0, out[run.name])
-    return out
+    finals = run_jobs(_train_one, [(stage, prof, run, force) for run in runs], workers)
+    return {run.name: final for run, final in zip(runs, finals)}
