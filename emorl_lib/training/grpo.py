@@ -85,6 +85,9 @@ class EmoGRPOConfig(GRPOConfig):
     # The kit's own fields
     max_train_prompts: int | None = setting(None, "kit", "cap the training prompts (class-balanced); null: all")
     log_completions_every: int = setting(20, "kit", "sampled completions to <run>.completions.jsonl every N steps")
+    train_modules_to_save: bool = setting(True, "kit", "false: GRPO updates the LoRA weights only and leaves the "
+                                                       "modules the SFT warm-up trained in full "
+                                                       "(backbone.lora.modules_to_save) as they are")
     heldout_every: int = setting(0, "kit", "greedy accuracy on the validation set every N steps, and before the "
                                            "first (<run>.heldout.csv); 0: off. Training is the same either way, so "
                                            "changing it does not retrain a finished run")
@@ -458,6 +461,16 @@ def reward_functions(reward_cfg: RewardConfig, condition: str, accuracy: str) ->
     return funcs, weights
 
 
+def freeze_modules_to_save(model) -> int:
+    """Stop gradients into PEFT's full-module copies (modules_to_save); returns how many tensors were frozen."""
+    n = 0
+    for name, p in model.named_parameters():
+        if ".modules_to_save." in name and p.requires_grad:
+            p.requires_grad_(False)
+            n += 1
+    return n
+
+
 def run_grpo(prof: Profile, run: Run, force: bool = False, stop_after_steps: int | None = None) -> Path | None:
     """Train one GRPO run (resuming from its last checkpoint); returns the final adapter folder.
 
@@ -480,6 +493,9 @@ def run_grpo(prof: Profile, run: Run, force: bool = False, stop_after_steps: int
                          validation_fraction=data.validation_fraction, validation_seed=data.validation_seed)
     set_seed(args.seed)  # the new LoRA's random init must not depend on what ran before in this process
     bb = load_backbone(prof.section("backbone"), paths, adapter=adapter, trainable=True)
+    if not args.train_modules_to_save:
+        log.info("%s: %d tensors of the warm-up's full modules frozen (grpo.train_modules_to_save: false)", run.name,
+                 freeze_modules_to_save(bb.model))
     from datasets import Dataset
 
     dataset = Dataset.from_list(prompt_rows(rows, prof.section("prompt"), run.corpus, run.condition))
