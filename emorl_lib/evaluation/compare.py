@@ -373,7 +373,9 @@ def write_results(s: EvalSetup, smooth: int = 5) -> list:
     outcomes = [o for c in comps for o in answer(c, s)]
     frame = outcomes_frame(outcomes, s.eval.ci)
     res = s.paths.results
-    written = [atomic_write_text(res / "results.csv", frame.to_csv(index=False))]
+    # results.csv beside results.md for readers; the same rows among the tables, so the golden check covers them
+    written = [atomic_write_text(res / "results.csv", frame.to_csv(index=False)),
+               atomic_write_text(s.paths.tables / "comparisons.csv", frame.to_csv(index=False))]
 
     logs = {r: d for r in grpo_runs(s.exp) if (d := read_log(r.log_csv(s.paths))) is not None}
     held = {r: d for r in grpo_runs(s.exp) if (d := read_heldout(r.heldout_csv(s.paths))) is not None}

@@ -141,6 +141,8 @@ def _md(path: Path, columns: list[str] | None = None, rename: dict[str, str] | N
 
 README_TABLES = (  # (file, heading): what the README shows of the golden set, in this order
     ("main_results.csv", "Main table, UA / WA / macro-F1 %"),
+    ("comparisons.csv", "Declared comparisons (profile section `comparisons`): B - A in points, 95 % paired bootstrap "
+                        "interval"),
     ("ablation_eswr.csv", "ESWR ablation"),
     ("crosscorpus.csv", "Cross-corpus accuracy %"),
     ("grpo_training_summary.csv", "GRPO training, mean of the first vs the last 10 logged steps"),
