@@ -165,10 +165,11 @@ def test_training_twice_gives_bit_identical_adapters(train_profile, stage, monke
 
 # ---- one invalidation rule -----------------------------------------------------------------------------------------
 def test_training_code_closure_leaves_out_evaluation_and_figures():
-    from emorl_lib.infra.fingerprint import PREDICTION_CODE, TRAINING_CODE, closure, notebook_imports
+    from emorl_lib.infra.fingerprint import PREDICTION_CODE, TRAINING_CODE, TRAINING_OBSERVERS, closure, notebook_imports
 
     for stage in ("sft", "grpo"):
-        mods = closure(TRAINING_CODE[stage])
+        assert "emorl_lib.training.heldout" in closure(TRAINING_CODE[stage])  # the trainers do run it
+        mods = closure(TRAINING_CODE[stage], TRAINING_OBSERVERS)
         assert "emorl_lib.training.sft" in mods and "emorl_lib.method.rewards" in mods
         assert not any(m.startswith("emorl_lib.evaluation") for m in mods), stage
     assert "emorl_lib.evaluation.figures" not in closure(PREDICTION_CODE)
@@ -190,7 +191,7 @@ def test_a_change_in_training_code_retrains_a_finished_run(train_profile, monkey
     run_sft(prof, run)
     assert "is current, skipped" in capsys.readouterr().out
     real = fingerprint.code_digest
-    monkeypatch.setattr(fingerprint, "code_digest", lambda roots: real(roots) + "-edited")
+    monkeypatch.setattr(fingerprint, "code_digest", lambda *a: real(*a) + "-edited")
     run_sft(prof, run)
     assert "settings changed" in capsys.readouterr().out
 

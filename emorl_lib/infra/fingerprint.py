@@ -84,12 +84,12 @@ def imports_of(source: str, module: str = "__main__", is_package: bool = False) 
 
 
 @functools.lru_cache(maxsize=None)
-def _closure(roots: tuple[str, ...]) -> frozenset[str]:
+def _closure(roots: tuple[str, ...], leave_out: tuple[str, ...] = ()) -> frozenset[str]:
     seen: set[str] = set()
     todo = list(roots)
     while todo:
         m = todo.pop()
-        if m in seen or module_file(m) is None:
+        if m in seen or m in leave_out or module_file(m) is None:
             continue
         seen.add(m)
         parts = m.split(".")
@@ -99,9 +99,10 @@ def _closure(roots: tuple[str, ...]) -> frozenset[str]:
     return frozenset(seen)
 
 
-def closure(roots: Iterable[str]) -> list[str]:
-    """Every emorl_lib module the roots import, transitively, sorted."""
-    return sorted(_closure(tuple(sorted(set(roots)))))
+def closure(roots: Iterable[str], leave_out: Iterable[str] = ()) -> list[str]:
+    """Every emorl_lib module the roots import, transitively, sorted; `leave_out` modules are neither included nor
+    followed."""
+    return sorted(_closure(tuple(sorted(set(roots))), tuple(sorted(set(leave_out)))))
 
 
 def notebook_imports(notebook: Path) -> set[str]:
@@ -112,10 +113,10 @@ def notebook_imports(notebook: Path) -> set[str]:
     return imports_of(src)
 
 
-def module_digests(roots: Iterable[str]) -> dict[str, str]:
+def module_digests(roots: Iterable[str], leave_out: Iterable[str] = ()) -> dict[str, str]:
     """Relative path -> digest of every source file (and package data file) in the closure of `roots`."""
     out: dict[str, str] = {}
-    mods = closure(roots)
+    mods = closure(roots, leave_out)
     for m in mods:
         f = module_file(m)
         out[f.relative_to(PACKAGE_ROOT.parent).as_posix()] = file_digest(f)
@@ -138,13 +139,17 @@ def package_versions() -> dict[str, str]:
     return out
 
 
-def code_digest(roots: Iterable[str]) -> str:
+def code_digest(roots: Iterable[str], leave_out: Iterable[str] = ()) -> str:
     """One digest for the code the roots run: their closure's files and the numeric packages' versions."""
-    return digest({"files": module_digests(roots), "versions": package_versions()})
+    return digest({"files": module_digests(roots, leave_out), "versions": package_versions()})
 
 
 # The entry points of training and of generating predictions: their digests go into adapters and predictions.
 TRAINING_CODE = {"sft": ("emorl_lib.training.sft",), "grpo": ("emorl_lib.training.grpo",)}
+# Code the trainers run that watches training without changing what is trained (held-out accuracy during training:
+# tested to leave the adapter bit-identical): left out of the training closure, so that a change to it, or to the
+# evaluation code it calls, never retrains a finished run.
+TRAINING_OBSERVERS = ("emorl_lib.training.heldout",)
 PREDICTION_CODE = ("emorl_lib.evaluation.generate", "emorl_lib.evaluation.matrix")
 
 
