@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import nbformat
 import numpy as np
 import pytest
 
@@ -73,3 +74,13 @@ def eval_wavs(tmp_path_factory) -> list[Path]:
         sf.write(p, x, sr)
         out.append(p)
     return out
+
+
+def write_notebook(path: Path, body: str, params: str = 'profile = "default"'):
+    """A two-cell notebook (a tagged parameters cell, then `body`) for the runner's tests."""
+    nb = nbformat.v4.new_notebook()
+    cell = nbformat.v4.new_code_cell(params)
+    cell.metadata["tags"] = ["parameters"]
+    nb.cells = [cell, nbformat.v4.new_code_cell(body)]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, path)

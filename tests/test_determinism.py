@@ -14,13 +14,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from test_training import train_profile  # noqa: F401  (the module-scoped fixture of the training tests)
 
 from emorl_lib.infra import determinism as D
 from emorl_lib.infra.fingerprint import weights_digest
 from emorl_lib.infra.paths import REPO_ROOT
 from emorl_lib.training.experiments import Run
-
-from test_training import train_profile  # noqa: F401  (the module-scoped fixture of the training tests)
 
 PINNABLE, WHY = D.pinnable()
 needs_pins = pytest.mark.skipif(not PINNABLE, reason=f"CPU paths cannot be pinned here: {WHY}")
@@ -165,7 +164,13 @@ def test_training_twice_gives_bit_identical_adapters(train_profile, stage, monke
 
 # ---- one invalidation rule -----------------------------------------------------------------------------------------
 def test_training_code_closure_leaves_out_evaluation_and_figures():
-    from emorl_lib.infra.fingerprint import PREDICTION_CODE, TRAINING_CODE, TRAINING_OBSERVERS, closure, notebook_imports
+    from emorl_lib.infra.fingerprint import (
+        PREDICTION_CODE,
+        TRAINING_CODE,
+        TRAINING_OBSERVERS,
+        closure,
+        notebook_imports,
+    )
 
     for stage in ("sft", "grpo"):
         assert "emorl_lib.training.heldout" in closure(TRAINING_CODE[stage])  # the trainers do run it

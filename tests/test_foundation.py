@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 
-import nbformat
 import pytest
+from conftest import write_notebook
 
 from emorl_lib.infra.config import ConfigError, from_dict, load_profile
 from emorl_lib.infra.paths import REPO_ROOT
@@ -56,15 +55,6 @@ def test_shipped_profiles_load():
 # ---- runner ----------------------------------------------------------------------------------------------------
 
 
-def _notebook(path: Path, body: str):
-    nb = nbformat.v4.new_notebook()
-    params = nbformat.v4.new_code_cell('profile = "default"')
-    params.metadata["tags"] = ["parameters"]
-    nb.cells = [params, nbformat.v4.new_code_cell(body)]
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nbformat.write(nb, path)
-
-
 @pytest.fixture
 def toy_kit(tmp_path, monkeypatch):
     monkeypatch.setenv("EMORL_HOME", str(tmp_path))
@@ -73,7 +63,7 @@ def toy_kit(tmp_path, monkeypatch):
     (tmp_path / "params" / "default.yaml").write_text("paths: {results: results, runs: runs}\n")
     log = tmp_path / "log.txt"
     for key in ("01_first", "02_second"):
-        _notebook(tmp_path / "notebooks" / f"{key}.ipynb",
+        write_notebook(tmp_path / "notebooks" / f"{key}.ipynb",
                   f"open({str(log)!r}, 'a').write('{key} ' + profile + '\\n')")
     return tmp_path, log
 
@@ -101,7 +91,7 @@ def test_runner_failure_names_notebook_cell_and_executed_copy(toy_kit, capsys):
     from emorl_lib.infra import runner
 
     root, _ = toy_kit
-    _notebook(root / "notebooks" / "03_broken.ipynb", "raise ValueError('manifest missing')")
+    write_notebook(root / "notebooks" / "03_broken.ipynb", "raise ValueError('manifest missing')")
     assert runner.main([]) == 1
     err = capsys.readouterr().err
     assert "03_broken.ipynb FAILED in cell" in err and "ValueError: manifest missing" in err
@@ -115,7 +105,7 @@ def test_runner_ctrl_c_prints_one_line_and_the_same_command_resumes(toy_kit, cap
     from emorl_lib.infra import runner
 
     root, log = toy_kit
-    _notebook(root / "notebooks" / "03_long.ipynb", "raise KeyboardInterrupt")
+    write_notebook(root / "notebooks" / "03_long.ipynb", "raise KeyboardInterrupt")
     assert runner.main([]) == 130
     err = capsys.readouterr().err
     assert "Traceback" not in err
@@ -129,14 +119,14 @@ def test_runner_ctrl_c_prints_one_line_and_the_same_command_resumes(toy_kit, cap
     assert log.read_text().count("01_first") == 1
 
 
-def test_runner_rejects_unknown_notebook(toy_kit):
+def test_runner_rejects_unknownwrite_notebook(toy_kit):
     from emorl_lib.infra import runner
 
     with pytest.raises(SystemExit, match="no notebook '07'"):
         runner.main(["default", "07"])
 
 
-def test_runner_checks_the_whole_profile_before_running_any_notebook(toy_kit, capsys):
+def test_runner_checks_the_whole_profile_before_running_anywrite_notebook(toy_kit, capsys):
     """A typo in the last stage's section fails now, not after the earlier stages have run."""
     from emorl_lib.infra import runner
 

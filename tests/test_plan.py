@@ -236,7 +236,11 @@ def mid_backbone(kit_paths) -> dict:
     """The `qwen2-audio-7b-random` backbone shrunk to 370M parameters: the real model's vocabulary and 30 s audio
     window, fewer and narrower layers (1.5 GB in fp32: the CPU trains it in seconds). Built once, before any
     measurement."""
-    from emorl_lib.training.backbones import BackboneConfig, RandomModelConfig, resolve_model_dir
+    from emorl_lib.training.backbones import (
+        BackboneConfig,
+        RandomModelConfig,
+        resolve_model_dir,
+    )
 
     section = {"name": "qwen2-audio-7b-random", "random": {"text": MID_TEXT, "audio": MID_AUDIO}}
     resolve_model_dir(BackboneConfig(name=section["name"], random=RandomModelConfig(**section["random"])), kit_paths)

@@ -121,7 +121,11 @@ def test_clips_longer_than_the_model_window_are_counted_and_listed(tmp_path):
 
 
 def test_the_model_window_comes_from_the_backbone(tmp_path):
-    from emorl_lib.training.backbones import BackboneConfig, TinyModelConfig, audio_window_seconds
+    from emorl_lib.training.backbones import (
+        BackboneConfig,
+        TinyModelConfig,
+        audio_window_seconds,
+    )
 
     assert audio_window_seconds(BackboneConfig()) == 4.0
     assert audio_window_seconds(BackboneConfig(tiny=TinyModelConfig(chunk_seconds=6))) == 6.0

@@ -5,19 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import nbformat
 import pytest
+from conftest import write_notebook
 
 from emorl_lib.infra import golden, runner
-
-
-def _notebook(path: Path, body: str, params: str = 'profile = "default"'):
-    nb = nbformat.v4.new_notebook()
-    cell = nbformat.v4.new_code_cell(params)
-    cell.metadata["tags"] = ["parameters"]
-    nb.cells = [cell, nbformat.v4.new_code_cell(body)]
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nbformat.write(nb, path)
 
 
 @pytest.fixture
@@ -29,11 +20,11 @@ def kit(tmp_path, monkeypatch):
     (tmp_path / "params" / "default.yaml").write_text(
         "paths: {results: results, runs: runs}\ndata: {synthetic_seed: 1}\nreward: {alpha: 0.5}\neval: {batch_size: 8}\n")
     log = tmp_path / "log.txt"
-    _notebook(tmp_path / "notebooks" / "01_data_prep.ipynb",
+    write_notebook(tmp_path / "notebooks" / "01_data_prep.ipynb",
               "from emorl_lib.infra import io\n"
               f"open({str(log)!r}, 'a').write(f'01 force={{force}}\\n')",
               'profile = "default"\nforce = False')
-    _notebook(tmp_path / "notebooks" / "02_emotion_prior.ipynb", f"open({str(log)!r}, 'a').write('02\\n')")
+    write_notebook(tmp_path / "notebooks" / "02_emotion_prior.ipynb", f"open({str(log)!r}, 'a').write('02\\n')")
     return tmp_path, log
 
 

@@ -16,11 +16,11 @@ from emorl_lib.data.labels import NATIVE_TO_UNIFIED
 from emorl_lib.data.synthetic import (
     ROOT_NAMES,
     generate,
+    meld,
     savee_flat_root,
     track2_included,
     voice,
 )
-from emorl_lib.data.synthetic import meld
 from emorl_lib.data.synthetic.clips import Clip, render_clip
 
 IEMOCAP_UTT = re.compile(r"^Ses0[1-5][MF]_(impro|script)\d\d[ab]?(_\db?)?_[MF]\d{3}$")
@@ -259,7 +259,9 @@ def test_stamp_reuses_and_new_arguments_regenerate(tmp_path):
 # ---- the cue model ----------------------------------------------------------------------------------------------
 def _features(x: np.ndarray, sr: int) -> np.ndarray:
     """Mean F0 (voiced frames), log RMS, onset rate, spectral centroid: what a simple probe would use."""
-    from emorl_lib.infra.numba_cache import librosa as safe_librosa  # its numba cache, written by one process
+    from emorl_lib.infra.numba_cache import (
+        librosa as safe_librosa,  # its numba cache, written by one process
+    )
 
     librosa = safe_librosa()
 

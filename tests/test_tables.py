@@ -7,7 +7,9 @@ import pandas as pd
 import pytest
 
 from emorl_lib.data.manifest import Utterance
-from emorl_lib.evaluation.matrix import prediction_key  # a prediction line counts only under its model's key
+from emorl_lib.evaluation.matrix import (
+    prediction_key,  # a prediction line counts only under its model's key
+)
 from emorl_lib.infra.io import write_jsonl
 from emorl_lib.training.experiments import Run
 
