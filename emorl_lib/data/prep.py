@@ -28,9 +28,15 @@ from ..infra.paths import Paths
 from .audio import CacheResult, cache_clip
 from .corpora import CORPORA
 from .corpora import load as load_corpus
-from .corpora.crosscorpus import ATTRIBUTION, MELD_TIE_ORDER, CrossReport, track2_entries, write_crosscorpus
-from .corpora.splits import MELD_SPLITS
+from .corpora.crosscorpus import (
+    ATTRIBUTION,
+    MELD_TIE_ORDER,
+    CrossReport,
+    track2_entries,
+    write_crosscorpus,
+)
 from .corpora.report import CorpusReport, compare_official, format_table
+from .corpora.splits import MELD_SPLITS
 from .manifest import Utterance
 
 log = get_logger(__name__)

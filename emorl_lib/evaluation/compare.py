@@ -29,8 +29,7 @@ import pandas as pd
 
 from ..infra.config import ConfigError, from_dict
 from ..training.experiments import Run, seeds
-from .generate import read_predictions
-from .generate import reparse
+from .generate import read_predictions, reparse
 from .matrix import EvalSetup, answer_tag_required, load_test_set
 from .metrics import METRICS, encode, metric_replicates
 from .testsets import crosscorpus_corpora, crosscorpus_targets, in_corpus_name
@@ -163,7 +162,7 @@ class Outcome:
 
 
 def _what(c: ComparisonConfig) -> str:
-    from .tables import NAMES, METRIC_NAMES
+    from .tables import METRIC_NAMES, NAMES
 
     sets = {"in-corpus": "its test set", "cross-corpus": "the other corpora's 4-class sets"}.get(
         c.test_sets, NAMES.get(c.test_sets.removeprefix("xc-"), c.test_sets) + "'s 4-class set")

@@ -19,13 +19,25 @@ import numpy as np
 
 from ..infra.config import Profile, setting, to_dict
 from ..infra.determinism import apply_runtime
-from ..infra.fingerprint import PREDICTION_CODE, code_digest, digest, file_digest, weights_digest
+from ..infra.fingerprint import (
+    PREDICTION_CODE,
+    code_digest,
+    digest,
+    file_digest,
+    weights_digest,
+)
 from ..infra.io import atomic_write_text
 from ..infra.log import get_logger
 from ..infra.paths import Paths
 from ..method.prompts import CONDITIONS, PromptConfig
 from ..training.backbones import Backbone, BackboneConfig, load_backbone
-from ..training.experiments import ExperimentsConfig, Run, all_runs, scored_cross_corpus, seeds
+from ..training.experiments import (
+    ExperimentsConfig,
+    Run,
+    all_runs,
+    scored_cross_corpus,
+    seeds,
+)
 from .generate import predict_set, read_predictions, reparse
 from .metrics import FoldMean, Scores, fold_mean, score
 from .testsets import (

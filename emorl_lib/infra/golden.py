@@ -130,22 +130,57 @@ def markers(profile: str) -> tuple[str, str]:
     return f"<!-- results:{profile}:begin -->", f"<!-- results:{profile}:end -->"
 
 
-def _md(path: Path, columns: list[str] | None = None, rename: dict[str, str] | None = None) -> str:
+_SCORE = re.compile(r"(^|_)(ua|wa|f1|value|diff)$")  # the result columns of a table (empty: the run is not trained)
+
+
+def _cell(text: str) -> str:
+    """A number as a reader wants it: one decimal for percentages and points, three significant digits below 10."""
+    try:
+        x = float(text)
+    except ValueError:
+        return text
+    if x == int(x) and abs(x) < 1e6 and "." not in text:
+        return text
+    return f"{x:.1f}" if abs(x) >= 10 else f"{x:.3g}"
+
+
+def _md(path: Path, columns: list[str] | None = None) -> str:
+    """A golden CSV as a Markdown table: `x`, `x_lo`, `x_hi` shown as one cell `x [lo, hi]`, numbers rounded, rows
+    whose result columns are all empty (recipes this profile does not train) left out and counted."""
     rows = read_csv(path)
-    cols = columns or [c for c in (rows[0] if rows else {}) if not VOLATILE.search(c)]
-    rename = rename or {}
-    out = ["| " + " | ".join(rename.get(c, c) for c in cols) + " |", "|" + "---|" * len(cols)]
-    out += ["| " + " | ".join(r.get(c, "") for c in cols) + " |" for r in rows]
-    return "\n".join(out)
+    header = [c for c in (rows[0] if rows else {}) if not VOLATILE.search(c)]
+    cols = [c for c in columns if c in header] if columns else []
+    cols = cols or header  # a table of another shape (an older golden set): every column
+    cols = [c for c in cols if not (c.endswith(("_lo", "_hi")) and c[:-3] in cols)]
+    scores = [c for c in cols if _SCORE.search(c)]
+    kept = [r for r in rows if not scores or any(r.get(c, "") != "" for c in scores)]
+
+    def show(r: dict[str, str], c: str) -> str:
+        v = _cell(r.get(c, ""))
+        lo, hi = r.get(c + "_lo", ""), r.get(c + "_hi", "")
+        return f"{v} [{_cell(lo)}, {_cell(hi)}]" if v and lo and hi else v
+
+    out = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    out += ["| " + " | ".join(show(r, c) for c in cols) + " |" for r in kept]
+    if len(kept) < len(rows):
+        out += ["", f"({len(rows) - len(kept)} rows without results left out: recipes this profile does not train.)"]
+    return "\n".join(out) if kept else ""
 
 
-README_TABLES = (  # (file, heading): what the README shows of the golden set, in this order
-    ("main_results.csv", "Main table, UA / WA / macro-F1 %"),
+README_TABLES = (  # (file, heading, columns or None for all): what the README shows of the golden set, in order
+    ("main_results.csv", "Main table, UA / WA / macro-F1 % [95 % CI]",
+     ["row", "condition", "meld_ua", "meld_wa", "meld_f1", "meld_n", "iemocap_ua", "iemocap_wa", "iemocap_f1",
+      "iemocap_n"]),
     ("comparisons.csv", "Declared comparisons (profile section `comparisons`): B - A in points, 95 % paired bootstrap "
-                        "interval"),
-    ("ablation_eswr.csv", "ESWR ablation"),
-    ("crosscorpus.csv", "Cross-corpus accuracy %"),
-    ("grpo_training_summary.csv", "GRPO training, mean of the first vs the last 10 logged steps"),
+                        "interval", ["comparison", "scope", "test_sets", "metric", "a", "b", "a_value", "b_value",
+                                     "diff", "seeds_favouring_b", "utterances_per_seed"]),
+    ("ablation_eswr.csv", "ESWR ablation", None),
+    ("crosscorpus.csv", "Cross-corpus accuracy %", None),
+    ("grpo_training_summary.csv", "GRPO training, mean of the first vs the last 10 logged steps",
+     ["run", "steps", "reward_first", "reward_last", "accuracy_first", "accuracy_last", "zero_std_share_first",
+      "zero_std_share_last", "kl_first", "kl_last", "length_first", "length_last"]),
+    ("training_runs.csv", "Held-out UA % during training (held-out training data: MELD dev, IEMOCAP's validation "
+                          "slice), at the start and at the end", ["run", "steps", "heldout_ua_start", "heldout_ua_end"]),
 )
 
 
@@ -159,9 +194,10 @@ def readme_block(profile: str = "default") -> str:
         parts += [f"No golden set for this profile yet: `./run_all.sh{'' if profile == 'default' else ' ' + profile}"
                   " --update-golden` makes one.", "", end]
         return "\n".join(parts)
-    for name, heading in README_TABLES:
-        if (gdir / name).exists():
-            parts += [f"{heading} (`{name}`):", "", _md(gdir / name), ""]
+    for name, heading, columns in README_TABLES:
+        table = _md(gdir / name, columns) if (gdir / name).exists() else ""
+        if table:
+            parts += [f"{heading} (`{name}`):", "", table, ""]
     summary = gdir / RUN_SUMMARY
     if summary.exists():
         s = json.loads(summary.read_text())

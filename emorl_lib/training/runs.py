@@ -296,7 +296,12 @@ def settings_hash(prof: Profile, stage: str, extra: str = "") -> str:
 def code_and_runtime(prof, stage: str) -> str:
     """The other half of what a run was trained with: the training code it ran (fingerprint.TRAINING_CODE's import
     closure and the numeric packages' versions) and the runtime section (threads, kernels: they change the bits)."""
-    from ..infra.fingerprint import TRAINING_CODE, TRAINING_OBSERVERS, code_digest, digest
+    from ..infra.fingerprint import (
+        TRAINING_CODE,
+        TRAINING_OBSERVERS,
+        code_digest,
+        digest,
+    )
 
     return f"|code:{code_digest(TRAINING_CODE[stage], TRAINING_OBSERVERS)}|runtime:{digest(prof.sections.get('runtime'))}"
 
