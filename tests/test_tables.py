@@ -134,6 +134,8 @@ def test_figures_from_logs_and_scores(settings, tmp_path):
     from emorl_lib.evaluation.matrix import collect
     from emorl_lib.evaluation.tables import build_tables, main_rows
     from emorl_lib.method.rewards import RewardConfig
+    from emorl_lib.data.labels import CORPUS_LABELS
+    from emorl_lib.method.priors import plutchik_prior
 
     _predict(settings, Run("meld", "zeroshot", "IR"), "meld-test")
     for reward in ("binary", "eswr"):
@@ -145,15 +147,40 @@ def test_figures_from_logs_and_scores(settings, tmp_path):
     book = collect(settings)
     tables, mats = build_tables(book)
     logs = F.grpo_logs(book)
+    rcfg = settings.profile.section("reward", RewardConfig)
     assert len(logs) == 2
     assert F.accuracy_column(next(iter(logs.values()))).startswith("rewards/")
     for name, fig in [("curves", F.training_curves(logs)), ("confusion", F.confusion_grid(book, main_rows())),
                       ("bars", F.metric_bars(tables[0].numbers, "t")),
-                      ("prior", F.prior_heatmaps(settings.profile.section("reward", RewardConfig)))]:
+                      ("prior", F.prior_heatmaps(F.prior_matrices({"plutchik": plutchik_prior(rcfg.prior)},
+                                                                   {"meld": CORPUS_LABELS["meld"]}), rcfg.gamma))]:
         assert fig is not None, name
         paths = F.save(fig, tmp_path, name)
         assert all(p.stat().st_size > 0 for p in paths)
     assert F.sft_curves(F.sft_logs(book)) is None  # no SFT logs: nothing to draw, no crash
+
+
+def test_prior_heatmaps_star_exactly_the_wrong_answers_eswr_credits():
+    """The prior figure draws what the reward pays: on MELD under Plutchik with gamma 0.7 the four pairs 45 degrees
+    apart (S = 0.854) are starred, both ways; IEMOCAP gets no star; a label the prior cannot place is left out."""
+    from emorl_lib.data.labels import CORPUS_LABELS
+    from emorl_lib.evaluation import figures as F
+    from emorl_lib.method.priors import PriorConfig, plutchik_prior
+
+    mats = F.prior_matrices({"plutchik": plutchik_prior(PriorConfig())},
+                            {c: CORPUS_LABELS[c] for c in ("meld", "iemocap")})
+    meld = mats["plutchik"]["meld"]
+    assert list(meld.index) == list(meld.columns) and meld.index.name == "gold"
+    assert meld.loc["fear", "surprise"] == pytest.approx((np.cos(np.pi / 4) + 1) / 2)
+    fig = F.prior_heatmaps(mats, gamma=0.7, reward_prior="plutchik")
+    stars = {ax.get_title().split(" / ")[-1]: [t.get_text() for t in ax.texts if t.get_text().endswith("*")]
+             for ax in fig.axes}
+    assert stars["MELD"] == ["0.85*"] * 8 and stars["IEMOCAP"] == []
+    assert "the reward's" in fig.axes[0].get_title()
+    narrow = F.prior_matrices({"p": plutchik_prior(PriorConfig(), ("neutral", "happy", "sad"))},
+                              {"iemocap": CORPUS_LABELS["iemocap"]})
+    assert list(narrow["p"]["iemocap"].index) == ["neutral", "happy", "sad"]  # angry: not in that prior
+    assert F.prior_heatmaps({}) is None
 
 
 def test_trained_rows_read_only_the_answer_and_zero_shot_fallbacks_are_counted(settings):

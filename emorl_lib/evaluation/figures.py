@@ -4,14 +4,13 @@ there is nothing to draw), and `save` writes PNG + PDF under results/<profile>/f
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Mapping
+from typing import Mapping, Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from ..data.labels import CORPUS_LABELS
-from ..method.priors import build_prior, similarity_matrix
+from ..method.priors import Prior, similarity_matrix
 from ..training.experiments import Run, grpo_runs, sft_runs
 from ..training.runs import accuracy_column  # the log's column names are the trainer's
 from .matrix import ScoreBook
@@ -20,6 +19,8 @@ from .tables import IN_CORPUS, METRIC_NAMES, NAMES, Recipe
 
 
 def save(fig, figures_dir: Path, name: str) -> list[Path]:
+    """Every figure of the kit goes through here: the same formats (PNG for the notebooks and the README, PDF for a
+    paper) at the same resolution, under the profile's figures folder."""
     figures_dir = Path(figures_dir)
     figures_dir.mkdir(parents=True, exist_ok=True)
     out = [figures_dir / f"{name}.{ext}" for ext in ("png", "pdf")]
@@ -28,7 +29,9 @@ def save(fig, figures_dir: Path, name: str) -> list[Path]:
     return out
 
 
-def _title_note(book: ScoreBook) -> str:
+def title_note(book: ScoreBook) -> str:
+    """What a figure's title must say about the numbers it shows: SMOKE on a tiny model or synthetic data, and the
+    cap on utterances per test set ("" when neither applies)."""
     s = book.settings
     bits = []
     if s.synthetic or s.backbone.name.startswith("tiny"):
@@ -75,7 +78,7 @@ def confusion_grid(book: ScoreBook, rows: list[Recipe], corpora=IN_CORPUS):
         ax.set_title(f"{rec.label} ({rec.condition})\n{NAMES[corpus]}, n={int(cm.sum())}", fontsize=8)
     for ax in list(axes.flat)[n:]:
         ax.axis("off")
-    fig.suptitle("Confusion matrices (row-normalised)" + _title_note(book), fontsize=9)
+    fig.suptitle("Confusion matrices (row-normalised)" + title_note(book), fontsize=9)
     fig.tight_layout()
     return fig
 
@@ -220,25 +223,54 @@ def sft_curves(logs: Mapping[Run, pd.DataFrame], note: str = ""):
     return fig
 
 
-def prior_heatmaps(reward_cfg, corpora=IN_CORPUS):
-    """The reward's similarity prior S over each in-corpus label set, with the gamma threshold marked (cells
-    above gamma earn partial credit)."""
-    fig, axes = plt.subplots(1, len(corpora), figsize=(4.3 * len(corpora), 3.8), squeeze=False)
-    for ax, c in zip(axes.flat, corpora):
-        labels = list(CORPUS_LABELS[c])
-        prior = build_prior(reward_cfg.prior, labels)
-        labels = [l for l in labels if prior.knows(l)]
-        m = similarity_matrix(prior, labels)
-        ax.imshow(m, vmin=0, vmax=1, cmap="viridis")
-        for i in range(len(labels)):
-            for j in range(len(labels)):
-                credit = i != j and m[i, j] > reward_cfg.gamma
-                ax.text(j, i, f"{m[i, j]:.2f}" + ("*" if credit else ""), ha="center", va="center", fontsize=7,
-                        color="black" if m[i, j] > 0.6 else "white")
-        ax.set_xticks(range(len(labels)), labels, rotation=45, fontsize=7)
-        ax.set_yticks(range(len(labels)), labels, fontsize=7)
-        ax.set_title(f"{reward_cfg.prior.kind} prior, {NAMES[c]}", fontsize=8)
-    fig.suptitle(f"Similarity prior S (* = partial credit: S > gamma = {reward_cfg.gamma})", fontsize=9)
+def prior_matrices(priors: Mapping[str, Prior],
+                   label_sets: Mapping[str, Sequence[str]]) -> dict[str, dict[str, pd.DataFrame]]:
+    """S(gold, predicted) of each prior over each label set, rows gold: what `prior_heatmaps` draws and what notebook
+    02 writes as tables. A label a prior does not know is left out of its matrix rather than failing the grid."""
+    out: dict[str, dict[str, pd.DataFrame]] = {}
+    for pname, prior in priors.items():
+        out[pname] = {}
+        for cname, labels in label_sets.items():
+            labs = [l for l in labels if prior.knows(l)]
+            out[pname][cname] = pd.DataFrame(similarity_matrix(prior, labs), index=labs,
+                                             columns=labs).rename_axis("gold")
+    return out
+
+
+def prior_heatmaps(matrices: Mapping[str, Mapping[str, pd.DataFrame]], gamma: float | None = None,
+                   reward_prior: str | None = None):
+    """One heatmap per (prior, label set) of `prior_matrices`: a row per prior, a column per label set. With
+    `gamma`, a wrong answer whose S exceeds it (partial credit under ESWR) is starred; `reward_prior` names the
+    prior the profile's reward uses, so the reader sees which row trains the model."""
+    cells = [(p, c, m) for p, row in matrices.items() for c, m in row.items()]
+    if not cells:
+        return None
+    nrows = len(matrices)
+    ncols = max(len(row) for row in matrices.values())
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, 3.8 * nrows), squeeze=False)
+    for r, (pname, row) in enumerate(matrices.items()):
+        used = reward_prior is not None and pname.split()[0] == reward_prior
+        for c, (cname, m) in enumerate(row.items()):
+            ax, v, labs = axes[r, c], m.to_numpy(dtype=float), list(m.index)
+            ax.imshow(v, vmin=0, vmax=1, cmap="viridis")
+            for i in range(len(labs)):
+                for j in range(len(labs)):
+                    credit = gamma is not None and i != j and v[i, j] > gamma
+                    ax.text(j, i, f"{v[i, j]:.2f}" + ("*" if credit else ""), ha="center", va="center", fontsize=7,
+                            color="black" if v[i, j] > 0.6 else "white")
+            ax.set_xticks(range(len(labs)), labs, rotation=45, fontsize=7)
+            ax.set_yticks(range(len(labs)), labs, fontsize=7)
+            ax.set_xlabel("predicted", fontsize=7)
+            ax.set_ylabel("gold", fontsize=7)
+            mark = " (the reward's)" if used else ""
+            ax.set_title(f"{pname}{mark} / {NAMES.get(cname, cname)}", fontsize=8,
+                         fontweight="bold" if used else "normal")
+        for ax in axes[r, len(row):]:
+            ax.axis("off")
+    title = "Similarity prior S(gold, predicted)"
+    if gamma is not None:
+        title += f"; * = partial credit under ESWR (S > gamma = {gamma})"
+    fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     return fig
 

@@ -69,7 +69,8 @@ STAGE_SPECS: dict[str, StageSpec] = {
     "05_evaluation": StageSpec(("data", "backbone", "prompt", "eval", "experiments", "comparisons"),
                                ("01_data_prep", "03_sft_warmup", "04_grpo_eswr_esr"), "predictions"),
     "06_paper_figures": StageSpec(("eval", "experiments", "reward", "grpo", "sft", "backbone", "prompt"),
-                                  ("01_data_prep", "03_sft_warmup", "04_grpo_eswr_esr", "05_evaluation")),
+                                  ("01_data_prep", "02_emotion_prior", "03_sft_warmup", "04_grpo_eswr_esr",
+                                   "05_evaluation")),  # 02: it shows the prior figure drawn there
 }
 ALWAYS_SECTIONS = ("runtime",)
 # Fields of a prediction line that vary from run to run without changing the prediction (wall time).
