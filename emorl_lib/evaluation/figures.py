@@ -207,6 +207,19 @@ def training_curves(logs: Mapping[Run, pd.DataFrame], smooth: int = 1, note: str
     return fig
 
 
+def reward_components(run: Run, log: pd.DataFrame, smooth: int = 5, note: str = ""):
+    """Each reward term of one GRPO run against steps (TRL logs `rewards/<name>/mean`), smoothed over `smooth`
+    steps: which term moves, the answer's or the format's. A term of weight 0 is logged but not trained on."""
+    cols = [c for c in log.columns if c.startswith("rewards/") and c.endswith("/mean")]
+    if not cols:
+        return None
+    ax = log.set_index("step")[cols].rolling(smooth, min_periods=1).mean().plot(figsize=(6, 3.2))
+    ax.set_ylabel("reward (mean over completions)", fontsize=8)
+    ax.set_title(f"{run.name}: reward components (weight-0 terms are logged only){note}", fontsize=8)
+    ax.figure.tight_layout()
+    return ax.figure
+
+
 def sft_curves(logs: Mapping[Run, pd.DataFrame], note: str = ""):
     logs = {r: d for r, d in logs.items() if "loss" in d.columns}
     if not logs:
