@@ -97,6 +97,25 @@ def test_runner_failure_names_notebook_cell_and_executed_copy(toy_kit, capsys):
     assert "03_broken.ipynb FAILED in cell" in err and "ValueError: manifest missing" in err
     assert str(root / "results" / "default" / "notebooks" / "03_broken.ipynb") in err
     assert not (root / "runs" / "default" / "stamps" / "03_broken.json").exists()
+    assert "manifest missing" in (root / "results" / "default" / "notebooks" / "03_broken.html").read_text()
+
+
+def test_runner_leaves_an_html_copy_of_each_executed_notebook(toy_kit):
+    """A reader sees a run's printed output and figures in a browser, no Jupyter needed; a current stage's copy is
+    not written again."""
+    from emorl_lib.infra import runner
+
+    root, _ = toy_kit
+    _notebook(root / "notebooks" / "03_figure.ipynb",
+              "import matplotlib.pyplot as plt\nprint('three ' + 'plotted')\nplt.plot([1, 3, 2])\nplt.show()")
+    assert runner.main([]) == 0
+    out = root / "results" / "default" / "notebooks"
+    assert sorted(p.name for p in out.glob("*.html")) == ["01_first.html", "02_second.html", "03_figure.html"]
+    html = (out / "03_figure.html").read_text()
+    assert "three plotted" in html and "data:image/png;base64," in html
+    before = {p.name: p.stat().st_mtime_ns for p in out.glob("*.html")}
+    assert runner.main([]) == 0  # every stage current
+    assert {p.name: p.stat().st_mtime_ns for p in out.glob("*.html")} == before
 
 
 def test_runner_ctrl_c_prints_one_line_and_the_same_command_resumes(toy_kit, capsys, monkeypatch):

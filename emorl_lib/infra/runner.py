@@ -9,7 +9,8 @@ each trained adapter (training/runs.py) and each prediction file (evaluation/mat
 because a plot changed retrains nothing. `--force` reruns the chosen stages and passes `force=True` to the notebooks
 that take it (training retrains, evaluation regenerates, data preparation rebuilds its caches); `--list` says why
 each stage is or is not current. A failing notebook stops the run and names the notebook, the cell and the
-executed copy to open. Every run ends with a per-stage time table, also written to results/<profile>/run_summary.*.
+executed copy to open. Every run ends with a per-stage time table, also written to results/<profile>/run_summary.*,
+and an HTML copy of each executed notebook beside it (results/<profile>/notebooks/<name>.html).
 """
 
 from __future__ import annotations
@@ -286,7 +287,34 @@ def run(profile: str = "default", only: list[str] | None = None, force: bool = F
         log.info(f"{stage.notebook.name}: done in {seconds:.0f} s -> {out_nb}")
     if not list_only:
         write_summary(paths, prof.name, results, round(time.time() - t_start, 1), force)
+        export_html(executed_dir)
     return rc
+
+
+def export_html(executed_dir: Path) -> list[Path]:
+    """An HTML copy beside each executed notebook (<name>.html, figures and tables embedded), so a run's outputs
+    can be read in a browser without Jupyter or a kernel. Only a copy older than its notebook is written again; a
+    notebook that cannot be converted is named in a warning and does not fail the run (the notebook is the record)."""
+    import nbformat
+    from nbconvert import HTMLExporter
+    from nbconvert.preprocessors import CoalesceStreamsPreprocessor
+
+    exporter = HTMLExporter()
+    exporter.register_preprocessor(CoalesceStreamsPreprocessor(), enabled=True)  # progress bars: their last state
+    written = []
+    for nb_path in sorted(executed_dir.glob("[0-9][0-9]_*.ipynb")):
+        html = nb_path.with_suffix(".html")
+        if html.exists() and html.stat().st_mtime >= nb_path.stat().st_mtime:
+            continue
+        try:
+            body, _ = exporter.from_notebook_node(nbformat.read(nb_path, as_version=4))
+        except Exception as e:  # noqa: BLE001 - any converter failure: the run's results stand
+            log.warning(f"{nb_path.name}: no HTML copy ({type(e).__name__}: {e})")
+            continue
+        written.append(atomic_write_text(html, body))
+    if written:
+        log.info(f"HTML copies of the executed notebooks: {', '.join(p.name for p in written)} in {executed_dir}")
+    return written
 
 
 def summary_markdown(profile: str, results: list[StageResult], total: float) -> str:
