@@ -107,12 +107,14 @@ def test_runner_leaves_an_html_copy_of_each_executed_notebook(toy_kit):
 
     root, _ = toy_kit
     _notebook(root / "notebooks" / "03_figure.ipynb",
-              "import matplotlib.pyplot as plt\nprint('three ' + 'plotted')\nplt.plot([1, 3, 2])\nplt.show()")
+              "import matplotlib.pyplot as plt\nprint('three ' + 'plotted', " + repr(str(root / "runs" / "x.csv")) +
+              ")\nplt.plot([1, 3, 2])\nplt.show()")
     assert runner.main([]) == 0
     out = root / "results" / "default" / "notebooks"
     assert sorted(p.name for p in out.glob("*.html")) == ["01_first.html", "02_second.html", "03_figure.html"]
     html = (out / "03_figure.html").read_text()
-    assert "three plotted" in html and "data:image/png;base64," in html
+    assert "three plotted runs/x.csv" in html and "data:image/png;base64," in html
+    assert str(root) not in html  # paths in the checkout are shown relative to it
     before = {p.name: p.stat().st_mtime_ns for p in out.glob("*.html")}
     assert runner.main([]) == 0  # every stage current
     assert {p.name: p.stat().st_mtime_ns for p in out.glob("*.html")} == before

@@ -38,7 +38,7 @@ from .fingerprint import (
 )
 from .io import atomic_write_text, read_jsonl
 from .log import get_logger
-from .paths import Paths, repo_root
+from .paths import REPO_ROOT, Paths, repo_root
 
 log = get_logger(__name__)
 
@@ -293,7 +293,8 @@ def run(profile: str = "default", only: list[str] | None = None, force: bool = F
 
 def export_html(executed_dir: Path) -> list[Path]:
     """An HTML copy beside each executed notebook (<name>.html, figures and tables embedded), so a run's outputs
-    can be read in a browser without Jupyter or a kernel. Only a copy older than its notebook is written again; a
+    can be read in a browser without Jupyter or a kernel. Paths inside the checkout are shown relative to it (a
+    committed copy should not carry the machine's folders). Only a copy older than its notebook is written again; a
     notebook that cannot be converted is named in a warning and does not fail the run (the notebook is the record)."""
     import nbformat
     from nbconvert import HTMLExporter
@@ -311,6 +312,8 @@ def export_html(executed_dir: Path) -> list[Path]:
         except Exception as e:  # noqa: BLE001 - any converter failure: the run's results stand
             log.warning(f"{nb_path.name}: no HTML copy ({type(e).__name__}: {e})")
             continue
+        for root in sorted({str(repo_root()), str(REPO_ROOT)}, key=len, reverse=True):
+            body = body.replace(root + "/", "")
         written.append(atomic_write_text(html, body))
     if written:
         log.info(f"HTML copies of the executed notebooks: {', '.join(p.name for p in written)} in {executed_dir}")
