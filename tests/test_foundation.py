@@ -106,7 +106,7 @@ def test_runner_leaves_an_html_copy_of_each_executed_notebook(toy_kit):
     from emorl_lib.infra import runner
 
     root, _ = toy_kit
-    _notebook(root / "notebooks" / "03_figure.ipynb",
+    write_notebook(root / "notebooks" / "03_figure.ipynb",
               "import matplotlib.pyplot as plt\nprint('three ' + 'plotted', " + repr(str(root / "runs" / "x.csv")) +
               ")\nplt.plot([1, 3, 2])\nplt.show()")
     assert runner.main([]) == 0
@@ -140,14 +140,14 @@ def test_runner_ctrl_c_prints_one_line_and_the_same_command_resumes(toy_kit, cap
     assert log.read_text().count("01_first") == 1
 
 
-def test_runner_rejects_unknownwrite_notebook(toy_kit):
+def test_runner_rejects_unknown_notebook(toy_kit):
     from emorl_lib.infra import runner
 
     with pytest.raises(SystemExit, match="no notebook '07'"):
         runner.main(["default", "07"])
 
 
-def test_runner_checks_the_whole_profile_before_running_anywrite_notebook(toy_kit, capsys):
+def test_runner_checks_the_whole_profile_before_running_any_notebook(toy_kit, capsys):
     """A typo in the last stage's section fails now, not after the earlier stages have run."""
     from emorl_lib.infra import runner
 

@@ -130,12 +130,12 @@ def test_figures_from_logs_and_scores(settings, tmp_path):
     import matplotlib
 
     matplotlib.use("Agg")
+    from emorl_lib.data.labels import CORPUS_LABELS
     from emorl_lib.evaluation import figures as F
     from emorl_lib.evaluation.matrix import collect
     from emorl_lib.evaluation.tables import build_tables, main_rows
-    from emorl_lib.method.rewards import RewardConfig
-    from emorl_lib.data.labels import CORPUS_LABELS
     from emorl_lib.method.priors import plutchik_prior
+    from emorl_lib.method.rewards import RewardConfig
 
     _predict(settings, Run("meld", "zeroshot", "IR"), "meld-test")
     for reward in ("binary", "eswr"):
