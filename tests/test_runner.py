@@ -106,8 +106,10 @@ def test_golden_update_and_readme_block(tmp_path, monkeypatch):
     tables = tmp_path / "results" / "default" / "tables"
     tables.mkdir(parents=True)
     (tables / "main_results.csv").write_text("method,MELD UA,seconds\nSFT (IR),31.0,3.2\n")
+    (tables / "cost.csv").write_text("what,seconds\nnotebook 01,3.2\n")  # wall time only: never golden
     (tmp_path / "README.md").write_text("# kit\n\n<!-- results:default:begin -->\nOLD TEXT\n<!-- results:default:end -->\n")
     golden.update("default")
+    assert not (tmp_path / "tests" / "golden" / "default" / "cost.csv").exists()
     assert (tmp_path / "tests" / "golden" / "default" / "main_results.csv").read_text() == \
         "method,MELD UA\nSFT (IR),31.0\n"
     readme = (tmp_path / "README.md").read_text()

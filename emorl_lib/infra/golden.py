@@ -1,7 +1,7 @@
 """Golden tables: a profile's result tables committed as its expected outputs, compared cell by cell after a run.
 
 `tests/golden/<profile>/*.csv` hold every CSV table of `results/<profile>/tables/` minus the columns that measure
-wall time (VOLATILE: they differ on every run and every machine). `check` compares a run's tables with them by exact
+wall time (VOLATILE: they differ on every run and every machine) and the time table itself (VOLATILE_TABLES). `check` compares a run's tables with them by exact
 string equality of every cell and prints each changed cell; `update` makes a run's tables the golden set and
 regenerates the README's results section (between RESULTS_BEGIN / RESULTS_END markers) from them, so no number there
 is typed by hand. Commands:
@@ -29,6 +29,8 @@ from .paths import repo_root
 log = get_logger(__name__)
 
 VOLATILE = re.compile(r"seconds|per_second|runtime")  # column names that measure wall time
+# Tables that are wall time through and through (which stages ran in this process, and for how long): never golden.
+VOLATILE_TABLES = ("cost.csv",)
 RUN_SUMMARY = "run_summary.json"  # copied beside the golden tables: which machine made them, and in how long
 
 
@@ -62,7 +64,7 @@ def compare(golden: Path, tables: Path) -> list[str]:
     """Every difference between the golden set and a run's tables, one line each (empty: equal)."""
     diffs: list[str] = []
     want = {p.name: p for p in sorted(Path(golden).glob("*.csv"))}
-    have = {p.name: p for p in sorted(Path(tables).glob("*.csv"))}
+    have = {p.name: p for p in sorted(Path(tables).glob("*.csv")) if p.name not in VOLATILE_TABLES}
     if not want:
         return [f"{golden}: no golden tables (make them with ./run_all.sh --update-golden)"]
     for name in sorted(set(want) - set(have)):
@@ -108,7 +110,7 @@ def update(profile: str = "default", tables: Path | None = None) -> Path:
 
     prof = load_profile(profile)
     tables = Path(tables) if tables else prof.paths.tables
-    src = sorted(tables.glob("*.csv"))
+    src = [p for p in sorted(tables.glob("*.csv")) if p.name not in VOLATILE_TABLES]
     if not src:
         raise FileNotFoundError(f"{tables}: no tables to make golden (run ./run_all.sh {profile} first)")
     gdir = golden_dir(profile)
