@@ -77,19 +77,24 @@ def test_second_run_reuses_cache_and_matches(tmp_path):
     assert mtimes == {u.wav: Path(u.wav).stat().st_mtime_ns for u in rows2}
 
 
-def test_interrupt_leaves_no_half_written_wav_or_manifest(tmp_path, monkeypatch):
-    paths = make_paths(tmp_path)
-    root = savee_tree(tmp_path / "SAVEE", defects=False)
+def interrupt_cache_at(monkeypatch, n: int) -> None:
+    """Ctrl-C while caching the n-th clip (the stage's workers run in-process with workers: 1)."""
     calls = {"n": 0}
     real = audio.cache_clip
 
-    def flaky(job):
+    def interrupted(job):
         calls["n"] += 1
-        if calls["n"] == 5:
+        if calls["n"] == n:
             raise KeyboardInterrupt
         return real(job)
 
-    monkeypatch.setattr(prep, "cache_clip", flaky)
+    monkeypatch.setattr(prep, "cache_clip", interrupted)
+
+
+def test_interrupt_leaves_no_half_written_wav_or_manifest(tmp_path, monkeypatch):
+    paths = make_paths(tmp_path)
+    root = savee_tree(tmp_path / "SAVEE", defects=False)
+    interrupt_cache_at(monkeypatch, 5)
     with pytest.raises(KeyboardInterrupt):
         prepare_corpus("savee", root, paths, DataConfig(workers=1), check_official=False, progress=False)
     assert not (paths.manifests / "savee.jsonl").exists()
@@ -97,7 +102,7 @@ def test_interrupt_leaves_no_half_written_wav_or_manifest(tmp_path, monkeypatch)
     done = sorted(target.iterdir())
     assert len(done) == 4 and all(sf.info(p).frames > 0 for p in done)
     (target / ".DC_a01.wav.x.tmp").write_bytes(b"half")  # what a killed worker could leave
-    monkeypatch.setattr(prep, "cache_clip", real)
+    monkeypatch.setattr(prep, "cache_clip", audio.cache_clip)
     rows, rep = prepare_corpus("savee", root, paths, DataConfig(workers=1), check_official=False, progress=False)
     assert len(rows) == 12 and rep.reused == 4 and rep.decoded == 8
     assert not list(target.glob(".*.tmp"))
@@ -139,22 +144,13 @@ def test_the_model_window_comes_from_the_backbone(tmp_path):
 def test_ctrl_c_in_prepare_prints_one_line_and_resumes(tmp_path, capsys, monkeypatch):
     root = savee_tree(tmp_path / "SAVEE", defects=False)
     prof = write_profile(tmp_path, {"synthetic": True, "workers": 1})
-    calls = {"n": 0}
-    real = audio.cache_clip
-
-    def interrupted(job):
-        calls["n"] += 1
-        if calls["n"] == 5:
-            raise KeyboardInterrupt
-        return real(job)
-
-    monkeypatch.setattr(prep, "cache_clip", interrupted)
+    interrupt_cache_at(monkeypatch, 5)
     argv = ["prepare", "--profile", str(prof), "--corpus", "savee", "--root", str(root), "--quiet", "--allow-partial"]
     assert cli_main(argv) == 130
     err = capsys.readouterr().err
     assert err.strip() == ("emorl prepare: interrupted while preparing savee (corpus 1 of 1); run the same command "
                            "again: clips already decoded into the cache are reused")
-    monkeypatch.setattr(prep, "cache_clip", real)
+    monkeypatch.setattr(prep, "cache_clip", audio.cache_clip)
     assert cli_main(argv) == 0
 
 
