@@ -405,6 +405,7 @@ def test_setup_cell_on_a_simulated_hosted_runtime(tmp_path, monkeypatch):
                              kernel_name="hosted-python3", cwd=str(clone / "notebooks"),
                              parameters={"profile": "default", "group_sizes": [2, 6], "accuracies": [0.3, 0.6]},
                              progress_bar=False)
-    assert nb.cells[0].outputs[0]["text"].strip() == "emorl-kit: 0.1.0"  # the setup cell: already installed
+    setup = next(c for c in nb.cells if c.cell_type == "code" and c.source.startswith("# Setup:"))
+    assert setup.outputs[0]["text"].strip() == "emorl-kit: 0.1.0"  # the setup cell: already installed
     assert list((clone / "results" / "default" / "tables").glob("eswr_*.csv"))
     assert _runtime_versions(py) == before
