@@ -95,13 +95,16 @@ def test_trained_adapters_and_logs(e2e):
     prof = load_profile(path)
     finals = sorted(p.parent.name for p in (runs / "checkpoints").glob("*/final"))
     assert finals == sorted(r.name for stage in ("sft", "grpo") for r in stage_runs(prof, stage))
-    assert {"meld_grpo_eswr_ESR", "meld_sft_ESR"} <= set(finals)
-    meta = json.loads((runs / "checkpoints" / "meld_grpo_eswr_ESR" / "final" / "emorl_run.json").read_text())
-    assert meta["start_adapter"].endswith("meld_sft_ESR/final")
-    assert meta["steps"] == prof.sections["grpo"]["max_steps"]
-    log = pd.read_csv(runs / "logs" / "meld_grpo_eswr_ESR.csv")
+    grpo = stage_runs(prof, "grpo")
+    assert grpo and stage_runs(prof, "sft")
+    run = next((r for r in grpo if r.condition == "ESR"), grpo[0])  # the paper's method where the profile has it
+    meta = json.loads((runs / "checkpoints" / run.name / "final" / "emorl_run.json").read_text())
+    sft_name = run.name.replace(f"_grpo_{run.reward}_", "_sft_")
+    assert meta["start_adapter"].endswith(f"{sft_name}/final")
+    assert meta["steps"] == prof.section("grpo").max_steps
+    log = pd.read_csv(runs / "logs" / f"{run.name}.csv")
     for col in ("reward", "reward_std", "frac_reward_zero_std", "kl", "completions/mean_length", "learning_rate",
-                "rewards/accuracy_reward/mean", "rewards/format_ESR_reward/mean"):
+                "rewards/accuracy_reward/mean", f"rewards/format_{run.condition}_reward/mean"):
         assert col in log.columns, col
 
 
