@@ -45,6 +45,22 @@ def test_a_grpo_run_can_be_kept_to_one_corpus_and_cross_corpus_to_some_recipes()
                                  "grpo_runs": [["eswr", "IR"]], **bad})
 
 
+def test_an_sft_condition_can_be_kept_to_one_corpus_and_grpo_needs_its_start():
+    from emorl_lib.training.experiments import zeroshot_runs
+
+    cfg = ExperimentsConfig(corpora=["iemocap", "meld"], iemocap_folds=[1], sft_conditions=["IR", ["ESR", "iemocap"]],
+                            grpo_runs=[["eswr", "IR"], ["eswr", "ESR", "iemocap"]])
+    assert [r.name for r in sft_runs(cfg)] == ["iemocap-f1_sft_IR", "iemocap-f1_sft_ESR", "meld_sft_IR"]
+    assert [r.name for r in zeroshot_runs(cfg)] == ["iemocap-f1_zeroshot_ESR", "iemocap-f1_zeroshot_IR",
+                                                    "meld_zeroshot_IR"]
+    sft = {r.name for r in sft_runs(cfg)}
+    assert all(r.sft_parent(cfg).name in sft for r in grpo_runs(cfg))
+    with pytest.raises(ValueError, match=r"ESR on meld"):  # an ESR GRPO run on MELD without its SFT start
+        ExperimentsConfig(corpora=["iemocap", "meld"], sft_conditions=["IR", ["ESR", "iemocap"]],
+                          grpo_runs=[["eswr", "ESR"]])
+    with pytest.raises(ValueError, match="sft_conditions"):
+        ExperimentsConfig(corpora=["iemocap", "meld"], sft_conditions=[["ESR", "savee"]], grpo_runs=[])
+
 def test_validation_slice_is_stratified_seeded_and_disjoint():
     rows = [_utt(f"u{i:03d}", "iemocap", FOUR[i % 4], fold=2 + i % 4) for i in range(80)]
     train, val = validation_slice(rows, 0.25, seed=0)

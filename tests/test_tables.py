@@ -67,6 +67,18 @@ def test_test_sets_follow_the_protocol(settings):
     assert test_set_names(Run("iemocap", "sft", "IR", None, 2), settings) == ["iemocap-f2"]  # first fold only
 
 
+def test_evaluation_workers_get_balanced_disjoint_shares(settings):
+    from emorl_lib.evaluation.matrix import balanced_shares
+    from emorl_lib.training.experiments import all_runs
+
+    runs = all_runs(settings.exp)
+    shares = balanced_shares(runs, settings, 2)
+    assert sorted(r.name for sh in shares for r in sh) == sorted(r.name for r in runs)  # each model once
+    esr_xc = [r for r in runs if r.condition == "ESR" and r.stage != "zeroshot" and r.fold in (None, 1)]
+    assert len(esr_xc) == 4 and [sum(r in sh for r in esr_xc) for sh in shares] == [2, 2]  # the costly ones split
+    assert balanced_shares(runs[:1], settings, 2) == [runs[:1]]  # no empty share
+
+
 def test_tables_values_in_range_and_missing_shown(settings):
     from emorl_lib.evaluation.matrix import collect
     from emorl_lib.evaluation.tables import MISSING, write_all

@@ -351,3 +351,18 @@ def test_a_stage_in_worker_processes_trains_what_a_serial_stage_does(train_profi
             torch.testing.assert_close(ta[k], tb[k], rtol=0, atol=0, msg=f"{name} {k}")
     s1, s2 = (_adapter_tensors(finals[2][n]) for n in finals[2])
     assert any(not torch.equal(s1[k], s2[k]) for k in s1)  # the seeds differ, so the runs do
+
+
+def test_log_summary_compares_the_two_ends_of_a_log_even_a_short_one():
+    import pandas as pd
+
+    from emorl_lib.training.runs import log_summary
+
+    run = Run("meld", "sft", "IR")
+    short = pd.DataFrame({"step": range(10, 110, 10), "loss": [6.0, 2.5, 0.8, 0.5, 0.4, 0.4, 0.35, 0.3, 0.36, 0.34]})
+    row = log_summary({run: short}).iloc[0]
+    assert row["steps"] == 100
+    assert row["loss_first"] == pytest.approx((6.0 + 2.5) / 2) and row["loss_last"] == pytest.approx((0.36 + 0.34) / 2)
+    long = pd.DataFrame({"step": range(1, 41), "reward": [0.0] * 20 + [1.0] * 20})
+    row = log_summary({run: long}).iloc[0]
+    assert (row["reward_first"], row["reward_last"]) == (0.0, 1.0)  # the full window of 10 at each end

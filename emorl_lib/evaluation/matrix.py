@@ -226,7 +226,7 @@ def run_matrix(settings: EvalSetup, stages: list[str] | None = None, runs: list[
         from ..infra.parallel import run_jobs
 
         w = min(s.exp.workers, len(ready))
-        for part in run_jobs(_matrix_part, [(s, ready[i::w]) for i in range(w)], w):
+        for part in run_jobs(_matrix_part, [(s, share) for share in balanced_shares(ready, s, w)], w):
             rep.evaluated += part.evaluated
             rep.skipped += part.skipped
         return rep
@@ -248,6 +248,22 @@ def run_matrix(settings: EvalSetup, stages: list[str] | None = None, runs: list[
                     continue
                 rep.evaluated.append((r.name, name, len(preds)))
     return rep
+
+
+def balanced_shares(runs: list[Run], s: EvalSetup, workers: int) -> list[list[Run]]:
+    """The runs split over `workers` (each loads the base model once) with about equal work: the costliest model
+    first to the least-loaded worker. A model's cost: its test sets times (a fixed cost per utterance, mostly the
+    audio encoder, plus its token budget); a reasoning model on the cross-corpus sets costs ten direct ones."""
+    def cost(r: Run) -> int:
+        return len(test_set_names(r, s)) * (32 + s.eval.max_new_tokens[r.condition])
+
+    shares: list[list[Run]] = [[] for _ in range(workers)]
+    load = [0] * workers
+    for r in sorted(runs, key=cost, reverse=True):
+        i = load.index(min(load))
+        shares[i].append(r)
+        load[i] += cost(r)
+    return [sh for sh in shares if sh]
 
 
 def _matrix_part(settings: EvalSetup, runs: list[Run]) -> MatrixReport:

@@ -28,7 +28,9 @@ class ExperimentsConfig:
     # IR/EUR/ESR ablations come from this list.
     grpo_runs: list[list[str]] = field(default_factory=lambda: [
         ["binary", "IR"], ["eswr", "IR"], ["binary", "ESR"], ["eswr", "ESR"], ["eswr", "EUR"]])
-    sft_conditions: list[str] = field(default_factory=lambda: ["IR", "EUR", "ESR"])  # SFT warm-ups to train
+    # SFT warm-ups to train: a condition for every corpus, or [condition, corpus] for one corpus only (e.g. the
+    # miniature's [ESR, iemocap]: reasoning where its GRPO run needs it, not on every corpus)
+    sft_conditions: list[str | list[str]] = field(default_factory=lambda: ["IR", "EUR", "ESR"])
     sft_before_grpo: bool = setting(True, "inferred", "GRPO starts from the SFT adapter of the same condition: the "
                                                       "paper's warm-up is unknown; SARI needed one")
     cross_corpus: bool | list[str] = setting(True, "kit", "score models on the other corpora's balanced 4-class "
@@ -47,17 +49,22 @@ class ExperimentsConfig:
                     or entry[2:] not in ([], *[[c] for c in self.corpora]):
                 raise ValueError(f"grpo_runs: {entry!r} is not [binary|eswr, IR|EUR|ESR] or "
                                  f"[binary|eswr, IR|EUR|ESR, <one of {self.corpora}>] (one corpus only)")
-        bad = [c for c in self.sft_conditions if c not in ("IR", "EUR", "ESR")]
-        if bad:
-            raise ValueError(f"sft_conditions: {bad} are not IR, EUR or ESR")
+        for entry in self.sft_conditions:
+            e = [entry] if isinstance(entry, str) else list(entry)
+            if len(e) not in (1, 2) or e[0] not in ("IR", "EUR", "ESR") \
+                    or e[1:] not in ([], *[[c] for c in self.corpora]):
+                raise ValueError(f"sft_conditions: {entry!r} is not IR|EUR|ESR or [IR|EUR|ESR, <one of "
+                                 f"{self.corpora}>] (one corpus only)")
         bad = [c for c in self.corpora if c not in ("iemocap", "meld")]
         if bad:
             raise ValueError(f"corpora: {bad}; the in-corpus training corpora are iemocap and meld")
         if self.sft_before_grpo:
-            missing = sorted({entry[1] for entry in self.grpo_runs} - set(self.sft_conditions))
+            trained = {(c, cond) for c in self.corpora for cond in sft_conditions(self, c)}
+            missing = sorted({f"{entry[1]} on {c}" for entry in self.grpo_runs for c in self.corpora
+                              if entry[2:] in ([], [c]) and (c, entry[1]) not in trained})
             if missing:
-                raise ValueError(f"sft_before_grpo needs SFT runs for condition(s) {missing} (add them to "
-                                 "sft_conditions, or set sft_before_grpo: false)")
+                raise ValueError(f"sft_before_grpo needs SFT runs for {missing} (add them to sft_conditions, or set "
+                                 "sft_before_grpo: false)")
         for f in self.iemocap_folds:
             if f not in (1, 2, 3, 4, 5):
                 raise ValueError(f"iemocap_folds: {f} is not a session 1-5")
@@ -132,9 +139,19 @@ def seeds(cfg: ExperimentsConfig) -> list[int | None]:
     return list(cfg.seeds) if cfg.seeds else [None]
 
 
+def sft_conditions(cfg: ExperimentsConfig, corpus: str) -> list[str]:
+    """The SFT conditions trained on `corpus` (entries of sft_conditions for every corpus or for this one)."""
+    out = []
+    for entry in cfg.sft_conditions:
+        e = [entry] if isinstance(entry, str) else list(entry)
+        if e[1:] in ([], [corpus]) and e[0] not in out:
+            out.append(e[0])
+    return out
+
+
 def sft_runs(cfg: ExperimentsConfig) -> list[Run]:
     return [Run(c, "sft", cond, None, f, sd) for sd in seeds(cfg) for c in cfg.corpora for f in _folds(cfg, c)
-            for cond in cfg.sft_conditions]
+            for cond in sft_conditions(cfg, c)]
 
 
 def grpo_runs(cfg: ExperimentsConfig) -> list[Run]:
@@ -148,8 +165,10 @@ def scored_cross_corpus(cfg: ExperimentsConfig, run: Run) -> bool:
 
 
 def zeroshot_runs(cfg: ExperimentsConfig) -> list[Run]:
-    conds = sorted({entry[1] for entry in cfg.grpo_runs} | set(cfg.sft_conditions))
-    return [Run(c, "zeroshot", cond, None, f) for c in cfg.corpora for f in _folds(cfg, c) for cond in conds]
+    def conds(c: str) -> list[str]:
+        return sorted({e[1] for e in cfg.grpo_runs if e[2:] in ([], [c])} | set(sft_conditions(cfg, c)))
+
+    return [Run(c, "zeroshot", cond, None, f) for c in cfg.corpora for f in _folds(cfg, c) for cond in conds(c)]
 
 
 def all_runs(cfg: ExperimentsConfig) -> list[Run]:

@@ -215,8 +215,9 @@ def accuracy_column(df) -> str | None:
 
 
 def log_summary(logs, window: int = 10):
-    """Per run, the first and last `window` logged steps side by side: did the reward, the accuracy, the share of
-    zero-std groups (no gradient) and the loss move? A table for notebooks and the README."""
+    """Per run, the first and last `window` logged steps side by side (at most a quarter of the log each, so that a
+    short log's two ends never overlap): did the reward, the accuracy, the share of zero-std groups (no gradient) and
+    the loss move? A table for notebooks and the README."""
     import pandas as pd
 
     rows = []
@@ -229,8 +230,9 @@ def log_summary(logs, window: int = 10):
                           ("kl", "kl"), ("loss", "loss"), ("completions/mean_length", "length")):
             if col and col in df.columns and df[col].notna().any():
                 d = df[col].dropna()
-                row[f"{name}_first"] = float(d.head(window).mean())
-                row[f"{name}_last"] = float(d.tail(window).mean())
+                w = max(1, min(window, len(d) // 4))
+                row[f"{name}_first"] = float(d.head(w).mean())
+                row[f"{name}_last"] = float(d.tail(w).mean())
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -437,6 +439,8 @@ def train_stage(stage: str, prof: Profile, only: list[str] | None = None, force:
         for corpus in sorted({r.corpus for r in runs}):
             descriptors_path(prof.paths.manifests / f"{corpus}.jsonl").unlink(missing_ok=True)
     workers = 1 if launched_world_size() > 1 else (workers or prof.section("experiments").workers)
+    if workers > 1:  # reasoning runs (long completions) first, so that the short ones fill the workers' tails
+        runs = sorted(runs, key=lambda r: r.condition == "IR")
     for i, run in enumerate(runs, 1):
         log.info("%s run %d/%d: %s", stage, i, len(runs), run.name)
     finals = run_jobs(_train_one, [(stage, prof, run, force) for run in runs], workers)
