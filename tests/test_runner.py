@@ -67,6 +67,7 @@ def test_force_reaches_the_notebooks_and_the_summary_is_written(kit, capsys):
     summary = json.loads((root / "results" / "default" / "run_summary.json").read_text())
     assert [s["status"] for s in summary["stages"]] == ["ran", "not chosen"]
     assert summary["stages"][0]["why"] == ["--force"] and summary["machine"]["env"]["OMP_NUM_THREADS"] == "1"
+    assert summary["cpus"] >= 1 and len(summary["load_average"].split()) == 3  # was the machine shared?
     md = (root / "results" / "default" / "run_summary.md").read_text()
     assert "| 01_data_prep.ipynb | ran |" in md and "| 02_emotion_prior.ipynb | not chosen |" in md
 

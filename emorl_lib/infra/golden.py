@@ -205,9 +205,11 @@ def readme_block(profile: str = "default") -> str:
         s = json.loads(summary.read_text())
         m = s.get("machine", {})
         ran = [st for st in s.get("stages", []) if st.get("status") == "ran"]
+        load = (f"; {s['cpus']} cores, load average over the last 1 / 5 / 15 minutes at the end "
+                f"{s['load_average'].replace(' ', ' / ')}" if s.get("load_average") and s.get("cpus") else "")
         parts += [f"Time per stage of the run that made this golden set ({s.get('seconds', 0) / 60:.0f} min in all, "
-                  f"{m.get('machine', '?')} CPU, torch threads {m.get('env', {}).get('OMP_NUM_THREADS', '?')}, "
-                  f"finished {s.get('finished', '?')}; other jobs shared the CPU):", "",
+                  f"{m.get('machine', '?')} CPU, torch threads {m.get('env', {}).get('OMP_NUM_THREADS', '?')} per "
+                  f"process, finished {s.get('finished', '?')}{load}):", "",
                   "| stage | seconds |", "|---|---|"]
         parts += [f"| {st['notebook']} | {st['seconds']:.0f} |" for st in ran] + [""]
     parts.append(end)

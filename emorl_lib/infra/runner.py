@@ -330,8 +330,11 @@ def summary_markdown(profile: str, results: list[StageResult], total: float) -> 
 
 def write_summary(paths: Paths, profile: str, results: list[StageResult], total: float, force: bool) -> None:
     """Where the time went, per stage: logged and written to results/<profile>/run_summary.{json,md}."""
+    from .perf import load_average
+
+    # the load average at the end says whether other jobs shared the cores (the time table means little otherwise)
     data = {"profile": profile, "seconds": total, "force": force, "machine": describe(),
-            "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
+            "finished": time.strftime("%Y-%m-%d %H:%M:%S"), "cpus": os.cpu_count(), "load_average": load_average(),
             "stages": [{"notebook": r.notebook, "status": r.status, "seconds": r.seconds, "why": r.why}
                        for r in results]}
     atomic_write_text(paths.results / "run_summary.json", json.dumps(data, indent=1) + "\n")
