@@ -70,6 +70,11 @@ def test_force_reaches_the_notebooks_and_the_summary_is_written(kit, capsys):
     assert summary["cpus"] >= 1 and len(summary["load_average"].split()) == 3  # was the machine shared?
     md = (root / "results" / "default" / "run_summary.md").read_text()
     assert "| 01_data_prep.ipynb | ran |" in md and "| 02_emotion_prior.ipynb | not chosen |" in md
+    assert runner.main([]) == 0  # both current now: the summary still says what each took when it last ran
+    summary = json.loads((root / "results" / "default" / "run_summary.json").read_text())
+    assert [s["status"] for s in summary["stages"]] == ["current", "current"]
+    assert all(s["last_seconds"] >= 0 and s["last_finished"] for s in summary["stages"])
+    assert "skipped; its last run took" in (root / "results" / "default" / "run_summary.md").read_text()
 
 
 def test_deleted_outputs_make_a_stage_stale(kit, capsys):
@@ -117,10 +122,21 @@ def test_golden_update_and_readme_block(tmp_path, monkeypatch):
     assert "| SFT (IR) | 31.0 |" in readme and "OLD TEXT" not in readme
     assert golden.current_readme_block("default") == golden.readme_block("default")
     assert golden.check("default") == 0
+    summary = {"profile": "default", "seconds": 60.0, "finished": "2026-01-01 00:00:00", "cpus": 2,
+               "load_average": "1.00 0.50 0.25", "machine": {"machine": "x86_64", "env": {"OMP_NUM_THREADS": "1"}},
+               "stages": [{"notebook": "01.ipynb", "status": "current", "seconds": 0.0, "last_seconds": 300.0,
+                           "last_finished": "2025-12-31 23:00:00"},
+                          {"notebook": "02.ipynb", "status": "ran", "seconds": 60.0}]}
+    (tmp_path / "tests" / "golden" / "default" / golden.RUN_SUMMARY).write_text(json.dumps(summary))
+    block = golden.readme_block("default")
+    assert "| 01.ipynb | 300 (skipped as current: its run that finished 2025-12-31 23:00:00) |" in block
+    assert "| 02.ipynb | 60 |" in block and "for the stages it ran" in block and "1.00 / 0.50 / 0.25" in block
 
 
-def test_readme_results_section_is_what_the_golden_tables_generate():
-    block = golden.current_readme_block("default")
-    assert block is not None, "README.md lacks its generated results section"
-    assert block == golden.readme_block("default"), \
-        "README results section is stale: run `python -m emorl_lib.infra.golden readme`"
+@pytest.mark.parametrize("profile", sorted(p.name for p in (golden.repo_root() / "tests" / "golden").iterdir()
+                                             if p.is_dir()))
+def test_readme_results_section_is_what_the_golden_tables_generate(profile):
+    block = golden.current_readme_block(profile)
+    assert block is not None, f"README.md lacks the generated results section of profile {profile}"
+    assert block == golden.readme_block(profile), \
+        f"README results section is stale: run `python -m emorl_lib.infra.golden readme --profile {profile}`"

@@ -204,14 +204,19 @@ def readme_block(profile: str = "default") -> str:
     if summary.exists():
         s = json.loads(summary.read_text())
         m = s.get("machine", {})
-        ran = [st for st in s.get("stages", []) if st.get("status") == "ran"]
+        ran = [st for st in s.get("stages", []) if st.get("status") == "ran"
+               or st.get("status") == "current" and st.get("last_seconds") is not None]
         load = (f"; {s['cpus']} cores, load average over the last 1 / 5 / 15 minutes at the end "
                 f"{s['load_average'].replace(' ', ' / ')}" if s.get("load_average") and s.get("cpus") else "")
-        parts += [f"Time per stage of the run that made this golden set ({s.get('seconds', 0) / 60:.0f} min in all, "
+        some = " for the stages it ran" if any(st["status"] == "current" for st in ran) else ""
+        parts += [f"Time per stage of the run that made this golden set ({s.get('seconds', 0) / 60:.0f} min in all"
+                  f"{some}, "
                   f"{m.get('machine', '?')} CPU, torch threads {m.get('env', {}).get('OMP_NUM_THREADS', '?')} per "
                   f"process, finished {s.get('finished', '?')}{load}):", "",
                   "| stage | seconds |", "|---|---|"]
-        parts += [f"| {st['notebook']} | {st['seconds']:.0f} |" for st in ran] + [""]
+        parts += [f"| {st['notebook']} | {st['seconds']:.0f} |" if st["status"] == "ran" else
+                  f"| {st['notebook']} | {st['last_seconds']:.0f} (skipped as current: its run that finished "
+                  f"{st['last_finished']}) |" for st in ran] + [""]
     parts.append(end)
     return "\n".join(parts)
 

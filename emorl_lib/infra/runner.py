@@ -203,6 +203,10 @@ class StageResult:
     status: str  # ran | current | failed | not chosen | to run | current (listed)
     seconds: float = 0.0
     why: list[str] = field(default_factory=list)
+    # a stage skipped as current: what its last run took and when it finished (so that a summary after an
+    # incremental run still says where the time of the whole pipeline goes)
+    last_seconds: float | None = None
+    last_finished: str | None = None
 
 
 def run(profile: str = "default", only: list[str] | None = None, force: bool = False,
@@ -259,7 +263,8 @@ def run(profile: str = "default", only: list[str] | None = None, force: bool = F
             continue
         if not why and not force:
             log.info(f"{stage.notebook.name}: current, skipped (--force reruns it)")
-            results.append(StageResult(stage.notebook.name, "current"))
+            results.append(StageResult(stage.notebook.name, "current", last_seconds=(old or {}).get("seconds"),
+                                       last_finished=(old or {}).get("finished")))
             outputs[name] = recorded
             continue
         why = why or ["--force"]
@@ -324,7 +329,10 @@ def summary_markdown(profile: str, results: list[StageResult], total: float) -> 
     lines = [f"Run of profile `{profile}`: {total:.0f} s in all.", "",
              "| stage | status | seconds | why it ran |", "|---|---|---|---|"]
     for r in results:
-        lines.append(f"| {r.notebook} | {r.status} | {r.seconds:.0f} | {'; '.join(r.why)} |")
+        why = "; ".join(r.why)
+        if r.last_seconds is not None:
+            why = f"skipped; its last run took {r.last_seconds:.0f} s (finished {r.last_finished})"
+        lines.append(f"| {r.notebook} | {r.status} | {r.seconds:.0f} | {why} |")
     return "\n".join(lines) + "\n"
 
 
@@ -335,8 +343,9 @@ def write_summary(paths: Paths, profile: str, results: list[StageResult], total:
     # the load average at the end says whether other jobs shared the cores (the time table means little otherwise)
     data = {"profile": profile, "seconds": total, "force": force, "machine": describe(),
             "finished": time.strftime("%Y-%m-%d %H:%M:%S"), "cpus": os.cpu_count(), "load_average": load_average(),
-            "stages": [{"notebook": r.notebook, "status": r.status, "seconds": r.seconds, "why": r.why}
-                       for r in results]}
+            "stages": [{"notebook": r.notebook, "status": r.status, "seconds": r.seconds, "why": r.why,
+                        **({"last_seconds": r.last_seconds, "last_finished": r.last_finished}
+                           if r.last_seconds is not None else {})} for r in results]}
     atomic_write_text(paths.results / "run_summary.json", json.dumps(data, indent=1) + "\n")
     md = summary_markdown(profile, results, total)
     atomic_write_text(paths.results / "run_summary.md", md)
