@@ -63,8 +63,9 @@ def test_the_checker_flags_outside_files_and_missing_pages(tmp_path):
     assert len(problems("a.py", "see pitfalls.md", root)) == 1                       # bare name outside docs/
     assert len(problems("a.py", "see docs/protocols.md", root)) == 1                 # page that does not exist
     assert len(problems("docs/x.md", "see [p](protocols.md)", root)) == 1            # sibling that does not exist
-    assert len(problems("a.py", "the layouts (reference/corpora" + "-layouts.md)", root)) >= 1
-    assert len(problems("a.py", "../shared" + "/reference/paper.md", root)) >= 2
+    assert len(problems("a.py", f"the layouts ({OUTSIDE[3]}.md)", root)) >= 1
+    outside_page = OUTSIDE[1] + OUTSIDE[0].removeprefix("shared") + "/paper.md"  # a page beside the repository
+    assert len(problems("a.py", outside_page, root)) >= 2
     assert problems("a.py", "writes results/<profile>/evaluation_report.md", root) == []
 
 
