@@ -1,10 +1,10 @@
 """Golden tables: a profile's result tables committed as its expected outputs, compared cell by cell after a run.
 
 `tests/golden/<profile>/*.csv` hold every CSV table of `results/<profile>/tables/` minus the columns that measure
-wall time (VOLATILE: they differ on every run and every machine) and the time table itself (VOLATILE_TABLES). `check` compares a run's tables with them by exact
-string equality of every cell and prints each changed cell; `update` makes a run's tables the golden set and
-regenerates the README's results section (between RESULTS_BEGIN / RESULTS_END markers) from them, so no number there
-is typed by hand. Commands:
+wall time (VOLATILE: they differ on every run and every machine) and the time table itself (VOLATILE_TABLES).
+`check` compares a run's tables with them by exact string equality of every cell and prints each changed cell;
+`update` makes a run's tables the golden set and regenerates the README's results section (between the
+`<!-- results:<profile>:begin/end -->` markers) from them, so no number there is typed by hand. Commands:
 
     ./run_all.sh --update-golden            # run the default profile, then make its tables the golden set
     python -m emorl_lib.infra.golden check   # compare results/default/tables with tests/golden/default

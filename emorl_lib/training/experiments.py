@@ -50,7 +50,7 @@ class ExperimentsConfig:
                 raise ValueError(f"grpo_runs: {entry!r} is not [binary|eswr, IR|EUR|ESR] or "
                                  f"[binary|eswr, IR|EUR|ESR, <one of {self.corpora}>] (one corpus only)")
         for entry in self.sft_conditions:
-            e = [entry] if isinstance(entry, str) else list(entry)
+            e = _as_list(entry)
             if len(e) not in (1, 2) or e[0] not in ("IR", "EUR", "ESR") \
                     or e[1:] not in ([], *[[c] for c in self.corpora]):
                 raise ValueError(f"sft_conditions: {entry!r} is not IR|EUR|ESR or [IR|EUR|ESR, <one of "
@@ -59,9 +59,9 @@ class ExperimentsConfig:
         if bad:
             raise ValueError(f"corpora: {bad}; the in-corpus training corpora are iemocap and meld")
         if self.sft_before_grpo:
-            trained = {(c, cond) for c in self.corpora for cond in sft_conditions(self, c)}
-            missing = sorted({f"{entry[1]} on {c}" for entry in self.grpo_runs for c in self.corpora
-                              if entry[2:] in ([], [c]) and (c, entry[1]) not in trained})
+            trained = set(sft_runs(self))
+            missing = sorted({f"{r.condition} on {r.corpus}" for r in grpo_runs(self)
+                              if r.sft_parent(self) not in trained})
             if missing:
                 raise ValueError(f"sft_before_grpo needs SFT runs for {missing} (add them to sft_conditions, or set "
                                  "sft_before_grpo: false)")
@@ -139,24 +139,23 @@ def seeds(cfg: ExperimentsConfig) -> list[int | None]:
     return list(cfg.seeds) if cfg.seeds else [None]
 
 
-def sft_conditions(cfg: ExperimentsConfig, corpus: str) -> list[str]:
-    """The SFT conditions trained on `corpus` (entries of sft_conditions for every corpus or for this one)."""
-    out = []
-    for entry in cfg.sft_conditions:
-        e = [entry] if isinstance(entry, str) else list(entry)
-        if e[1:] in ([], [corpus]) and e[0] not in out:
-            out.append(e[0])
-    return out
+def _as_list(entry: str | list[str]) -> list[str]:
+    return [entry] if isinstance(entry, str) else list(entry)
+
+
+def _on(corpus_tail: list[str], corpus: str) -> bool:
+    """An entry's optional last item names the one corpus it is for; without it, it is for every corpus."""
+    return corpus_tail in ([], [corpus])
 
 
 def sft_runs(cfg: ExperimentsConfig) -> list[Run]:
-    return [Run(c, "sft", cond, None, f, sd) for sd in seeds(cfg) for c in cfg.corpora for f in _folds(cfg, c)
-            for cond in sft_conditions(cfg, c)]
+    return [Run(c, "sft", e[0], None, f, sd) for sd in seeds(cfg) for c in cfg.corpora for f in _folds(cfg, c)
+            for e in map(_as_list, cfg.sft_conditions) if _on(e[1:], c)]
 
 
 def grpo_runs(cfg: ExperimentsConfig) -> list[Run]:
     return [Run(c, "grpo", entry[1], entry[0], f, sd) for sd in seeds(cfg)
-            for c in cfg.corpora for f in _folds(cfg, c) for entry in cfg.grpo_runs if entry[2:] in ([], [c])]
+            for c in cfg.corpora for f in _folds(cfg, c) for entry in cfg.grpo_runs if _on(entry[2:], c)]
 
 
 def scored_cross_corpus(cfg: ExperimentsConfig, run: Run) -> bool:
@@ -165,10 +164,10 @@ def scored_cross_corpus(cfg: ExperimentsConfig, run: Run) -> bool:
 
 
 def zeroshot_runs(cfg: ExperimentsConfig) -> list[Run]:
-    def conds(c: str) -> list[str]:
-        return sorted({e[1] for e in cfg.grpo_runs if e[2:] in ([], [c])} | set(sft_conditions(cfg, c)))
-
-    return [Run(c, "zeroshot", cond, None, f) for c in cfg.corpora for f in _folds(cfg, c) for cond in conds(c)]
+    """The base model, untrained, under every prompt condition a trained run of the same corpus uses."""
+    trained = {(r.corpus, r.condition) for r in sft_runs(cfg) + grpo_runs(cfg)}
+    return [Run(c, "zeroshot", cond, None, f) for c in cfg.corpora for f in _folds(cfg, c)
+            for cond in sorted(k for corpus, k in trained if corpus == c)]
 
 
 def all_runs(cfg: ExperimentsConfig) -> list[Run]:
