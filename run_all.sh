@@ -8,4 +8,4 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 scripts/bootstrap.sh
-exec "${EMORL_VENV:-.venv}/bin/python" -m emorl_lib.infra.runner "$@"
+exec "${EMORL_VENV:-.venv}/bin/python" -m emorl_lib.runner "$@"

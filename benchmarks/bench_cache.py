@@ -20,9 +20,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from emorl_lib.data.corpora import load as load_corpus
-from emorl_lib.data.prep import DataConfig, build_cache
+from emorl_lib.data.prep import build_cache
 from emorl_lib.data.synthetic import generate_all
-from emorl_lib.infra.config import load_profile
+from emorl_lib.profile import load_profile
 from emorl_lib.infra.paths import repo_root
 
 CSV_FIELDS = ["when", "machine", "cpu_count", "workers", "size", "repeats", "wav_clips", "wav_audio_s", "emorl_clips_per_s",
@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--size", type=float, help="synthetic size (default: the profile's data.synthetic_size)")
     args = ap.parse_args(argv)
     prof = load_profile(args.profile)
-    cfg = prof.section("data", DataConfig)
+    cfg = prof.section("data")
     workers = args.workers or cfg.workers
     size = args.size or cfg.synthetic_size
     paths = prof.paths.ensure()

@@ -55,8 +55,16 @@ def main(argv: list[str] | None = None) -> list[dict]:
     ap.add_argument("--out", default=str(repo_root() / "results" / "benchmarks" / "descriptors.csv"))
     a = ap.parse_args(argv)
 
-    from emorl_lib.infra.perf import append_benchmark_row, load_average, machine_description
-    from emorl_lib.method.descriptors import DescriptorConfig, compute_descriptors, extractor_version
+    from emorl_lib.infra.perf import (
+        append_benchmark_row,
+        load_average,
+        machine_description,
+    )
+    from emorl_lib.method.descriptors import (
+        DescriptorConfig,
+        compute_descriptors,
+        extractor_version,
+    )
 
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench_desc_") as tmp:

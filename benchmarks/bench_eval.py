@@ -4,9 +4,9 @@
                                               [--batch-size 8] [--max-new-tokens N] [--repeats 2] [--threads 1]
 
 Each comparison runs both paths on the same utterances in this one process and reports the ratio and whether the
-outputs are equal: (b) `evaluation.generate.batching_benchmark` (batch 1 vs --batch-size, greedy text equal);
+outputs are equal: (b) `eval_paths.batching_benchmark` (batch 1 vs --batch-size, greedy text equal);
 (d) generation with left padding and the KV cache vs use_cache=False (text equal); (c) `encode` (chat template +
-mel features) with a warm `generate.FeatureCache` vs without (a rerun of the same test set; features equal).
+mel features) with a warm `eval_paths.FeatureCache` vs without (a rerun of the same test set; features equal).
 Utterances are tones of 0.8-3.6 s written to a temporary folder. One row per comparison is appended to
 results/benchmarks/eval.csv with the machine's description and load average.
 
@@ -35,7 +35,7 @@ def tone_testset(folder: Path, n: int):
 
     from emorl_lib.data.labels import FOUR_CLASS
     from emorl_lib.data.manifest import Utterance
-    from emorl_lib.evaluation.testsets import TestSet
+    from emorl_lib.data.testsets import TestSet
 
     sr, rows = 16000, []
     for i in range(n):
@@ -80,15 +80,20 @@ def main(argv: list[str] | None = None) -> list[dict]:
     a = ap.parse_args(argv)
 
     import torch
+    from eval_paths import FeatureCache, batching_benchmark, encode_cached, generate_uncached
 
     from emorl_lib.data.audio import load_16k
-    from emorl_lib.evaluation.generate import FeatureCache, batching_benchmark, encode, predict_set
-    from emorl_lib.evaluation.matrix import EvalConfig
-    from emorl_lib.infra.config import load_profile
-    from emorl_lib.infra.perf import (append_benchmark_row, load_average, machine_description, package_versions,
-                                      peak_memory)
-    from emorl_lib.method.prompts import PromptConfig, build_messages, canonical_condition
-    from emorl_lib.training.backbones import BackboneConfig, load_backbone
+    from emorl_lib.model.generate import encode, generate_batch
+    from emorl_lib.infra.perf import (
+        append_benchmark_row,
+        load_average,
+        machine_description,
+        package_versions,
+        peak_memory,
+    )
+    from emorl_lib.method.prompts import build_messages, canonical_condition
+    from emorl_lib.model.backbones import load_backbone
+    from emorl_lib.profile import load_profile
 
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -98,8 +103,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         raise SystemExit(f"--comparisons: unknown {unknown}; expected some of batched, kv_cache, features, throughput")
     prof = load_profile(a.profile)
     paths = prof.paths.ensure()
-    bcfg, pcfg, ecfg = (prof.section("backbone", BackboneConfig), prof.section("prompt", PromptConfig),
-                        prof.section("eval", EvalConfig))
+    bcfg, pcfg, ecfg = prof.section("backbone"), prof.section("prompt"), prof.section("eval")
     cond = canonical_condition(a.condition)
     bs = a.batch_size or ecfg.batch_size
     mnt = a.max_new_tokens or ecfg.max_new_tokens[cond]
@@ -130,14 +134,19 @@ def main(argv: list[str] | None = None) -> list[dict]:
                          "tokens_per_utt": many["tokens_per_utt"]})
 
         if "kv_cache" in comparisons:  # (d) KV cache vs none, both batched and left-padded
-            def run(use_cache, tag):
+            cands = ts.candidates
+            kv_batches = [ts.rows[i:i + bs] for i in range(0, n, bs)]
+            kv_msgs = [[build_messages(pcfg, u.wav, cands, cond, u.transcript) for u in b] for b in kv_batches]
+            kv_audio = [[load_16k(u.wav) for u in b] for b in kv_batches]
+
+            def run(use_cache):
                 def f():
-                    out = Path(tmp) / f"kv_{tag}_{time.perf_counter_ns()}.jsonl"
-                    return [p["raw"] for p in predict_set(bb, ts, pcfg, cond, out, bs, mnt, progress=False,
-                                                          use_cache=use_cache)]
+                    if use_cache:
+                        return [g.text for m, au in zip(kv_msgs, kv_audio) for g in generate_batch(bb, m, au, mnt)]
+                    return [t for m, au in zip(kv_msgs, kv_audio) for t in generate_uncached(bb, m, au, mnt)]
                 return f
 
-            t, r = best_of(a.repeats, {"nocache": run(False, "off"), "cache": run(True, "on")})
+            t, r = best_of(a.repeats, {"nocache": run(False), "cache": run(True)})
             rows.append({"comparison": "kv_cache_vs_none", "plain_s": t["nocache"], "fast_s": t["cache"],
                          "plain_utt_per_s": n / t["nocache"], "fast_utt_per_s": n / t["cache"],
                          "equal_outputs": f"{sum(x == y for x, y in zip(r['nocache'], r['cache']))}/{n}"})
@@ -149,10 +158,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
             audios = [[load_16k(u.wav) for u in b] for b in batches]
             cache = FeatureCache()
             for m, au in zip(msgs, audios):  # the first evaluation fills it
-                encode(bb.processor, m, au, cache)
+                encode_cached(bb.processor, m, au, cache)
             t, r = best_of(a.repeats, {
                 "fresh": lambda: [encode(bb.processor, m, au) for m, au in zip(msgs, audios)],
-                "cached": lambda: [encode(bb.processor, m, au, cache) for m, au in zip(msgs, audios)]})
+                "cached": lambda: [encode_cached(bb.processor, m, au, cache) for m, au in zip(msgs, audios)]})
             same = sum(all(torch.equal(x[k], y[k]) for k in x) for x, y in zip(r["fresh"], r["cached"]))
             rows.append({"comparison": "cached_features_vs_fresh", "plain_s": t["fresh"], "fast_s": t["cached"],
                          "plain_utt_per_s": n / t["fresh"], "fast_utt_per_s": n / t["cached"],
@@ -187,8 +196,8 @@ def throughput(bb, pcfg, cond: str, mnt: int, sizes: list[int], batches: int, tm
     """Utterances and generated tokens per second at each batch size: one warm-up batch (CUDA kernels, cuBLAS
     handles), then `batches` timed batches of distinct clips; peak GPU memory per size. Greedy output of the
     utterances every size shares is compared with the first size's."""
-    from emorl_lib.evaluation.generate import predict_set
-    from emorl_lib.evaluation.testsets import TestSet
+    from emorl_lib.data.testsets import TestSet
+    from emorl_lib.evaluation.predictions import predict_set
     from emorl_lib.infra.perf import peak_memory, reset_peak_memory
 
     (tmp / "throughput").mkdir(exist_ok=True)

@@ -15,7 +15,7 @@ forward), backward. Peak GPU memory is reported for loading and for training sep
 both). Every log-prob tensor, loss and gradient norm is checked for NaN/inf (columns nonfinite_*). Appends one row
 per mode to results/benchmarks/grpo.csv with the machine's description and the pinned packages' versions.
 
---size full never downloads: it uses the `qwen2-audio-7b-random` backbone (emorl_lib.training.backbones: the real
+--size full never downloads: it uses the `qwen2-audio-7b-random` backbone (emorl_lib.model.backbones: the real
 Qwen2-Audio-7B-Instruct sizes, seeded random bf16 weights, built once into cache/models/) and loads it through the
 kit's own loader (4-bit nf4, LoRA, gradient checkpointing, as in params/paper.yaml). Random weights cost the same
 memory and time per token as the real ones, but rarely emit the end token, so completions run to the full length
@@ -75,8 +75,7 @@ def run_mode(mode: str, prof, wavs: list[str], condition: str, workdir: Path, wa
     from transformers import set_seed
 
     from emorl_lib.infra.perf import GPUMemorySampler, peak_memory, reset_peak_memory
-    from emorl_lib.training.backbones import load_backbone
-    from emorl_lib.training.runs import trainer_config
+    from emorl_lib.model.backbones import load_backbone
 
     gc.collect()
     if torch.cuda.is_available():
@@ -86,8 +85,7 @@ def run_mode(mode: str, prof, wavs: list[str], condition: str, workdir: Path, wa
         if trace:
             sampler.label = "load"
         reset_peak_memory()
-        args = trainer_config(prof, "grpo", output_dir=str(workdir / mode))
-        set_seed(args.seed)
+        set_seed(prof.values("grpo").seed)
         t0 = time.perf_counter()
         bb = load_backbone(prof.section("backbone"), prof.paths, trainable=True)
         load_s = time.perf_counter() - t0
@@ -102,6 +100,17 @@ def run_mode(mode: str, prof, wavs: list[str], condition: str, workdir: Path, wa
         row["memory_trace"] = trace.name
     del bb
     return row
+
+
+def grpo_args(prof, output_dir: Path, **runtime):
+    """The profile's `grpo` section as the trainer's config (as a run's setup builds it), for a benchmark run."""
+    from emorl_lib.infra.config import from_dict
+    from emorl_lib.training.grpo import EmoGRPOConfig
+    from emorl_lib.training.runs import precision_flags
+
+    return from_dict(EmoGRPOConfig, prof.sections.get("grpo") or {}, "grpo",
+                     runtime={"output_dir": str(output_dir), **precision_flags(prof.section("backbone").dtype),
+                              **runtime})
 
 
 class RandomReward:
@@ -126,14 +135,16 @@ def _train(mode, bb, prof, wavs, condition, workdir, warmup, rewards: str = "pro
     from emorl_lib.data.labels import FOUR_CLASS
     from emorl_lib.infra.perf import Stopwatch, peak_memory
     from emorl_lib.method.prompts import build_messages
-    from emorl_lib.training.grpo import AudioGRPOTrainer, find_audio_tower, reward_functions
-    from emorl_lib.training.runs import trainer_config
-
+    from emorl_lib.training.grpo import (
+        AudioGRPOTrainer,
+        find_audio_tower,
+        reward_functions,
+    )
     cache_audio, cache_features = MODES[mode]
     funcs, weights = reward_functions(prof.section("reward"), condition, "eswr")
     if rewards == "random":
         funcs, weights = [RandomReward()], [1.0]
-    args = trainer_config(prof, "grpo", output_dir=str(workdir / mode), reward_weights=weights)
+    args = grpo_args(prof, workdir / mode, reward_weights=weights)
     pcfg = prof.section("prompt")
     cands = list(FOUR_CLASS)
     rows = [{"prompt": build_messages(pcfg, w, cands, condition), "label": cands[i % len(cands)],
@@ -258,9 +269,14 @@ def main(argv: list[str] | None = None) -> list[dict]:
 
     import torch
 
-    from emorl_lib.infra.config import load_profile
-    from emorl_lib.infra.perf import append_benchmark_row, load_average, machine_description, package_versions
-    from emorl_lib.training.backbones import resolve_dtype
+    from emorl_lib.profile import load_profile
+    from emorl_lib.infra.perf import (
+        append_benchmark_row,
+        load_average,
+        machine_description,
+        package_versions,
+    )
+    from emorl_lib.model.backbones import resolve_dtype
 
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -274,10 +290,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
                          "--size rehearsal on the CPU.")
     prof = load_profile(a.profile or ("default" if a.size == "tiny" else "paper"))
     prof.paths.ensure()
-    g = a.generations or prof.section("grpo").num_generations
+    g = a.generations or prof.values("grpo").num_generations
     grpo = {"num_generations": g, "per_device_train_batch_size": a.prompts_per_step * g,
             "gradient_accumulation_steps": 1, "max_steps": a.warmup + a.steps, "save_steps": 10**6, "report_to": [],
-            "log_completions_every": 0, "max_train_prompts": None, "logging_steps": 1}
+            "log_completions_every": 0, "max_utterances": None, "logging_steps": 1}
     if a.completion_length:
         grpo["max_completion_length"] = a.completion_length
     backbone: dict = {}

@@ -71,7 +71,7 @@ print(machine_description()); print(package_versions())'" ;;
         item build 150 $py -c "
 import time
 from emorl_lib.infra.config import load_profile
-from emorl_lib.training.backbones import BackboneConfig, resolve_model_dir
+from emorl_lib.model.backbones import BackboneConfig, resolve_model_dir
 prof = load_profile('gpu-smoke')
 t0 = time.perf_counter()
 d = resolve_model_dir(prof.section('backbone', BackboneConfig), prof.paths.ensure())

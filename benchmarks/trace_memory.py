@@ -33,8 +33,14 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from emorl_lib.cli import main as emorl
-    from emorl_lib.infra.perf import (GPUMemorySampler, append_benchmark_row, machine_description, package_versions,
-                                      peak_memory, reset_peak_memory)
+    from emorl_lib.infra.perf import (
+        GPUMemorySampler,
+        append_benchmark_row,
+        machine_description,
+        package_versions,
+        peak_memory,
+        reset_peak_memory,
+    )
 
     reset_peak_memory()
     t0 = time.perf_counter()

@@ -23,7 +23,7 @@ def _profile_args(p: argparse.ArgumentParser) -> None:
 
 
 def _load(args: argparse.Namespace, overrides: dict | None = None):
-    from .infra.config import load_profile
+    from .profile import load_profile
 
     return load_profile(args.profile, overrides)
 
@@ -31,6 +31,7 @@ def _load(args: argparse.Namespace, overrides: dict | None = None):
 def _run_prepare(args: argparse.Namespace) -> int:
     from .data.corpora.report import LayoutError
     from .data.prep import prepare
+    from .profile import data_setup
 
     data: dict = {}
     if args.corpus:
@@ -47,7 +48,7 @@ def _run_prepare(args: argparse.Namespace) -> int:
         data["allow_partial"] = True
     prof = _load(args, {"data": data} if data else None)
     try:
-        out = prepare(prof, progress=not args.quiet)
+        out = prepare(data_setup(prof), progress=not args.quiet)
     except (LayoutError, ValueError, KeyError) as e:
         print(f"emorl prepare: {e}", file=sys.stderr)
         return 1
@@ -80,11 +81,12 @@ def add_prepare(sub) -> None:
 
 
 def _run_evaluate(args: argparse.Namespace) -> int:
-    from .evaluation.matrix import EvalSetup, collect, run_matrix, write_environment
+    from .evaluation.matrix import collect, run_matrix, write_environment
     from .evaluation.tables import write_all
+    from .profile import eval_setup
 
     overrides = {"eval": {"max_utterances": args.max_utterances}} if args.max_utterances else None
-    s = EvalSetup.of(_load(args, overrides))
+    s = eval_setup(_load(args, overrides))
     try:
         if not args.tables_only:
             print(run_matrix(s, stages=args.stage, progress=not args.quiet).summary())
@@ -148,11 +150,12 @@ def add_infer(sub) -> None:
 
 
 def _run_train(args: argparse.Namespace) -> int:
+    from .profile import training_setup
     from .training.runs import train_stage
 
     prof = _load(args)
     try:
-        done = train_stage(args.command, prof, only=args.run, force=args.force)
+        done = train_stage(training_setup(prof, args.command, only=args.run), force=args.force)
     except (FileNotFoundError, ValueError, KeyError) as e:
         print(f"emorl {args.command}: {e}", file=sys.stderr)
         return 1
@@ -182,7 +185,7 @@ def add_grpo(sub) -> None:
 
 
 def _run_config(args: argparse.Namespace) -> int:
-    from .infra.config import describe
+    from .profile import describe
 
     prof = _load(args)
     rows = describe(prof, everything=args.all)
@@ -205,7 +208,7 @@ def add_config(sub) -> None:
 
 
 def _run_plan(args: argparse.Namespace) -> int:
-    from .training.plan import gpu_from_arg, plan, render
+    from .plan import gpu_from_arg, plan, render
 
     prof = _load(args)
     try:

@@ -26,7 +26,7 @@ def kit_paths(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def tiny_backbone_dir(kit_paths) -> Path:
-    from emorl_lib.training.backbones import BackboneConfig, build_tiny_qwen2_audio
+    from emorl_lib.model.backbones import BackboneConfig, build_tiny_qwen2_audio
 
     return build_tiny_qwen2_audio(BackboneConfig(), kit_paths)
 

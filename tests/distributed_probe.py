@@ -24,7 +24,8 @@ import torch
 from transformers import TrainerCallback
 
 from emorl_lib import cli
-from emorl_lib.training import backbones, grpo, sft
+from emorl_lib.model import backbones
+from emorl_lib.training import grpo, sft
 
 OUT = Path(os.environ["EMORL_PROBE_DIR"])
 TAG = os.environ.get("EMORL_PROBE_TAG", "run")

@@ -1,4 +1,4 @@
-"""Declared comparisons (evaluation/compare.py), training seeds in run names, validation slices: the paired
+"""Declared comparisons (evaluation/compare.py), training seeds in run names, held-out slices: the paired
 bootstrap answers B - A on the same utterances, pooled over seeds; a missing run is reported, not crashed on."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from emorl_lib.data.corpora.splits import train_validation, validation_slice
+from emorl_lib.data.corpora.splits import heldout_slice, train_heldout
 from emorl_lib.data.manifest import Utterance
 from emorl_lib.infra.io import write_jsonl
 from emorl_lib.training.experiments import ExperimentsConfig, Run, grpo_runs, sft_runs
@@ -19,7 +19,7 @@ def _utt(uid, corpus, label, fold=None, split=None):
                      f"/x/{uid}.wav", f"/x/{uid}.wav", None)
 
 
-# ---- seeds and validation slices --------------------------------------------------------------------------------
+# ---- seeds and held-out slices ----------------------------------------------------------------------------------
 def test_seeds_multiply_the_matrix_and_name_the_runs():
     cfg = ExperimentsConfig(corpora=["meld"], sft_conditions=["IR"], grpo_runs=[["eswr", "IR"]], seeds=[1, 2, 3])
     names = [r.name for r in grpo_runs(cfg)]
@@ -61,26 +61,26 @@ def test_an_sft_condition_can_be_kept_to_one_corpus_and_grpo_needs_its_start():
     with pytest.raises(ValueError, match="sft_conditions"):
         ExperimentsConfig(corpora=["iemocap", "meld"], sft_conditions=[["ESR", "savee"]], grpo_runs=[])
 
-def test_validation_slice_is_stratified_seeded_and_disjoint():
+def test_heldout_slice_is_stratified_seeded_and_disjoint():
     rows = [_utt(f"u{i:03d}", "iemocap", FOUR[i % 4], fold=2 + i % 4) for i in range(80)]
-    train, val = validation_slice(rows, 0.25, seed=0)
+    train, val = heldout_slice(rows, 0.25, seed=0)
     assert len(val) == 20 and len(train) == 60
     assert {u.utt_id for u in train}.isdisjoint(u.utt_id for u in val)
     assert sorted(sum(u.label == lab for u in val) for lab in FOUR) == [5, 5, 5, 5]
-    again = validation_slice(list(reversed(rows)), 0.25, seed=0)[1]
+    again = heldout_slice(list(reversed(rows)), 0.25, seed=0)[1]
     assert {u.utt_id for u in again} == {u.utt_id for u in val}  # order of the rows does not matter
-    assert {u.utt_id for u in validation_slice(rows, 0.25, seed=1)[1]} != {u.utt_id for u in val}
-    assert validation_slice(rows, 0.0)[1] == []
+    assert {u.utt_id for u in heldout_slice(rows, 0.25, seed=1)[1]} != {u.utt_id for u in val}
+    assert heldout_slice(rows, 0.0)[1] == []
     with pytest.raises(ValueError, match="fraction"):
-        validation_slice(rows, 1.0)
+        heldout_slice(rows, 1.0)
 
 
-def test_train_validation_never_touches_the_test_side():
+def test_train_heldout_never_touches_the_test_side():
     rows = [_utt(f"i{i}", "iemocap", FOUR[i % 4], fold=1 + i % 5) for i in range(50)]
-    train, val = train_validation(rows, "iemocap", 1, 0.2, 0)
+    train, val = train_heldout(rows, "iemocap", 1, 0.2, 0)
     assert all(u.fold != 1 for u in train + val) and len(train) + len(val) == 40 and val
     meld = [_utt(f"m{i}", "meld", FOUR[i % 4], split=("train", "dev", "test")[i % 3]) for i in range(30)]
-    train, val = train_validation(meld, "meld", None, 0.2, 0)
+    train, val = train_heldout(meld, "meld", None, 0.2, 0)
     assert {u.split for u in train} == {"train"} and {u.split for u in val} == {"dev"}
 
 
@@ -90,15 +90,17 @@ SEEDS = [1, 2, 3]
 
 @pytest.fixture()
 def setup(tmp_path):
-    from emorl_lib.evaluation.matrix import EvalSetup
-    from emorl_lib.infra.config import load_profile
+    from emorl_lib.profile import eval_setup, load_profile
 
-    s = EvalSetup.of(load_profile("default", {
+    prof = load_profile("default", {
         "paths": {"cache": str(tmp_path / "cache"), "runs": str(tmp_path / "runs"), "results": str(tmp_path / "res")},
         "experiments": {"corpora": ["meld"], "sft_conditions": ["IR"], "grpo_runs": [["eswr", "IR"]],
                         "seeds": SEEDS, "cross_corpus": True},
         "eval": {"max_utterances": None, "bootstrap": 400},
-    }))
+    })
+    s = eval_setup(prof)
+    s.paths.ensure()
+    s.prof = prof  # the profile it came from, for _profile_with
     meld = [_utt(f"m{k:03d}", "meld", FOUR[k % 4], split="test") for k in range(120)]
     write_jsonl(s.paths.manifests / "meld.jsonl", meld + [_utt("mt0", "meld", "sad", split="train")])
     write_jsonl(s.paths.manifests / "crosscorpus_savee.jsonl", [_utt(f"x{k}", "savee", FOUR[k % 4]) for k in range(40)])
@@ -121,18 +123,16 @@ def _write(s, run, test_set, correct):
 
 
 def _profile_with(s, comparisons):
-    from emorl_lib.evaluation.matrix import EvalSetup
-    from emorl_lib.infra.config import Profile, validate
+    from emorl_lib.profile import Profile, eval_setup, validate
 
-    return EvalSetup.of(validate(Profile(s.profile.name, s.profile.path,
-                                         {**s.profile.sections, "comparisons": comparisons})))
+    return eval_setup(validate(Profile(s.prof.name, s.prof.path, {**s.prof.sections, "comparisons": comparisons})))
 
 
 COMP = {"corpus": "meld", "a": "sft IR", "b": "grpo eswr IR", "metric": "wa"}
 
 
 def test_a_clear_gain_is_detected_with_its_size(setup):
-    from emorl_lib.evaluation.compare import answer, load_comparisons
+    from emorl_lib.evaluation.compare import answer
 
     s = _profile_with(setup, {"grpo_vs_sft": COMP})
     rng = np.random.default_rng(0)
@@ -141,7 +141,7 @@ def test_a_clear_gain_is_detected_with_its_size(setup):
         b = a | (rng.random(120) < 0.5)  # B right wherever A is, and on about half of the rest
         _write(s, Run("meld", "sft", "IR", None, None, seed), "meld-test", a)
         _write(s, Run("meld", "grpo", "IR", "eswr", None, seed), "meld-test", b)
-    (c,) = load_comparisons(s.profile)
+    (c,) = s.comparisons
     pooled, *per = answer(c, s)
     assert pooled.scope == "pooled" and pooled.n_seeds == 3 and len(per) == 3
     assert pooled.diff == pytest.approx(np.mean([o.diff for o in per]))
@@ -152,7 +152,7 @@ def test_a_clear_gain_is_detected_with_its_size(setup):
 
 
 def test_pairing_narrows_the_interval_and_no_difference_is_said_so(setup):
-    from emorl_lib.evaluation.compare import answer, load_comparisons
+    from emorl_lib.evaluation.compare import answer
 
     s = _profile_with(setup, {"grpo_vs_sft": COMP})
     rng = np.random.default_rng(1)
@@ -163,7 +163,7 @@ def test_pairing_narrows_the_interval_and_no_difference_is_said_so(setup):
         b[flip] = ~b[flip]  # B differs from A on 6 utterances only
         _write(s, Run("meld", "sft", "IR", None, None, seed), "meld-test", a)
         _write(s, Run("meld", "grpo", "IR", "eswr", None, seed), "meld-test", b)
-    (c,) = load_comparisons(s.profile)
+    (c,) = s.comparisons
     pooled = answer(c, s)[0]
     assert pooled.lo <= 0 <= pooled.hi
     assert pooled.hi - pooled.lo < 12  # unpaired intervals of two 50 % systems on 120 utterances span ~25 points
@@ -171,7 +171,7 @@ def test_pairing_narrows_the_interval_and_no_difference_is_said_so(setup):
 
 
 def test_missing_runs_are_reported_and_the_page_is_written(setup):
-    from emorl_lib.evaluation.compare import answer, load_comparisons, write_results
+    from emorl_lib.evaluation.compare import answer, write_results
 
     comps = {"grpo_vs_sft": COMP, "xc": {**COMP, "test_sets": "cross-corpus", "metric": "ua"},
              "other": {**COMP, "a": "zeroshot IR"}}
@@ -179,7 +179,7 @@ def test_missing_runs_are_reported_and_the_page_is_written(setup):
     for seed in SEEDS:
         _write(s, Run("meld", "sft", "IR", None, None, seed), "meld-test", [True, False] * 60)
         _write(s, Run("meld", "grpo", "IR", "eswr", None, seed), "meld-test", [True] * 120)
-    c = load_comparisons(s.profile)
+    c = s.comparisons
     xc = answer(c[1], s)[0]
     assert not xc.answered and any("xc-savee" in m for m in xc.missing)
     assert xc.sentence(0.95).startswith("Not answered")

@@ -70,7 +70,7 @@ def test_librosa_cache_lives_outside_the_venv():
 _TINY_WORKER = """
 import sys
 from emorl_lib.infra.paths import Paths, PathsConfig
-from emorl_lib.training.backbones import BackboneConfig, build_tiny_qwen2_audio, load_backbone
+from emorl_lib.model.backbones import BackboneConfig, build_tiny_qwen2_audio, load_backbone
 paths = Paths.for_profile("c", PathsConfig(cache=sys.argv[1], runs=sys.argv[1] + "/runs", results=sys.argv[1] + "/res"))
 out = build_tiny_qwen2_audio(BackboneConfig(), paths)
 bb = load_backbone(BackboneConfig(), paths, trainable=False)
@@ -97,13 +97,13 @@ def test_two_processes_building_the_tiny_model_at_once(tmp_path):
 
 _PREP_WORKER = """
 import sys
-from emorl_lib.infra.config import Profile
+from emorl_lib.profile import Profile, data_setup
 from emorl_lib.data.prep import prepare
 root = sys.argv[1]
 prof = Profile("c", None, {"paths": {"cache": root + "/cache", "runs": root + "/" + sys.argv[2], "results": root + "/res"},
                            "data": {"synthetic": True, "synthetic_size": 0.1, "corpora": ["savee", "ravdess"],
                                     "workers": 2}})
-out = prepare(prof, progress=False)
+out = prepare(data_setup(prof), progress=False)
 print("KEPT", sum(r.kept for r in out.reports.values()))
 """
 

@@ -8,15 +8,16 @@ from pathlib import Path
 import pytest
 import yaml
 
-from emorl_lib.infra.config import (
+from emorl_lib.infra.config import PROVENANCE, ConfigError, resolve
+from emorl_lib.infra.paths import REPO_ROOT
+from emorl_lib.profile import (
     SECTIONS,
-    TAGS,
-    ConfigError,
+    TRAINER_SECTIONS,
     describe,
     load_profile,
-    section_class,
+    run_setup,
 )
-from emorl_lib.infra.paths import REPO_ROOT
+from emorl_lib.training.experiments import Run
 
 
 @pytest.fixture()
@@ -69,44 +70,51 @@ def test_overrides_are_checked_too():
         load_profile("default", {"grpo": 3})
 
 
+@pytest.mark.parametrize("section, old, new", [
+    ("data", "validation_fraction", "heldout_fraction"), ("sft", "max_train_samples", "max_utterances"),
+    ("grpo", "max_train_prompts", "max_utterances")])
+def test_a_renamed_key_under_its_old_name_names_the_new_one(params, section, old, new):
+    with pytest.raises(ConfigError, match=rf"{section}\.{old}: renamed; write '{new}' instead"):
+        load_profile(params("old", {section: {old: 1}}))
+
+
 def test_every_section_has_one_class_and_the_shipped_profiles_load():
     for key in SECTIONS:
-        assert isinstance(section_class(key), type)
+        assert isinstance(SECTIONS[key], type)
     for f in sorted((REPO_ROOT / "params").glob("*.yaml")):
         load_profile(f.stem)
 
 
 def test_a_grpo_setting_has_one_default_and_reaches_the_trainer_config_directly(params):
-    """YAML -> the section's class (a subclass of TRL's GRPOConfig) -> the trainer: no copy in between."""
+    """YAML -> the profile -> the run's setup -> its trainer config (a subclass of TRL's GRPOConfig), built once and
+    handed to the trainer: no copy in between."""
     from trl import GRPOConfig
 
     from emorl_lib.training.grpo import EmoGRPOConfig
-    from emorl_lib.training.runs import trainer_config
 
     assert issubclass(EmoGRPOConfig, GRPOConfig)
-    default = trainer_config(load_profile(params("empty", {})), "grpo", output_dir=None)
-    assert default.learning_rate == EmoGRPOConfig.__dataclass_fields__["learning_rate"].default
-    assert default.beta == 0.04 != GRPOConfig.__dataclass_fields__["beta"].default  # the kit pins TRL's moved default
-    set_ = trainer_config(load_profile(params("set", {"grpo": {"learning_rate": 7e-6, "vllm_server_port": 9}})),
-                          "grpo", output_dir=None)
-    assert set_.learning_rate == 7e-6 and set_.vllm_server_port == 9  # any TRL field, untouched by the kit
+    run = Run("meld", "grpo", "IR", "eswr")
+    default = run_setup(load_profile(params("empty", {})), run)
+    assert default.args is default.args  # built once
+    assert default.args.learning_rate == EmoGRPOConfig.__dataclass_fields__["learning_rate"].default
+    assert default.args.beta == 0.04 != GRPOConfig.__dataclass_fields__["beta"].default  # TRL's moved default pinned
+    set_ = run_setup(load_profile(params("set", {"grpo": {"learning_rate": 7e-6, "vllm_server_port": 9}})), run)
+    assert set_.args.learning_rate == 7e-6 and set_.args.vllm_server_port == 9  # any TRL field, untouched by the kit
+    assert set_.args.output_dir.endswith("meld_grpo_eswr_IR") and set_.args.reward_weights  # what the run adds
 
 
 def test_the_profiles_list_only_what_differs_from_the_defaults():
     """A value written out equal to its class default is noise (and a second home for the setting); in a profile that
     extends another, a value that undoes the parent's (e.g. gpu-smoke's data.synthetic over paper's) is not."""
-    from emorl_lib.infra.config import check_only, load_profile
-
     for f in sorted((REPO_ROOT / "params").glob("*.yaml")):
         raw = yaml.safe_load(f.read_text())
         parent = raw.pop("extends", None)
         inherited = load_profile(parent).sections if parent else {}
         for section, values in raw.items():
-            cls = section_class(section)
+            cls = SECTIONS[section]
             if hasattr(cls, "from_mapping"):  # a free mapping (the declared comparisons): no defaults to repeat
                 continue
-            with check_only():
-                default = cls()
+            default = resolve(cls, {}) if section in TRAINER_SECTIONS else cls()
             undone = inherited.get(section) or {}
             for key, value in (values or {}).items():
                 if isinstance(value, dict) and hasattr(getattr(default, key), "__dataclass_fields__"):
@@ -127,14 +135,20 @@ def test_checking_a_profile_leaves_a_running_accelerator_alone():
     assert PartialState._shared_state and PartialState._shared_state.keys() == before.keys()
 
 
-def test_settings_hash_follows_values_not_spelling(params):
-    from emorl_lib.training.runs import settings_hash
+def test_a_runs_digest_follows_values_not_spelling(params):
+    run = Run("meld", "grpo", "IR", "eswr")
 
-    base = settings_hash(load_profile(params("a", {})), "grpo")
-    assert settings_hash(load_profile(params("b", {"grpo": {"beta": 0.04}})), "grpo") == base  # = the default
-    assert settings_hash(load_profile(params("c", {"grpo": {"logging_steps": 5}})), "grpo") == base  # logging only
-    assert settings_hash(load_profile(params("d", {"grpo": {"beta": 0.1}})), "grpo") != base
-    assert settings_hash(load_profile(params("e", {"eval": {"batch_size": 3}})), "grpo") == base
+    def digest(name, sections):
+        return run_setup(load_profile(params(name, sections)), run).digest()
+
+    base = digest("a", {})
+    assert digest("b", {"grpo": {"beta": 0.04}}) == base  # = the default
+    assert digest("c", {"grpo": {"logging_steps": 5, "heldout_every": 3}}) == base  # what is logged only
+    assert digest("d", {"data": {"workers": 1}, "experiments": {"workers": 2}}) == base  # how fast only
+    assert digest("e", {"eval": {"batch_size": 3}}) == base  # evaluation
+    assert digest("f", {"grpo": {"beta": 0.1}}) != base
+    assert digest("g", {"reward": {"alpha": 0.3}}) != base
+    assert digest("h", {"prompt": {"system_prompt": "Another."}}) != base
 
 
 def test_config_command_tags_every_setting(capsys):
@@ -145,8 +159,8 @@ def test_config_command_tags_every_setting(capsys):
     assert re.search(r"^grpo\.num_generations\s+6\s+default\s+quoted", out, re.M)
     assert re.search(r"^backbone\.name\s+qwen2-audio-7b-instruct\s+profile", out, re.M)
     rows = describe(load_profile("paper"))
-    assert all(r["tag"] in TAGS + ("library", "see profile") for r in rows)
-    assert {"sft", "grpo", "eval"} <= {r["setting"].split(".")[0] for r in rows if r["tag"] in TAGS}
+    assert all(r["tag"] in PROVENANCE + ("library", "see profile") for r in rows)
+    assert {"sft", "grpo", "eval"} <= {r["setting"].split(".")[0] for r in rows if r["tag"] in PROVENANCE}
 
 
 def test_every_value_in_the_paper_profile_carries_a_tag():

@@ -143,7 +143,7 @@ def test_config_rejects_bad_values():
 
 def test_the_profile_section_names_no_hand_written_measure():
     """The measures are eGeMAPS's: a profile that still sets the old hand-written extractor's knobs is refused."""
-    from emorl_lib.infra.config import load_profile
+    from emorl_lib.profile import load_profile
 
     with pytest.raises(Exception, match="f0_method"):
         load_profile("default", {"descriptors": {"f0_method": "yin"}})

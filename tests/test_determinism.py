@@ -90,11 +90,9 @@ def test_two_cpu_capability_settings_differ_and_the_pinned_path_is_stable():
 def test_runtime_section_sets_threads_and_deterministic_algorithms():
     import torch
 
-    from emorl_lib.infra.config import Profile
-
     before = (torch.get_num_threads(), torch.are_deterministic_algorithms_enabled(), torch.backends.mkldnn.enabled)
     try:
-        cfg = D.apply_runtime(Profile("x", None, {"runtime": {"threads": 1, "onednn": False}}))
+        cfg = D.apply_runtime(D.RuntimeConfig(threads=1, onednn=False))
         assert cfg.threads == 1 and torch.get_num_threads() == 1 and torch.are_deterministic_algorithms_enabled()
         assert not torch.backends.mkldnn.enabled and os.environ["OMP_NUM_THREADS"] == "1"
         with pytest.raises(Exception, match="runtime.threads"):
@@ -112,11 +110,9 @@ def _length_reward(completions, **kwargs):
 
 _TRAIN_IN_SUBPROCESS = """
 import sys, yaml
-from emorl_lib.infra.config import Profile
+from emorl_lib.profile import Profile, run_setup
 from emorl_lib.training import grpo
 from emorl_lib.training.experiments import Run
-from emorl_lib.training.grpo import run_grpo
-from emorl_lib.training.sft import run_sft
 
 def length_reward(completions, **kwargs):
     return [len(c[0]["content"] if isinstance(c, list) else c) / 50.0 for c in completions]
@@ -125,16 +121,15 @@ grpo.reward_functions = lambda *args: ([length_reward], [1.0])
 stage = sys.argv[2]
 prof = Profile("trainprof", None, yaml.safe_load(open(sys.argv[1])))
 run = Run("iemocap", stage, "IR", "eswr" if stage == "grpo" else None, 1)
-print("FINAL", (run_sft if stage == "sft" else run_grpo)(prof, run, force=True))
+print("FINAL", run_setup(prof, run).train(force=True))
 """
 
 
 @pytest.mark.parametrize("stage", ["sft", "grpo"])
 def test_training_twice_gives_bit_identical_adapters(train_profile, stage, monkeypatch, tmp_path):  # noqa: F811
     """The same run trained in this process and again in a fresh process: the adapters' bytes are equal."""
+    from emorl_lib.profile import run_setup
     from emorl_lib.training import grpo
-    from emorl_lib.training.grpo import run_grpo
-    from emorl_lib.training.sft import run_sft
 
     monkeypatch.setattr(grpo, "reward_functions", lambda *args: ([_length_reward], [1.0]))
     run = Run("iemocap", stage, "IR", "eswr" if stage == "grpo" else None, 1)
@@ -145,7 +140,7 @@ def test_training_twice_gives_bit_identical_adapters(train_profile, stage, monke
         p.paths.ensure()
         (p.paths.manifests / "iemocap.jsonl").write_text((paths.manifests / "iemocap.jsonl").read_text())
         profs.append(p)
-    first = (run_sft if stage == "sft" else run_grpo)(profs[0], run, force=True)
+    first = run_setup(profs[0], run).train(force=True)
     cfg = tmp_path / "two.yaml"
     cfg.write_text(yaml.safe_dump(profs[1].sections))
     out = subprocess.run([sys.executable, "-c", _TRAIN_IN_SUBPROCESS, str(cfg), stage], capture_output=True,
@@ -164,19 +159,18 @@ def test_training_twice_gives_bit_identical_adapters(train_profile, stage, monke
 
 # ---- one invalidation rule -----------------------------------------------------------------------------------------
 def test_training_code_closure_leaves_out_evaluation_and_figures():
-    from emorl_lib.infra.fingerprint import (
-        PREDICTION_CODE,
-        TRAINING_CODE,
-        TRAINING_OBSERVERS,
-        closure,
-        notebook_imports,
-    )
+    from emorl_lib.evaluation.predictions import PREDICTION_CODE
+    from emorl_lib.infra.fingerprint import closure, notebook_imports
+    from emorl_lib.training.grpo import EmoGRPOConfig
+    from emorl_lib.training.runs import TRAINING_OBSERVERS
+    from emorl_lib.training.sft import EmoSFTConfig
 
-    for stage in ("sft", "grpo"):
-        assert "emorl_lib.training.heldout" in closure(TRAINING_CODE[stage])  # the trainers do run it
-        mods = closure(TRAINING_CODE[stage], TRAINING_OBSERVERS)
-        assert "emorl_lib.training.sft" in mods and "emorl_lib.method.rewards" in mods
-        assert not any(m.startswith("emorl_lib.evaluation") for m in mods), stage
+    for cls in (EmoSFTConfig, EmoGRPOConfig):
+        roots = (cls.__module__,)
+        assert "emorl_lib.training.heldout" in closure(roots)  # the trainers do run it
+        mods = closure(roots, TRAINING_OBSERVERS)
+        assert cls.__module__ in mods and "emorl_lib.method.rewards" in mods
+        assert not any(m.startswith("emorl_lib.evaluation") for m in mods), cls
     assert "emorl_lib.evaluation.figures" not in closure(PREDICTION_CODE)
     nb = closure(notebook_imports(REPO_ROOT / "notebooks" / "06_paper_figures.ipynb"))
     assert "emorl_lib.evaluation.figures" in nb
@@ -184,6 +178,7 @@ def test_training_code_closure_leaves_out_evaluation_and_figures():
 
 def test_a_change_in_training_code_retrains_a_finished_run(train_profile, monkeypatch, capsys):  # noqa: F811
     from emorl_lib.infra import fingerprint
+    from emorl_lib.profile import run_setup
     from emorl_lib.training.sft import run_sft
 
     run = Run("iemocap", "sft", "IR", None, 1)
@@ -191,21 +186,21 @@ def test_a_change_in_training_code_retrains_a_finished_run(train_profile, monkey
                                          "sft": {"max_steps": 1}})
     paths = prof.paths.ensure()
     (paths.manifests / "iemocap.jsonl").write_text((train_profile.paths.manifests / "iemocap.jsonl").read_text())
-    run_sft(prof, run)
+    run_sft(run_setup(prof, run))
     capsys.readouterr()
-    run_sft(prof, run)
+    run_sft(run_setup(prof, run))
     assert "is current, skipped" in capsys.readouterr().out
     real = fingerprint.code_digest
     monkeypatch.setattr(fingerprint, "code_digest", lambda *a: real(*a) + "-edited")
-    run_sft(prof, run)
+    run_sft(run_setup(prof, run))
     assert "settings changed" in capsys.readouterr().out
 
 
 def test_predictions_made_by_another_key_are_dropped_and_redone(tmp_path, monkeypatch):
-    from emorl_lib.evaluation import generate as G
-    from emorl_lib.evaluation.generate import Generated
-    from emorl_lib.evaluation.testsets import TestSet
+    from emorl_lib.data.testsets import TestSet
+    from emorl_lib.evaluation import predictions as G
     from emorl_lib.method.prompts import PromptConfig
+    from emorl_lib.model.generate import Generated
 
     class Row:
         def __init__(self, i):
@@ -226,10 +221,11 @@ def test_predictions_made_by_another_key_are_dropped_and_redone(tmp_path, monkey
 
 
 def test_prediction_key_follows_the_adapter_weights_and_the_settings(train_profile, tmp_path):  # noqa: F811
-    from emorl_lib.evaluation.matrix import EvalSetup, prediction_key
+    from emorl_lib.evaluation.matrix import prediction_key
+    from emorl_lib.profile import eval_setup
 
     prof = train_profile.with_overrides({"paths": {"runs": str(tmp_path / "runs")}})
-    s = EvalSetup.of(prof)
+    s = eval_setup(prof)
     run = Run("iemocap", "sft", "IR", None, 1)
     final = run.adapter_dir(s.paths)
     final.mkdir(parents=True)
@@ -241,6 +237,8 @@ def test_prediction_key_follows_the_adapter_weights_and_the_settings(train_profi
     (final / "adapter_model.safetensors").write_bytes(b"weights two")  # retrained to other weights
     k2 = prediction_key(s, run, base="b")
     assert k2 != k1
-    s2 = EvalSetup.of(prof.with_overrides({"prompt": {"system_prompt": "Another wording."}}))
+    s2 = eval_setup(prof.with_overrides({"prompt": {"system_prompt": "Another wording."}}))
     assert prediction_key(s2, run, base="b") != k2
-    assert prediction_key(EvalSetup.of(prof.with_overrides({"eval": {"bootstrap": 10}})), run, base="b") == k2
+    assert prediction_key(eval_setup(prof.with_overrides({"eval": {"bootstrap": 10}})), run, base="b") == k2
+    # a default written out changes nothing (the key hashes the settings as resolved, not the YAML)
+    assert prediction_key(eval_setup(prof.with_overrides({"prompt": {"transcript": False}})), run, base="b") == k2

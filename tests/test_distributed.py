@@ -55,7 +55,7 @@ def data(tmp_path_factory, tiny_backbone_dir, kit_paths):
 
 def write_profile(folder: Path, data: dict, **sections) -> Path:
     """A profile file `dist.yaml` in `folder` (its runs/results there too) with the manifest in place."""
-    from emorl_lib.infra.config import load_profile
+    from emorl_lib.profile import load_profile
 
     folder.mkdir(parents=True, exist_ok=True)
     prof = {
@@ -207,7 +207,7 @@ def test_two_process_sft_step_equals_one_process_with_the_whole_batch(uninterrup
     does, and ignores them): without the kit's correction the first step's loss and gradient would be 2x."""
     import pandas as pd
 
-    from emorl_lib.infra.config import load_profile
+    from emorl_lib.profile import load_profile, run_setup
     from emorl_lib.training import sft
     from emorl_lib.training.experiments import Run
 
@@ -223,7 +223,7 @@ def test_two_process_sft_step_equals_one_process_with_the_whole_batch(uninterrup
     monkeypatch.setattr(sft.AudioSFTCollator, "__call__", spy)
     one_prof = load_profile(write_profile(tmp_path / "one", data, sft={"per_device_train_batch_size": 4,
                                                                         "max_steps": 1}))
-    sft.run_sft(one_prof, Run("iemocap", "sft", "IR", None, 1), force=True)
+    sft.run_sft(run_setup(one_prof, Run("iemocap", "sft", "IR", None, 1)), force=True)
     one = pd.read_csv(tmp_path / "one" / "runs" / "dist" / "logs" / f"{RUN['sft']}.csv")
     two_first = {u for recs in ranks for u in [r for r in recs if r["event"] == "batch"][0]["utt_ids"]}
     assert set(seen[0]) == two_first, "the comparison needs the same four utterances in the first step"
@@ -238,7 +238,7 @@ def test_sft_gradient_accumulation_averages_micro_batches(data, tmp_path):
     accumulated loss is summed, not averaged)."""
     import pandas as pd
 
-    from emorl_lib.infra.config import load_profile
+    from emorl_lib.profile import load_profile, run_setup
     from emorl_lib.training.experiments import Run
     from emorl_lib.training.sft import run_sft
 
@@ -247,7 +247,7 @@ def test_sft_gradient_accumulation_averages_micro_batches(data, tmp_path):
         prof = load_profile(write_profile(tmp_path / name, data, sft={"per_device_train_batch_size": bs,
                                                                        "gradient_accumulation_steps": ga,
                                                                        "max_steps": 1}))
-        run_sft(prof, Run("iemocap", "sft", "IR", None, 1), force=True)
+        run_sft(run_setup(prof, Run("iemocap", "sft", "IR", None, 1)), force=True)
         logs[name] = pd.read_csv(tmp_path / name / "runs" / "dist" / "logs" / f"{RUN['sft']}.csv")
     for col in ("loss", "grad_norm"):
         a, b = float(logs["accumulated"][col].iloc[0]), float(logs["whole"][col].iloc[0])

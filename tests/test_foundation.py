@@ -7,8 +7,9 @@ from dataclasses import dataclass, field
 import pytest
 from conftest import write_notebook
 
-from emorl_lib.infra.config import ConfigError, from_dict, load_profile
+from emorl_lib.infra.config import ConfigError, from_dict
 from emorl_lib.infra.paths import REPO_ROOT
+from emorl_lib.profile import load_profile
 
 # ---- profiles --------------------------------------------------------------------------------------------------
 
@@ -39,7 +40,7 @@ def test_profiles_extend_and_override(tmp_path, monkeypatch):
     (tmp_path / "params" / "base.yaml").write_text("grpo: {learning_rate: 1.0e-5, seed: 1}\npaths: {runs: r}\n")
     (tmp_path / "params" / "child.yaml").write_text("extends: base\ngrpo: {seed: 2}\n")
     p = load_profile("child", overrides={"grpo": {"learning_rate": 2e-5}})
-    g = p.section("grpo")
+    g = p.values("grpo")
     assert (g.learning_rate, g.seed) == (2e-5, 2)
     assert p.paths.run == tmp_path / "r" / "child"
     with pytest.raises(ConfigError, match="known profiles: base, child"):
@@ -69,7 +70,7 @@ def toy_kit(tmp_path, monkeypatch):
 
 
 def test_runner_runs_in_order_then_skips_current_stages(toy_kit, capsys):
-    from emorl_lib.infra import runner
+    from emorl_lib import runner
 
     root, log = toy_kit
     assert runner.main([]) == 0
@@ -88,7 +89,7 @@ def test_runner_runs_in_order_then_skips_current_stages(toy_kit, capsys):
 
 
 def test_runner_failure_names_notebook_cell_and_executed_copy(toy_kit, capsys):
-    from emorl_lib.infra import runner
+    from emorl_lib import runner
 
     root, _ = toy_kit
     write_notebook(root / "notebooks" / "03_broken.ipynb", "raise ValueError('manifest missing')")
@@ -103,7 +104,7 @@ def test_runner_failure_names_notebook_cell_and_executed_copy(toy_kit, capsys):
 def test_runner_leaves_an_html_copy_of_each_executed_notebook(toy_kit):
     """A reader sees a run's printed output and figures in a browser, no Jupyter needed; a current stage's copy is
     not written again."""
-    from emorl_lib.infra import runner
+    from emorl_lib import runner
 
     root, _ = toy_kit
     write_notebook(root / "notebooks" / "03_figure.ipynb",
@@ -123,7 +124,7 @@ def test_runner_leaves_an_html_copy_of_each_executed_notebook(toy_kit):
 def test_runner_ctrl_c_prints_one_line_and_the_same_command_resumes(toy_kit, capsys, monkeypatch):
     """Ctrl-C reaches the kernel (the cell raises KeyboardInterrupt) or the runner itself: either way one line
     saying where it stopped and how to resume, exit status 130, no traceback; rerunning skips finished notebooks."""
-    from emorl_lib.infra import runner
+    from emorl_lib import runner
 
     root, log = toy_kit
     write_notebook(root / "notebooks" / "03_long.ipynb", "raise KeyboardInterrupt")
@@ -141,7 +142,7 @@ def test_runner_ctrl_c_prints_one_line_and_the_same_command_resumes(toy_kit, cap
 
 
 def test_runner_rejects_unknown_notebook(toy_kit):
-    from emorl_lib.infra import runner
+    from emorl_lib import runner
 
     with pytest.raises(SystemExit, match="no notebook '07'"):
         runner.main(["default", "07"])
@@ -149,7 +150,7 @@ def test_runner_rejects_unknown_notebook(toy_kit):
 
 def test_runner_checks_the_whole_profile_before_running_any_notebook(toy_kit, capsys):
     """A typo in the last stage's section fails now, not after the earlier stages have run."""
-    from emorl_lib.infra import runner
+    from emorl_lib import runner
 
     root, log = toy_kit
     (root / "params" / "default.yaml").write_text("paths: {results: results, runs: runs}\ngrpo: {num_generations: six}\n")

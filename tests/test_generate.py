@@ -7,14 +7,15 @@ import pytest
 
 from emorl_lib.data.labels import FOUR_CLASS
 from emorl_lib.data.manifest import Utterance
-from emorl_lib.evaluation import generate as G
-from emorl_lib.evaluation.testsets import TestSet, subsample
+from emorl_lib.data.testsets import TestSet, subsample
+from emorl_lib.evaluation import predictions as G
 from emorl_lib.method.prompts import PromptConfig
+from emorl_lib.model.generate import Generated
 
 
 @pytest.fixture(scope="module")
 def backbone(tiny_backbone_dir, kit_paths):
-    from emorl_lib.training.backbones import BackboneConfig, load_backbone
+    from emorl_lib.model.backbones import BackboneConfig, load_backbone
 
     return load_backbone(BackboneConfig(path=str(tiny_backbone_dir)), kit_paths, trainable=False)
 
@@ -108,7 +109,7 @@ def test_adapter_on_and_off(backbone, eval_wavs, tmp_path):
     from peft import LoraConfig, get_peft_model
 
     from emorl_lib.evaluation.matrix import with_adapter
-    from emorl_lib.training.backbones import BackboneConfig, load_backbone
+    from emorl_lib.model.backbones import BackboneConfig, load_backbone
 
     ts = _set(_rows(eval_wavs)[:2])
     base = G.predict_set(backbone, ts, PromptConfig(), "IR", tmp_path / "base.jsonl", 2, 8, progress=False)
@@ -141,7 +142,7 @@ def test_interrupted_evaluation_says_where_and_keeps_what_it_finished(eval_wavs,
         calls.append(len(msgs))
         if len(calls) == 2:
             raise KeyboardInterrupt
-        return [G.Generated("<answer>sad</answer>", 3) for _ in msgs]
+        return [Generated("<answer>sad</answer>", 3) for _ in msgs]
 
     monkeypatch.setattr(G, "generate_batch", fake)
     progress.clear()
@@ -157,7 +158,7 @@ def test_interrupted_evaluation_says_where_and_keeps_what_it_finished(eval_wavs,
 
 def test_trained_predictions_read_only_the_answer_tag(eval_wavs, tmp_path, monkeypatch):
     """predict_set's default reads <answer> only; a zero-shot call may fall back, recorded as such."""
-    monkeypatch.setattr(G, "generate_batch", lambda bb, msgs, a, n, *r: [G.Generated("sounds sad", 2) for _ in msgs])
+    monkeypatch.setattr(G, "generate_batch", lambda bb, msgs, a, n, *r: [Generated("sounds sad", 2) for _ in msgs])
     rows = _rows(eval_wavs[:2])
     strict = G.predict_set(object(), _set(rows), PromptConfig(), "IR", tmp_path / "a.jsonl", 2, 8, progress=False)
     assert [(p["label"], p["reason"]) for p in strict] == [(None, "no_answer_tag")] * 2

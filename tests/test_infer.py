@@ -10,7 +10,7 @@ from emorl_lib.evaluation.infer import find_audio, infer_folder, tag_text
 
 @pytest.fixture(scope="module")
 def backbone(tiny_backbone_dir, kit_paths):
-    from emorl_lib.training.backbones import BackboneConfig, load_backbone
+    from emorl_lib.model.backbones import BackboneConfig, load_backbone
 
     return load_backbone(BackboneConfig(path=str(tiny_backbone_dir)), kit_paths, trainable=False)
 
@@ -91,7 +91,7 @@ def fake_generate(monkeypatch):
     """Replaces generation: `answers` (a list consumed in order, or one text) are the model's outputs; every call's
     messages and audio lengths are recorded."""
     from emorl_lib.evaluation import infer
-    from emorl_lib.evaluation.generate import Generated
+    from emorl_lib.model.generate import Generated
 
     state = {"answers": "<answer>happy</answer>", "messages": [], "seconds": []}
 
@@ -230,7 +230,7 @@ def test_long_audio_is_never_cut_silently(tmp_path, fake_generate, caplog):
 
 def test_long_audio_windows_on_the_tiny_model(backbone, tmp_path):
     """The tiny model's window is its own 4 s chunk: a 9 s file is 3 windows, each labelled by the real model."""
-    from emorl_lib.training.backbones import processor_window_seconds
+    from emorl_lib.model.backbones import processor_window_seconds
 
     assert processor_window_seconds(backbone.processor) == 4.0
     files = _tones(tmp_path / "in", [9.0])

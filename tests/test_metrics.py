@@ -9,8 +9,8 @@ from sklearn.metrics import (
     recall_score,
 )
 
-from emorl_lib.evaluation.metrics import fold_mean, score
 from emorl_lib.evaluation.tables import transfer_matrix, with_mean
+from emorl_lib.method.metrics import fold_mean, score
 
 LABELS = ("a", "b", "c")
 

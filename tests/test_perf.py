@@ -8,16 +8,33 @@ import numpy as np
 import pytest
 import torch
 
-from emorl_lib.evaluation.generate import FeatureCache
 from emorl_lib.infra.perf import append_benchmark_row, peak_memory
-from emorl_lib.training.grpo import EncoderCache, encoder_cache, find_audio_tower
+from emorl_lib.model.generate import encode, generate_batch
+from emorl_lib.training.grpo import EncoderCache, find_audio_tower
 
 LABELS = ["neutral", "happy", "sad", "angry"]
 
 
+def _benchmark_module(name: str):
+    """A module of benchmarks/ (what the benchmarks compare the kit's paths against: not the kit's own code)."""
+    import importlib.util
+
+    from emorl_lib.infra.paths import repo_root
+
+    spec = importlib.util.spec_from_file_location(name, repo_root() / "benchmarks" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.fixture(scope="module")
+def eval_paths():
+    return _benchmark_module("eval_paths")
+
+
 @pytest.fixture(scope="module")
 def backbone(kit_paths):
-    from emorl_lib.training.backbones import BackboneConfig, load_backbone
+    from emorl_lib.model.backbones import BackboneConfig, load_backbone
 
     return load_backbone(BackboneConfig(), kit_paths, trainable=False)
 
@@ -39,16 +56,14 @@ def _messages(clips, order, condition="IR"):
 # ---- mel features ------------------------------------------------------------------------------------------------
 
 
-def test_feature_cache_returns_the_processors_features(backbone, clips):
-    from emorl_lib.evaluation.generate import encode
-
+def test_benchmarks_feature_cache_returns_the_processors_features(backbone, clips, eval_paths):
     order = [0, 1, 0, 2, 1, 0]
     msgs, audios = _messages(clips, order), [clips[i][1] for i in order]
     plain = encode(backbone.processor, msgs, audios)
-    cache = FeatureCache()
-    first = encode(backbone.processor, msgs, audios, cache)
+    cache = eval_paths.FeatureCache()
+    first = eval_paths.encode_cached(backbone.processor, msgs, audios, cache)
     assert (cache.misses, cache.hits) == (3, 3)  # three distinct clips extracted once each
-    again = encode(backbone.processor, msgs[:3], audios[:3], cache)  # a rerun: all hits
+    again = eval_paths.encode_cached(backbone.processor, msgs[:3], audios[:3], cache)  # a rerun: all hits
     assert (cache.misses, cache.hits) == (3, 6)
     assert set(plain) >= {"input_features", "feature_attention_mask", "input_ids"}
     for k in plain:
@@ -57,11 +72,9 @@ def test_feature_cache_returns_the_processors_features(backbone, clips):
     assert backbone.processor.feature_extractor.__class__.__name__ == "WhisperFeatureExtractor"  # uninstalled
 
 
-def test_feature_cache_stops_adding_when_full(backbone, clips):
-    from emorl_lib.evaluation.generate import encode
-
-    cache = FeatureCache(max_bytes=1)
-    out = encode(backbone.processor, _messages(clips, [0, 1]), [clips[0][1], clips[1][1]], cache)
+def test_benchmarks_feature_cache_stops_adding_when_full(backbone, clips, eval_paths):
+    cache = eval_paths.FeatureCache(max_bytes=1)
+    out = eval_paths.encode_cached(backbone.processor, _messages(clips, [0, 1]), [clips[0][1], clips[1][1]], cache)
     assert cache.skipped == 2 and not cache.store and out["input_features"].shape[0] == 2
 
 
@@ -69,15 +82,16 @@ def test_feature_cache_stops_adding_when_full(backbone, clips):
 
 
 def test_encoder_cache_encodes_each_clip_once_with_the_same_output(backbone, clips):
-    from emorl_lib.evaluation.generate import encode
-
     order = [0, 0, 1, 0, 2, 1]
     inputs = encode(backbone.processor, _messages(clips, order), [clips[i][1] for i in order])
     with torch.no_grad():
         plain = backbone.model(**inputs).logits
-        with encoder_cache(backbone.model) as cache:
+        cache = EncoderCache().install(find_audio_tower(backbone.model))
+        try:
             first = backbone.model(**inputs).logits
             second = backbone.model(**inputs).logits
+        finally:
+            cache.uninstall()
         assert (cache.encoded, cache.served) == (3, 9)
     torch.testing.assert_close(first, plain, rtol=0, atol=1e-5)
     torch.testing.assert_close(second, plain, rtol=0, atol=1e-5)
@@ -102,7 +116,7 @@ def test_grpo_caches_give_the_plain_log_probs(kit_paths, clips):
     from datasets import Dataset
 
     from emorl_lib.method.rewards import RewardConfig
-    from emorl_lib.training.backbones import BackboneConfig, load_backbone
+    from emorl_lib.model.backbones import BackboneConfig, load_backbone
     from emorl_lib.training.grpo import (
         AudioGRPOTrainer,
         EmoGRPOConfig,
@@ -143,9 +157,12 @@ def test_grpo_caches_give_the_plain_log_probs(kit_paths, clips):
                         for r in rows])
     with torch.no_grad():
         plain, _, _ = trainer._get_per_token_logps_and_entropies(bb.model, input_ids, mask, 5, batch_size=2)
-        with encoder_cache(bb.model) as cache:
+        cache = EncoderCache().install(find_audio_tower(bb.model))
+        try:
             cached, _, _ = trainer._get_per_token_logps_and_entropies(bb.model, input_ids, mask, 5, batch_size=2)
             again, _, _ = trainer._get_per_token_logps_and_entropies(bb.model, input_ids, mask, 5, batch_size=4)
+        finally:
+            cache.uninstall()
     assert cache.encoded == 2 and cache.served == 2 * 2 * g - 2  # two clips, six rows, two passes
     torch.testing.assert_close(cached, plain, rtol=0, atol=1e-5)
     torch.testing.assert_close(again, plain, rtol=0, atol=1e-5)
@@ -172,14 +189,11 @@ def test_grpo_caches_give_the_plain_log_probs(kit_paths, clips):
 # ---- generation: KV cache on/off give the same greedy text -------------------------------------------------------
 
 
-def test_generation_without_kv_cache_gives_the_same_text(backbone, clips):
-    from emorl_lib.evaluation.generate import generate_batch
-
+def test_generation_without_kv_cache_gives_the_same_text(backbone, clips, eval_paths):
     msgs, audios = _messages(clips, [0, 1, 2]), [c[1] for c in clips]
-    with_cache = generate_batch(backbone, msgs, audios, 6, use_cache=True)
-    without = generate_batch(backbone, msgs, audios, 6, use_cache=False, feature_cache=FeatureCache())
-    assert [g.text for g in with_cache] == [g.text for g in without]
-    assert [g.n_tokens for g in with_cache] == [g.n_tokens for g in without]
+    with_cache = generate_batch(backbone, msgs, audios, 6)
+    without = eval_paths.generate_uncached(backbone, msgs, audios, 6)
+    assert [g.text for g in with_cache] == without
 
 
 # ---- bookkeeping -------------------------------------------------------------------------------------------------
@@ -196,15 +210,9 @@ def test_append_benchmark_row_grows_columns_and_keeps_rows(tmp_path):
 
 
 def test_full_size_refuses_on_the_cpu(capsys):
-    import importlib.util
-
-    from emorl_lib.infra.paths import repo_root
-
     if torch.cuda.is_available():
         pytest.skip("a GPU is present: --size full would run")
-    spec = importlib.util.spec_from_file_location("bench_grpo", repo_root() / "benchmarks" / "bench_grpo.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = _benchmark_module("bench_grpo")
     with pytest.raises(SystemExit) as e:
         mod.main(["--size", "full"])
     assert "CUDA GPU" in str(e.value)

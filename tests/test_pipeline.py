@@ -24,7 +24,7 @@ pytestmark = pytest.mark.slow
 def e2e(tmp_path_factory, kit_paths):
     existing = os.environ.get("EMORL_E2E_PROFILE")
     if existing:
-        from emorl_lib.infra.config import load_profile
+        from emorl_lib.profile import load_profile
 
         prof = load_profile(existing)
         return 0, prof.paths.results, prof.paths.run, existing
@@ -42,7 +42,7 @@ def e2e(tmp_path_factory, kit_paths):
     }
     path = root / "e2e.yaml"
     path.write_text(yaml.safe_dump(prof))
-    from emorl_lib.infra import runner
+    from emorl_lib import runner
 
     rc = runner.main([str(path)])
     return rc, root / "results" / "e2e", root / "runs" / "e2e", path
@@ -88,20 +88,21 @@ def test_every_figure_is_written(e2e):
 
 
 def test_trained_adapters_and_logs(e2e):
-    from emorl_lib.infra.config import load_profile
-    from emorl_lib.training.runs import stage_runs
+    from emorl_lib.profile import load_profile
+    from emorl_lib.training.experiments import grpo_runs, sft_runs
 
     _, _, runs, path = e2e
     prof = load_profile(path)
+    exp = prof.section("experiments")
     finals = sorted(p.parent.name for p in (runs / "checkpoints").glob("*/final"))
-    assert finals == sorted(r.name for stage in ("sft", "grpo") for r in stage_runs(prof, stage))
-    grpo = stage_runs(prof, "grpo")
-    assert grpo and stage_runs(prof, "sft")
+    assert finals == sorted(r.name for r in sft_runs(exp) + grpo_runs(exp))
+    grpo = grpo_runs(exp)
+    assert grpo and sft_runs(exp)
     run = next((r for r in grpo if r.condition == "ESR"), grpo[0])  # the paper's method where the profile has it
     meta = json.loads((runs / "checkpoints" / run.name / "final" / "emorl_run.json").read_text())
     sft_name = run.name.replace(f"_grpo_{run.reward}_", "_sft_")
     assert meta["start_adapter"].endswith(f"{sft_name}/final")
-    assert meta["steps"] == prof.section("grpo").max_steps
+    assert meta["steps"] == prof.values("grpo").max_steps
     log = pd.read_csv(runs / "logs" / f"{run.name}.csv")
     for col in ("reward", "reward_std", "frac_reward_zero_std", "kl", "completions/mean_length", "learning_rate",
                 "rewards/accuracy_reward/mean", f"rewards/format_{run.condition}_reward/mean"):
@@ -110,7 +111,7 @@ def test_trained_adapters_and_logs(e2e):
 
 def test_a_second_run_skips_finished_stages(e2e, capsys):
     rc, _, _, path = e2e
-    from emorl_lib.infra import runner
+    from emorl_lib import runner
 
     capsys.readouterr()
     assert runner.main([str(path)]) == 0

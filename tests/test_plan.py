@@ -17,7 +17,7 @@ import yaml
 from emorl_lib.data.manifest import Utterance
 from emorl_lib.infra.io import write_jsonl
 from emorl_lib.infra.perf import TensorMemory, peak_memory, reset_peak_memory
-from emorl_lib.training import plan as P
+from emorl_lib import plan as P
 
 # The validation's tolerance: the estimate of torch's peak allocations within 20 % of the measured peak (tiny and
 # mid-size models); the mid-size model's RSS growth (weights + training, where tensors dominate) within 20 % too; on
@@ -55,7 +55,7 @@ def test_audio_tokens_follow_the_encoder():
 def test_parts_of_the_real_model_counted_on_the_meta_device():
     """Qwen2-Audio-7B-Instruct's shapes (backbones.QWEN2_AUDIO_7B_*): 8.4B parameters, LoRA r 16 on the LLM's 7
     projections x 32 layers = 40.0M; nothing is allocated."""
-    from emorl_lib.infra.config import load_profile
+    from emorl_lib.profile import load_profile
 
     bcfg = load_profile("paper").section("backbone")
     with TensorMemory() as m:
@@ -73,7 +73,7 @@ def test_plan_command_paper_on_a_t4(capsys):
     """`emorl plan --profile paper --gpu t4`: the parts table, each stage's terms and verdict, what to change, and
     an exit status that says whether it fits. The changes it proposes, applied to the profile, make it fit."""
     from emorl_lib.cli import main
-    from emorl_lib.infra.config import load_profile
+    from emorl_lib.profile import load_profile
 
     rc = main(["plan", "--profile", "paper", "--gpu", "t4"])
     out = capsys.readouterr().out
@@ -119,7 +119,7 @@ def rows(tmp_path_factory) -> list[Utterance]:
 
 
 def _profile(folder: Path, cache: str, rows, backbone: dict):
-    from emorl_lib.infra.config import load_profile
+    from emorl_lib.profile import load_profile
 
     folder.mkdir(parents=True, exist_ok=True)
     doc = {"paths": {"cache": cache, "runs": str(folder / "runs"), "results": str(folder / "results")},
@@ -147,21 +147,35 @@ def _rss() -> int:
     return 0
 
 
+def storage_bytes(tensors) -> int:
+    """Bytes of the distinct storages behind `tensors` (a model's parameters and buffers)."""
+    seen: set[int] = set()
+    total = 0
+    for t in tensors:
+        st = t.untyped_storage()
+        key = st.data_ptr() or id(st)
+        if t.device.type == "meta" or key in seen:
+            continue
+        seen.add(key)
+        total += st.nbytes()
+    return total
+
+
 def measure(prof, stage: str, monkeypatch) -> dict:
     """Train `stage` for the profile's 2 steps with torch's allocations tracked (weights counted at the start), the
     process's RSS growth from before the model is loaded, and the (rows, tokens) of every forward."""
     import transformers
 
+    from emorl_lib.profile import run_setup
     from emorl_lib.training import grpo
     from emorl_lib.training.experiments import Run
-    from emorl_lib.training.sft import run_sft
 
     out: dict = {"forwards": []}
     train = transformers.Trainer.train
 
     def tracked(self, *a, **k):
         model = self.model
-        base = TensorMemory.storage_bytes(list(model.parameters()) + list(model.buffers()))
+        base = storage_bytes(list(model.parameters()) + list(model.buffers()))
         inner = model.get_base_model().model if hasattr(model, "get_base_model") else model.model
 
         def hook(module, args, kwargs):
@@ -184,7 +198,7 @@ def measure(prof, stage: str, monkeypatch) -> dict:
     gc.collect()
     out["rss_before"] = _rss()
     run = Run("iemocap", stage, "IR", "eswr" if stage == "grpo" else None, 1)
-    (run_sft if stage == "sft" else grpo.run_grpo)(prof, run, force=True)
+    run_setup(prof, run).train(force=True)
     return out
 
 
@@ -236,7 +250,7 @@ def mid_backbone(kit_paths) -> dict:
     """The `qwen2-audio-7b-random` backbone shrunk to 370M parameters: the real model's vocabulary and 30 s audio
     window, fewer and narrower layers (1.5 GB in fp32: the CPU trains it in seconds). Built once, before any
     measurement."""
-    from emorl_lib.training.backbones import (
+    from emorl_lib.model.backbones import (
         BackboneConfig,
         RandomModelConfig,
         resolve_model_dir,
@@ -263,7 +277,7 @@ def test_estimate_matches_the_measured_full_size_grpo_step_on_a_gpu():
     the weights after loading (before the trainer adds its reference adapter and optimizer) within 2 %."""
     import csv
 
-    from emorl_lib.infra.config import load_profile
+    from emorl_lib.profile import load_profile
 
     rows = list(csv.DictReader((REPO / "benchmarks" / "results" / "grpo_full_h100.csv").open()))
     usable = [r for r in rows if "second mode in its process" not in r.get("note", "")]  # not a memory figure

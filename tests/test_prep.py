@@ -14,9 +14,10 @@ from emorl_lib.data import audio, prep
 from emorl_lib.data.corpora import LayoutError
 from emorl_lib.data.manifest import FIELDS, read_manifest
 from emorl_lib.data.prep import DataConfig, cache_dir, prepare_corpus
-from emorl_lib.infra.config import ConfigError, load_profile
+from emorl_lib.infra.config import ConfigError
 from emorl_lib.infra.io import read_jsonl
 from emorl_lib.infra.paths import Paths
+from emorl_lib.profile import data_setup, load_profile
 
 
 def make_paths(tmp_path: Path) -> Paths:
@@ -126,7 +127,7 @@ def test_clips_longer_than_the_model_window_are_counted_and_listed(tmp_path):
 
 
 def test_the_model_window_comes_from_the_backbone(tmp_path):
-    from emorl_lib.training.backbones import (
+    from emorl_lib.model.backbones import (
         BackboneConfig,
         TinyModelConfig,
         audio_window_seconds,
@@ -177,7 +178,7 @@ def test_prepare_with_real_roots_writes_manifests_reports_and_crosscorpus(tmp_pa
     root = savee_tree(tmp_path / "SAVEE")
     prof = write_profile(tmp_path, {"synthetic": False, "corpora": ["savee"], "roots": {"savee": str(root)},
                                     "workers": 1})
-    out = prep.prepare(load_profile(prof), progress=False)
+    out = prep.prepare(data_setup(load_profile(prof)), progress=False)
     m = out.paths.manifests
     assert out.manifests == {"savee": m / "savee.jsonl"} and (m / "prepare_report.json").is_file()
     txt = (m / "prepare_report.txt").read_text()
@@ -195,18 +196,18 @@ def test_prepare_with_real_roots_writes_manifests_reports_and_crosscorpus(tmp_pa
     assert json.loads((m / "prepare_report.json").read_text())["problems"] == out.problems()
     with pytest.raises(prep.DataIncomplete, match=r"(?s)savee: kept clips do not match .*data.allow_partial: true"):
         out.check()
-    prep.prepare(load_profile(prof, {"data": {"allow_partial": True}}), progress=False).check()
+    prep.prepare(data_setup(load_profile(prof, {"data": {"allow_partial": True}})), progress=False).check()
 
 
 def test_prepare_without_root_or_with_wrong_root_says_what_is_expected(tmp_path):
     prof = write_profile(tmp_path, {"synthetic": False, "corpora": ["iemocap"], "workers": 1})
     with pytest.raises(ConfigError, match=r"data.roots has no root for \['iemocap'\]"):
-        prep.prepare(load_profile(prof), progress=False)
+        prep.prepare(data_setup(load_profile(prof)), progress=False)
     with pytest.raises(ConfigError, match="unknown"):
         load_profile(prof, {"data": {"corpora": ["crema"]}})
     (tmp_path / "wrong" / "Session1x").mkdir(parents=True)
     with pytest.raises(LayoutError, match=r"expected Session1..Session5/ .* found: Session1x/"):
-        prep.prepare(load_profile(prof, {"data": {"roots": {"iemocap": str(tmp_path / "wrong")}}}), progress=False)
+        prep.prepare(data_setup(load_profile(prof, {"data": {"roots": {"iemocap": str(tmp_path / "wrong")}}})), progress=False)
 
 
 def test_cli_prepare_real_root_and_wrong_root(tmp_path, capsys, monkeypatch):
@@ -241,7 +242,7 @@ def prepared(synthetic_corpora, tmp_path_factory):
     (tmp / "cache" / "synthetic").symlink_to(synthetic_corpora["iemocap"].parent)
     prof = write_profile(tmp, {"synthetic": True, "synthetic_seed": 0, "synthetic_size": SYNTHETIC_TEST_SIZE,
                                "workers": 2})
-    return prof, prep.prepare(load_profile(prof), progress=False)
+    return prof, prep.prepare(data_setup(load_profile(prof)), progress=False)
 
 
 def test_synthetic_prepare_skips_meld_defects_and_writes_every_manifest(prepared):
@@ -287,7 +288,7 @@ def test_synthetic_track2_resolution_and_unresolved_report(prepared):
 
 def test_synthetic_second_prepare_reuses_the_cache(prepared):
     prof, first = prepared
-    again = prep.prepare(load_profile(prof), progress=False)
+    again = prep.prepare(data_setup(load_profile(prof)), progress=False)
     for corpus, rep in again.reports.items():
         assert rep.decoded == 0 and rep.reused == rep.kept == first.reports[corpus].kept
     assert again.manifests["iemocap"].read_text() == first.manifests["iemocap"].read_text()

@@ -21,7 +21,7 @@ from emorl_lib.method.rationales import (
     rationale_for,
     salient_words,
 )
-from emorl_lib.training.backbones import _TINY_WORDS
+from emorl_lib.model.backbones import _TINY_WORDS
 
 
 def utt(utt_id: str, label: str = "angry", transcript: str | None = None, speaker: str = "S1") -> Utterance:
@@ -181,15 +181,15 @@ def test_config_rejects_bad_values():
         RationaleConfig(low_arousal=0.7, high_arousal=0.6)
 
 
-def test_profile_targets_read_the_sections_and_describe_the_manifest(tmp_path):
+def test_sft_targets_read_the_sections_and_describe_the_manifest(tmp_path):
     import numpy as np
     import soundfile as sf
     import yaml
 
-    from emorl_lib.infra.config import load_profile
     from emorl_lib.infra.io import write_jsonl
-    from emorl_lib.method.descriptors import describe_profile
-    from emorl_lib.method.rationales import profile_targets
+    from emorl_lib.method.descriptors import describe_manifest
+    from emorl_lib.profile import load_profile, run_setup
+    from emorl_lib.training.experiments import Run
 
     assert load_profile("default").section("rationale").teacher_jsonl is None
     assert load_profile("default").section("descriptors").min_voiced_frames >= 1
@@ -207,15 +207,20 @@ def test_profile_targets_read_the_sections_and_describe_the_manifest(tmp_path):
         rows.append(u)
     write_jsonl(tmp_path / "r" / "p" / "manifests" / "savee.jsonl", rows)
     prof = load_profile(prof)
-    targets = profile_targets(prof, "savee", "EUR", progress=False)
+
+    def targets_of(condition, utts=None):
+        return run_setup(prof, Run("savee", "sft", condition, None, 1)).targets(utts)
+
+    targets = targets_of("EUR")
     assert all(structure_ok(targets[u.utt_id], "EUR") and parse_answer(targets[u.utt_id]).label == u.label
                for u in rows)
     assert (tmp_path / "r" / "p" / "manifests" / "savee.descriptors.jsonl").is_file()
-    sub = profile_targets(prof, "savee", "ESR", utts=rows[:2], progress=False)
+    sub = targets_of("ESR", rows[:2])
     assert list(sub) == ["DC_a00", "DC_a01"] and all(structure_ok(x, "ESR") for x in sub.values())
-    esr = profile_targets(prof, "savee", "ESR", progress=False)
+    esr = targets_of("ESR")
     assert "loud" in esr["DC_a03"] and "quiet" in esr["DC_a00"]  # loudest / quietest clip of speaker DC
-    assert describe_profile(prof, progress=False)["savee"].report.reused == 4
+    manifest = tmp_path / "r" / "p" / "manifests" / "savee.jsonl"
+    assert describe_manifest(manifest, prof.section("descriptors"), progress=False).report.reused == 4
 
 
 def test_volume_is_described_when_the_rate_is_unknown():

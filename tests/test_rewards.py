@@ -19,15 +19,13 @@ from emorl_lib.method.rewards import (
     ESWRReward,
     FormatReward,
     RewardConfig,
-    WeightedSum,
     alpha_at,
     build_rewards,
     confusion_pattern,
     eswr_value,
     reward_table,
-    tie_share,
-    tie_share_mc,
     training_progress,
+    zero_advantage_share,
 )
 
 NEIGHBOUR = (math.cos(math.radians(45)) + 1) / 2
@@ -107,9 +105,10 @@ def test_build_rewards_from_config_names_and_weights():
     assert [f.__name__ for f in funcs] == ["eswr_va_reward", "format_EUR_reward"] and weights == [1.0, 0.5]
     funcs, weights = build_rewards(RewardConfig(use_format=False), "IR", "binary")
     assert [f.__name__ for f in funcs] == ["accuracy_reward"] and weights == [1.0]
-    total = WeightedSum(*build_rewards(RewardConfig(), "IR"))
-    assert total([ans("surprise"), ans("fear")], label=["fear", "fear"]) == pytest.approx([1 + 0.5 * NEIGHBOUR, 2.0])
-    assert (total.low, total.high) == (0.0, 2.0)
+    funcs, weights = build_rewards(RewardConfig(), "IR")
+    comps, gold = [ans("surprise"), ans("fear")], ["fear", "fear"]
+    total = [sum(w * r for w, r in zip(weights, rs)) for rs in zip(*(f(comps, label=gold) for f in funcs))]
+    assert total == pytest.approx([1 + 0.5 * NEIGHBOUR, 2.0])  # what GRPO optimises: TRL's weighted sum
 
 
 def test_trl_name_lookup_sees_our_names():
@@ -151,24 +150,36 @@ def test_rewards_never_raise_and_stay_in_range(rows, cond, kind, alpha, gamma, s
         out = f(comps, label=gold, candidates=[None] * len(comps), trainer_state=state)
         assert len(out) == len(comps)
         assert all(isinstance(x, float) and 0.0 <= x <= 1.0 for x in out)
-    total = WeightedSum(funcs[:2], weights)
-    assert all(total.low <= x <= total.high for x in total(comps, label=gold))
+    total = [sum(w * r for w, r in zip(weights, rs)) for rs in zip(*(f(comps, label=gold) for f in funcs[:2]))]
+    assert all(0.0 <= x <= sum(weights) for x in total)
 
 
-def test_tie_share_exact_matches_simulation_and_eswr_reduces_ties():
+def _simulated_share(answers, rewards, group_size, n_groups=40000, seed=1):
+    """The zero-advantage share by simulation: groups of `group_size` answers drawn per gold class."""
+    rng = np.random.default_rng(seed)
+    k = len(answers)
+    ties = 0
+    for g in rng.choice(k, size=n_groups):
+        preds = rng.choice(k, size=group_size, p=answers[g] / answers[g].sum())
+        r = rewards[g, preds]
+        ties += bool(np.all(r == r[0]))
+    return ties / n_groups
+
+
+def test_zero_advantage_share_exact_matches_simulation_and_eswr_reduces_ties():
     labs = CORPUS_LABELS["meld"]
     P = confusion_pattern(similarity_matrix(plutchik_prior(), labs), accuracy=0.5, sharpness=6)
     R_bin = reward_table(labs, None)
     R_eswr = reward_table(labs, plutchik_prior(), 0.5, 0.7)
     for G in (2, 6):
-        exact = tie_share(P, R_eswr, G)
-        assert exact == pytest.approx(tie_share_mc(P, R_eswr, G, n_groups=40000, seed=1), abs=0.01)
-        assert tie_share(P, R_eswr, G) < tie_share(P, R_bin, G)
+        exact = zero_advantage_share(P, R_eswr, G)
+        assert exact == pytest.approx(_simulated_share(P, R_eswr, G), abs=0.01)
+        assert zero_advantage_share(P, R_eswr, G) < zero_advantage_share(P, R_bin, G)
     # binary, perfect model: every group ties; a coin-flip between two answers: 2 * 0.5**G
-    assert tie_share(np.eye(3), np.eye(3), 6) == pytest.approx(1.0)
+    assert zero_advantage_share(np.eye(3), np.eye(3), 6) == pytest.approx(1.0)
     half = np.array([[0.5, 0.5], [0.5, 0.5]])
-    assert tie_share(half, np.eye(2), 6) == pytest.approx(2 * 0.5 ** 6)
-    assert tie_share(half, np.eye(2), 6, p_invalid=1.0) == pytest.approx(1.0)
+    assert zero_advantage_share(half, np.eye(2), 6) == pytest.approx(2 * 0.5 ** 6)
+    assert zero_advantage_share(half, np.eye(2), 6, p_invalid=1.0) == pytest.approx(1.0)
 
 
 def test_confusion_pattern_rows_are_distributions():
@@ -177,7 +188,7 @@ def test_confusion_pattern_rows_are_distributions():
 
 
 def test_wrong_answer_table_and_sweep():
-    from emorl_lib.method.rewards import tie_share_sweep, wrong_answer_rewards
+    from emorl_lib.method.rewards import wrong_answer_rewards, zero_advantage_sweep
     priors = {"plutchik": plutchik_prior(), "va": va_prior()}
     df = wrong_answer_rewards(priors, {"iemocap": FOUR_CLASS, "meld": CORPUS_LABELS["meld"]}, [0.7], alpha=0.5)
     assert len(df) == 2 * (4 * 3 + 7 * 6)
@@ -185,10 +196,10 @@ def test_wrong_answer_table_and_sweep():
     meld = df[(df.label_set == "meld") & (df.prior == "plutchik") & (df.reward > 0)]
     assert len(meld) == 8 and np.allclose(meld.reward, 0.5 * NEIGHBOUR)
     labs = CORPUS_LABELS["meld"]
-    sw = tie_share_sweep(labs, similarity_matrix(va_prior(), labs), {"binary": None, "eswr": plutchik_prior()},
+    sw = zero_advantage_sweep(labs, similarity_matrix(va_prior(), labs), {"binary": None, "eswr": plutchik_prior()},
                          [0.3], [2, 6])
-    assert set(sw.columns) >= {"reward", "accuracy", "G", "tie_share"} and len(sw) == 4
-    six = sw[sw.G == 6].set_index("reward").tie_share
+    assert set(sw.columns) >= {"reward", "accuracy", "G", "zero_advantage_share"} and len(sw) == 4
+    six = sw[sw.G == 6].set_index("reward").zero_advantage_share
     assert six["eswr"] < six["binary"]
 
 

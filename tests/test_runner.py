@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from conftest import write_notebook
 
-from emorl_lib.infra import golden, runner
+from emorl_lib import golden, runner
 
 
 @pytest.fixture
@@ -139,4 +139,4 @@ def test_readme_results_section_is_what_the_golden_tables_generate(profile):
     block = golden.current_readme_block(profile)
     assert block is not None, f"README.md lacks the generated results section of profile {profile}"
     assert block == golden.readme_block(profile), \
-        f"README results section is stale: run `python -m emorl_lib.infra.golden readme --profile {profile}`"
+        f"README results section is stale: run `python -m emorl_lib.golden readme --profile {profile}`"

@@ -23,17 +23,18 @@ def _utt(uid, corpus, label, fold=None, split=None):
 
 @pytest.fixture()
 def settings(tmp_path):
-    from emorl_lib.evaluation.matrix import EvalSetup
-    from emorl_lib.infra.config import load_profile
+    from emorl_lib.profile import eval_setup, load_profile
 
     root = tmp_path
-    s = EvalSetup.of(load_profile("default", {
+    prof = load_profile("default", {
         "paths": {"cache": str(root / "cache"), "runs": str(root / "runs"), "results": str(root / "results")},
         "experiments": {"corpora": ["iemocap", "meld"], "iemocap_folds": [1, 2],
                         "grpo_runs": [["binary", "IR"], ["eswr", "IR"], ["eswr", "ESR"]], "sft_conditions": ["IR", "ESR"]},
         "eval": {"max_utterances": None, "bootstrap": 200},
-    }))
-    m = s.paths.manifests
+    })
+    s = eval_setup(prof)
+    s.prof = prof  # the profile it came from: tests derive variants of it
+    m = s.paths.ensure().manifests
     iem = [_utt(f"i{f}_{k}", "iemocap", FOUR[k % 4], fold=f) for f in (1, 2) for k in range(8)]
     meld = [_utt(f"m{k}", "meld", ("neutral", "happy", "sad", "angry", "surprise", "fear", "disgust")[k % 7],
                  split="test") for k in range(14)] + [_utt("mt0", "meld", "sad", split="train")]
@@ -126,14 +127,15 @@ def test_tables_values_in_range_and_missing_shown(settings):
     report = (settings.paths.results / "evaluation_report.md").read_text()
     assert "SMOKE numbers from a tiny model on synthetic data" in report
     assert "73.54" in report and "51.42" in report and "48.84" in report  # reference numbers beside ours
-    assert f"profile `{settings.profile.name}`" in report
+    assert f"profile `{settings.profile}`" in report
 
 
 def test_max_utterances_is_stated(settings):
-    from emorl_lib.evaluation.matrix import EvalSetup, collect
+    from emorl_lib.evaluation.matrix import collect
     from emorl_lib.evaluation.tables import build_tables
+    from emorl_lib.profile import eval_setup
 
-    s = EvalSetup.of(settings.profile.with_overrides({"eval": {"max_utterances": 4}}))
+    s = eval_setup(settings.prof.with_overrides({"eval": {"max_utterances": 4}}))
     tables, _ = build_tables(collect(s))
     assert all(any("at most 4 utterances" in n for n in t.notes) for t in tables)
 
@@ -147,7 +149,6 @@ def test_figures_from_logs_and_scores(settings, tmp_path):
     from emorl_lib.evaluation.matrix import collect
     from emorl_lib.evaluation.tables import build_tables, main_rows
     from emorl_lib.method.priors import plutchik_prior
-    from emorl_lib.method.rewards import RewardConfig
 
     _predict(settings, Run("meld", "zeroshot", "IR"), "meld-test")
     for reward in ("binary", "eswr"):
@@ -159,7 +160,7 @@ def test_figures_from_logs_and_scores(settings, tmp_path):
     book = collect(settings)
     tables, mats = build_tables(book)
     logs = F.grpo_logs(book)
-    rcfg = settings.profile.section("reward", RewardConfig)
+    rcfg = settings.prof.section("reward")
     assert len(logs) == 2
     assert F.accuracy_column(next(iter(logs.values()))).startswith("rewards/")
     for name, fig in [("curves", F.training_curves(logs)), ("confusion", F.confusion_grid(book, main_rows())),
@@ -226,9 +227,9 @@ def test_trained_rows_read_only_the_answer_and_zero_shot_fallbacks_are_counted(s
     assert list(main.display["MELD fallback"][:2]) == [f"{n // 2}/{n}", f"0/{n}"]
     assert any("fallback" in note for note in main.notes)
     # zero-shot fallback can be switched off: then those outputs are unparseable too
-    from emorl_lib.evaluation.matrix import EvalSetup
+    from emorl_lib.profile import eval_setup
 
-    strict = collect(EvalSetup.of(settings.profile.with_overrides({"eval": {"require_answer_tag": True}})))
+    strict = collect(eval_setup(settings.prof.with_overrides({"eval": {"require_answer_tag": True}})))
     assert strict.get(Run("meld", "zeroshot", "IR"), "meld-test").scores.n_fallback == 0
 
 
@@ -238,10 +239,11 @@ def test_trained_rows_read_only_the_answer_and_zero_shot_fallbacks_are_counted(s
     ([1, 2, 3, 4, 5], "IEMOCAP = mean of the 5 leave-one-session-out folds", "only"),
 ])
 def test_main_table_says_which_iemocap_folds_its_numbers_are(settings, folds, says, never):
-    from emorl_lib.evaluation.matrix import EvalSetup, collect
+    from emorl_lib.evaluation.matrix import collect
     from emorl_lib.evaluation.tables import build_tables, render_report
+    from emorl_lib.profile import eval_setup
 
-    s = EvalSetup.of(settings.profile.with_overrides({"experiments": {"iemocap_folds": folds}}))
+    s = eval_setup(settings.prof.with_overrides({"experiments": {"iemocap_folds": folds}}))
     _predict(s, Run("iemocap", "zeroshot", "IR", None, 1), "iemocap-f1")
     book = collect(s)
     tables, mats = build_tables(book)

@@ -11,8 +11,8 @@ import soundfile as sf
 import torch
 
 from emorl_lib.data.manifest import Utterance
-from emorl_lib.infra.config import Profile
 from emorl_lib.infra.io import write_jsonl
+from emorl_lib.profile import Profile, run_setup
 from emorl_lib.training.experiments import Run
 
 LABELS = ("neutral", "happy", "sad", "angry")
@@ -63,7 +63,7 @@ def test_grpo_every_logprob_forward_receives_audio(train_profile):
 
     from emorl_lib.method.prompts import PromptConfig
     from emorl_lib.method.rewards import RewardConfig
-    from emorl_lib.training.backbones import BackboneConfig, load_backbone
+    from emorl_lib.model.backbones import BackboneConfig, load_backbone
     from emorl_lib.training.grpo import (
         AudioGRPOTrainer,
         EmoGRPOConfig,
@@ -129,7 +129,7 @@ def test_grpo_refuses_a_logprob_forward_without_audio(train_profile):
 
 def test_sft_collator_masks_prompt_and_audio(tiny_backbone_dir, tone_wav):
     from emorl_lib.method.prompts import PromptConfig, build_messages, format_target
-    from emorl_lib.training.backbones import load_processor
+    from emorl_lib.model.backbones import load_processor
     from emorl_lib.training.sft import IGNORE, AudioSFTCollator
 
     proc = load_processor(str(tiny_backbone_dir))
@@ -169,7 +169,9 @@ def test_interrupted_run_resumes_to_the_same_weights(train_profile, stage, monke
 
     monkeypatch.setattr(grpo, "reward_functions", lambda cfg, cond, acc: ([_length_reward], [1.0]))
 
-    runner = run_sft if stage == "sft" else run_grpo
+    def runner(prof, run, **kw):
+        return (run_sft if stage == "sft" else run_grpo)(run_setup(prof, run), **kw)
+
     paths = train_profile.paths
     # uninterrupted
     a = Run("iemocap", stage, "IR", "eswr" if stage == "grpo" else None, 1)
@@ -221,16 +223,16 @@ def test_a_finished_run_is_skipped_until_its_settings_change(train_profile, caps
                                          "sft": {"max_steps": 2}})
     paths = prof.paths.ensure()
     (paths.manifests / "iemocap.jsonl").write_text((train_profile.paths.manifests / "iemocap.jsonl").read_text())
-    final = run_sft(prof, run)
+    final = run_sft(run_setup(prof, run))
     first = json.loads((final / "emorl_run.json").read_text())["settings_hash"]
     capsys.readouterr()
-    assert run_sft(prof, run) == final
+    assert run_sft(run_setup(prof, run)) == final
     assert "is current, skipped" in capsys.readouterr().out
     # an evaluation setting does not touch training ...
-    run_sft(prof.with_overrides({"eval": {"batch_size": 3}}), run)
+    run_sft(run_setup(prof.with_overrides({"eval": {"batch_size": 3}}), run))
     assert "is current, skipped" in capsys.readouterr().out
     # ... a training setting retrains
-    run_sft(prof.with_overrides({"sft": {"learning_rate": 5e-4}}), run)
+    run_sft(run_setup(prof.with_overrides({"sft": {"learning_rate": 5e-4}}), run))
     assert "settings changed" in capsys.readouterr().out
     second = json.loads((final / "emorl_run.json").read_text())["settings_hash"]
     assert second != first
@@ -300,9 +302,11 @@ def test_heldout_curve_is_written_and_leaves_training_unchanged(train_profile, s
     from emorl_lib.training.sft import run_sft
 
     monkeypatch.setattr(grpo, "reward_functions", lambda cfg, cond, acc: ([_length_reward], [1.0]))
-    runner = run_sft if stage == "sft" else run_grpo
+    def runner(prof, run, **kw):
+        return (run_sft if stage == "sft" else run_grpo)(run_setup(prof, run), **kw)
+
     src = [json.loads(l) for l in (train_profile.paths.manifests / "iemocap.jsonl").read_text().splitlines()]
-    # MELD-shaped copy of the tone corpus: session 2 trains, session 1 is the dev (validation) split
+    # MELD-shaped copy of the tone corpus: session 2 trains, session 1 is the dev (held-out) split
     meld = [{**r, "corpus": "meld", "fold": None, "split": "train" if r["fold"] == 2 else "dev"} for r in src]
     run = Run("meld", stage, "IR", "eswr" if stage == "grpo" else None)
     finals = {}
@@ -328,6 +332,7 @@ def test_heldout_curve_is_written_and_leaves_training_unchanged(train_profile, s
 def test_a_stage_in_worker_processes_trains_what_a_serial_stage_does(train_profile):
     """experiments.workers runs a stage's runs side by side; each run seeds itself, so the adapters are the ones a
     serial stage with the same torch thread count trains."""
+    from emorl_lib.profile import training_setup
     from emorl_lib.training.runs import train_stage
 
     finals = {}
@@ -341,7 +346,7 @@ def test_a_stage_in_worker_processes_trains_what_a_serial_stage_does(train_profi
                 "sft": {"max_steps": 2}})
             (prof.paths.ensure().manifests / "iemocap.jsonl").write_text(
                 (train_profile.paths.manifests / "iemocap.jsonl").read_text())
-            finals[workers] = train_stage("sft", prof)
+            finals[workers] = train_stage(training_setup(prof, "sft"))
     finally:
         torch.set_num_threads(threads)
     assert list(finals[1]) == list(finals[2]) == ["iemocap-f1_sft_IR_s1", "iemocap-f1_sft_IR_s2"]

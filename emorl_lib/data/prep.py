@@ -11,19 +11,16 @@ from __future__ import annotations
 
 import hashlib
 import json
-import multiprocessing as mp
-import signal
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-
-from tqdm.auto import tqdm
+from typing import ClassVar
 
 from ..infra import progress as where
-from ..infra.config import ConfigError, Profile, setting, to_dict
-from ..infra.determinism import apply_runtime
+from ..infra.config import ConfigError, setting, to_dict
+from ..infra.determinism import RuntimeConfig, apply_runtime
 from ..infra.io import atomic_write_text, file_lock, write_jsonl
 from ..infra.log import get_logger
+from ..infra.parallel import imap_progress
 from ..infra.paths import Paths
 from .audio import CacheResult, cache_clip
 from .corpora import CORPORA
@@ -35,9 +32,9 @@ from .corpora.crosscorpus import (
     track2_entries,
     write_crosscorpus,
 )
-from .corpora.report import CorpusReport, compare_official, format_table
+from .corpora.report import CorpusReport, compare_official, format_table, summary_rows
 from .corpora.splits import MELD_SPLITS
-from .manifest import Utterance
+from .manifest import Utterance, read_manifest
 
 log = get_logger(__name__)
 
@@ -51,7 +48,7 @@ class DataConfig:
     synthetic_size: float = 1.0     # size knob of the generator
     corpora: list[str] = field(default_factory=lambda: list(CORPORA))
     roots: dict[str, str | None] = field(default_factory=dict)  # real corpus roots (synthetic: false)
-    workers: int = 2                # processes decoding/resampling into the cache
+    workers: int = setting(2, "kit", "processes decoding/resampling into the cache", observes=True)
     silence_peak: float = 1e-4      # a clip whose peak |sample| is below this (-80 dBFS) counts as silent
     allow_partial: bool = setting(False, "kit", "go on when real corpora miss official counts or leave track-2 "
                                   "entries unresolved (a corpus known to be partial); off: `emorl prepare` exits 3 "
@@ -59,10 +56,13 @@ class DataConfig:
     meld_tie_order: list[str] = setting(list(MELD_TIE_ORDER), "kit", "the split a MELD track-2 entry is taken from "
                                         "when its label and speaker match in several (2 real entries); which one "
                                         "EmoBox drew them from is not known")
-    validation_fraction: float = setting(0.0, "kit", "held-out TRAINING data for choosing settings and learning "
-                                         "curves where a corpus has no dev split: this class-stratified share of a "
-                                         "fold's training side, left out of training (MELD: its dev split); 0: none")
-    validation_seed: int = setting(0, "kit", "which utterances the validation slice holds")
+    heldout_fraction: float = setting(0.0, "kit", "held-out TRAINING data for choosing settings and learning "
+                                      "curves where a corpus has no dev split: this class-stratified share of a "
+                                      "fold's training side, left out of training (MELD: its dev split); 0: none")
+    heldout_seed: int = setting(0, "kit", "which utterances the held-out slice holds")
+
+    RENAMED: ClassVar[dict[str, str]] = {"validation_fraction": "heldout_fraction",
+                                         "validation_seed": "heldout_seed"}
 
     def __post_init__(self) -> None:
         unknown = [c for c in self.corpora if c not in CORPORA]
@@ -76,8 +76,19 @@ class DataConfig:
                              f"{self.synthetic_size}, {self.silence_peak}")
         if sorted(self.meld_tie_order) != sorted(MELD_SPLITS):
             raise ValueError(f"meld_tie_order: expected an order of {list(MELD_SPLITS)}, got {self.meld_tie_order}")
-        if not 0.0 <= self.validation_fraction < 1.0:
-            raise ValueError(f"validation_fraction must be in [0, 1), not {self.validation_fraction}")
+        if not 0.0 <= self.heldout_fraction < 1.0:
+            raise ValueError(f"heldout_fraction must be in [0, 1), not {self.heldout_fraction}")
+
+
+@dataclass
+class DataSetup:
+    """What data preparation reads (built from a profile by `profile.data_setup`)."""
+
+    data: DataConfig
+    paths: Paths
+    runtime: RuntimeConfig
+    window_s: float  # the model's audio window: longer clips are kept but counted and listed
+    profile: str = ""
 
 
 class DataIncomplete(ValueError):
@@ -123,6 +134,50 @@ class Prepared:
                            f"(listed in crosscorpus_{c}.report.json)")
         return out
 
+    def utterances(self):
+        """Every manifest row as a DataFrame, with `part`: MELD's split, else the leave-one-out fold."""
+        import numpy as np
+        import pandas as pd
+
+        df = pd.DataFrame([u.__dict__ for c in self.manifests for u in read_manifest(self.manifests[c])])
+        df["part"] = np.where(df.split.notna(), df.split, "fold " + df.fold.astype("Int64").astype(str))
+        return df
+
+    def tables(self) -> dict:
+        """The data tables notebook 01 writes (name -> DataFrame): per corpus what was found, kept and skipped;
+        skips by reason; utterances per corpus, part and label; the cross-corpus sets' resolution."""
+        import pandas as pd
+
+        summary = pd.DataFrame(summary_rows(list(self.reports.values()))).fillna(0)
+        by_reason = pd.DataFrame([{"corpus": c, "reason": r, "count": n}
+                                  for c, rep in self.reports.items() for r, n in rep.counts().items()],
+                                 columns=["corpus", "reason", "count"])
+        counts = self.utterances().groupby(["corpus", "part", "label"]).size().rename("n").reset_index()
+        cross = pd.DataFrame([{"corpus": c, "entries": r.entries, "resolved": r.resolved,
+                               "not_generated_by_design": len(r.not_generated), "unresolved": len(r.unresolved),
+                               "ambiguous": len(r.ambiguous), **{f"from_{k}": v for k, v in r.by_split.items()}}
+                              for c, r in self.cross_reports.items()])
+        return {"data_summary": summary, "data_skipped_by_reason": by_reason, "data_class_counts": counts,
+                "data_crosscorpus": cross}
+
+    def notes(self, max_unresolved: int = 5) -> list[str]:
+        """What a reader should know about the data, in lines: official counts checked, cross-corpus entries left
+        out by design, ambiguous and unresolved."""
+        out = [f"{c} official counts: " + ("match" if not rep.official_mismatches else str(rep.official_mismatches))
+               for c, rep in self.reports.items() if rep.official_checked]
+        for c, r in self.cross_reports.items():
+            if r.not_generated:
+                out.append(f"{c}: {len(r.not_generated)} of {r.entries} cross-corpus entries are not in the synthetic "
+                           f"corpus, BY DESIGN (data.synthetic_size {self.cfg.synthetic_size} writes part of each "
+                           "list; 2.0 writes all): expected")
+            out += [f"{c}: {a['entry']} ({a['speaker']}) matches {', '.join(a['candidates'])}: took {a['chosen']} "
+                    f"(settled by {a['settled_by']})" for a in r.ambiguous]
+            out += [f"{c}: UNRESOLVED {u['entry']}: {u['reason']}" for u in r.unresolved[:max_unresolved]]
+            if len(r.unresolved) > max_unresolved:
+                out.append(f"{c}: ... {len(r.unresolved) - max_unresolved} more unresolved "
+                           f"(crosscorpus_{c}.report.json)")
+        return out
+
     def check(self) -> None:
         """Raise DataIncomplete listing every problem, unless data.allow_partial is set."""
         bad = self.problems()
@@ -137,35 +192,10 @@ def cache_dir(paths: Paths, corpus: str, root: Path) -> Path:
     return paths.audio16k / f"{corpus}-{h}"
 
 
-def _pool_context():
-    # fork is cheap and safe here (workers only run numpy/soundfile/PyAV); elsewhere the platform default.
-    return mp.get_context("fork") if sys.platform.startswith("linux") else mp.get_context()
-
-
-def _ignore_sigint() -> None:
-    """Pool workers leave Ctrl-C to the parent (which stops the pool and says where it stopped), so the terminal
-    shows one line, not a traceback per worker."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
 def build_cache(jobs: list[tuple[str, str, str, float]], workers: int, desc: str = "decode",
                 progress: bool = True) -> list[CacheResult]:
     """Run `audio.cache_clip` over jobs (key, source, target, silence_peak), in `workers` processes."""
-    bar = tqdm(total=len(jobs), desc=desc, unit="clip", disable=not progress or not jobs)
-    out: list[CacheResult] = []
-    try:
-        if workers <= 1 or len(jobs) < 2:
-            for j in jobs:
-                out.append(cache_clip(j))
-                bar.update()
-        else:
-            with _pool_context().Pool(workers, initializer=_ignore_sigint) as pool:
-                for r in pool.imap_unordered(cache_clip, jobs, chunksize=4):
-                    out.append(r)
-                    bar.update()
-    finally:
-        bar.close()
-    return out
+    return imap_progress(cache_clip, jobs, workers, desc, "clip", progress)
 
 
 def cache_candidates(cands: list[Utterance], report: CorpusReport, target_dir: Path, cfg: DataConfig,
@@ -269,15 +299,12 @@ def resolve_roots(cfg: DataConfig, paths: Paths, force: bool = False) -> dict[st
     return {c: Path(str(cfg.roots[c])).expanduser() for c in cfg.corpora}
 
 
-def prepare(prof: Profile, progress: bool = True, force: bool = False) -> Prepared:
+def prepare(setup: DataSetup, progress: bool = True, force: bool = False) -> Prepared:
     """Build caches, manifests, reports and cross-corpus manifests for the profile's corpora (`force`: synthetic
     corpora and the 16 kHz cache are made again, not reused)."""
-    from ..training.backbones import audio_window_seconds
-
-    cfg = prof.section("data")
-    apply_runtime(prof, log)
-    window_s = audio_window_seconds(prof.section("backbone"))
-    paths = prof.paths.ensure()
+    cfg, window_s = setup.data, setup.window_s
+    apply_runtime(setup.runtime, log)
+    paths = setup.paths.ensure()
     if cfg.synthetic:
         where.at("while generating the synthetic corpora",
                  "run the same command again: a corpus generated completely is kept, a half-written one is redone")
@@ -295,7 +322,7 @@ def prepare(prof: Profile, progress: bool = True, force: bool = False) -> Prepar
             corpus, rows, paths.manifests, not_generated=_not_generated(cfg, corpus),
             tie_order=cfg.meld_tie_order)
     summary = {
-        "profile": prof.name, "data": to_dict(cfg), "roots": {c: str(r) for c, r in out.roots.items()},
+        "profile": setup.profile, "data": to_dict(cfg), "roots": {c: str(r) for c, r in out.roots.items()},
         "corpora": {c: r.to_dict() for c, r in out.reports.items()},
         "crosscorpus": {c: r.to_dict() for c, r in out.cross_reports.items()},
         "crosscorpus_attribution": ATTRIBUTION,

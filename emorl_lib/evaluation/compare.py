@@ -23,46 +23,18 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from ..data.testsets import crosscorpus_corpora, crosscorpus_targets, in_corpus_name
 from ..infra.config import ConfigError, from_dict
-from ..training.experiments import Run, seeds
-from .generate import read_predictions, reparse
+from ..method.metrics import METRICS, encode, metric_replicates
+from ..model.backbones import SMOKE_NOTE
+from ..training.experiments import Recipe, Run, seeds
 from .matrix import EvalSetup, answer_tag_required, load_test_set
-from .metrics import METRICS, encode, metric_replicates
-from .testsets import crosscorpus_corpora, crosscorpus_targets, in_corpus_name
-
-STAGE_NAMES = {"zeroshot": "zero-shot", "sft": "SFT", "grpo": "GRPO"}
-REWARD_NAMES = {"eswr": "ESWR", "binary": "binary reward"}
-
-
-@dataclass(frozen=True)
-class RecipeRef:
-    """`<stage> [<reward>] <condition>` as written in a comparison."""
-
-    stage: str
-    condition: str
-    reward: str | None = None
-
-    @classmethod
-    def parse(cls, text: str, where: str) -> "RecipeRef":
-        parts = str(text).split()
-        ok = (len(parts) == 2 and parts[0] in ("zeroshot", "sft")) or \
-             (len(parts) == 3 and parts[0] == "grpo" and parts[1] in REWARD_NAMES)
-        if not ok or parts[-1] not in ("IR", "EUR", "ESR"):
-            raise ValueError(f"{where}: {text!r} is not '<zeroshot|sft> <IR|EUR|ESR>' or "
-                             "'grpo <binary|eswr> <IR|EUR|ESR>'")
-        return cls(parts[0], parts[-1], parts[1] if len(parts) == 3 else None)
-
-    @property
-    def label(self) -> str:
-        reward = f" + {REWARD_NAMES[self.reward]}" if self.reward else ""
-        return f"{STAGE_NAMES[self.stage]}{reward} ({self.condition})"
-
-    def run(self, corpus: str, fold: int | None, seed: int | None) -> Run:
-        return Run(corpus, self.stage, self.condition, self.reward, fold, None if self.stage == "zeroshot" else seed)
+from .predictions import read_predictions, reparse
 
 
 @dataclass
@@ -85,8 +57,8 @@ class ComparisonConfig:
             raise ValueError(f"{where}.corpus: {self.corpus!r} is not a training corpus (iemocap, meld)")
         if not (self.test_sets in ("in-corpus", "cross-corpus") or self.test_sets.startswith("xc-")):
             raise ValueError(f"{where}.test_sets: {self.test_sets!r} is not in-corpus, cross-corpus or xc-<corpus>")
-        self.recipe_a = RecipeRef.parse(self.a, f"{where}.a")
-        self.recipe_b = RecipeRef.parse(self.b, f"{where}.b")
+        self.recipe_a = Recipe.parse(self.a, f"{where}.a")
+        self.recipe_b = Recipe.parse(self.b, f"{where}.b")
 
 
 @dataclass
@@ -106,11 +78,6 @@ class ComparisonsConfig:
                 raise ConfigError(f"{where}.{name}: expected a mapping {{corpus, a, b, metric, test_sets}}, got {spec!r}")
             out[str(name)] = from_dict(ComparisonConfig, {**spec, "name": str(name)}, where=f"{where}.{name}")
         return cls(out)
-
-
-def load_comparisons(profile) -> list[ComparisonConfig]:
-    """The profile's declared comparisons, in the order written ([] when it declares none)."""
-    return list(profile.section("comparisons").entries.values())
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -171,7 +138,7 @@ def _what(c: ComparisonConfig) -> str:
 
 def _test_set_names(c: ComparisonConfig, run: Run, s: EvalSetup) -> list[str]:
     if c.test_sets == "in-corpus":
-        return [in_corpus_name(run, s.eval.meld_split)]
+        return [in_corpus_name(run.corpus, run.fold)]
     available = crosscorpus_targets(c.corpus, crosscorpus_corpora(s.paths))
     if c.test_sets == "cross-corpus":
         return ["xc-" + t for t in available]
@@ -305,7 +272,7 @@ def training_frame(s: EvalSetup) -> pd.DataFrame:
     import json
 
     from ..training.experiments import grpo_runs, sft_runs
-    from ..training.heldout import read_heldout
+    from ..training.heldout import heldout_summary, read_heldout
     from ..training.runs import log_summary
     from .figures import read_log
 
@@ -324,8 +291,7 @@ def training_frame(s: EvalSetup) -> pd.DataFrame:
                 row.update({k: v for k, v in summ.iloc[0].items() if k.startswith(("reward_", "accuracy_"))})
         held = read_heldout(run.heldout_csv(s.paths))
         if held is not None:
-            row.update(heldout_ua_start=100 * float(held.ua.iloc[0]), heldout_ua_end=100 * float(held.ua.iloc[-1]),
-                       heldout_steps=int(held.step.iloc[-1]))
+            row.update(heldout_summary(held))
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -368,7 +334,7 @@ def write_results(s: EvalSetup, smooth: int = 5) -> list:
     from .figures import read_log
     from .tables import fmt, to_markdown
 
-    comps = load_comparisons(s.profile)
+    comps = s.comparisons
     outcomes = [o for c in comps for o in answer(c, s)]
     frame = outcomes_frame(outcomes, s.eval.ci)
     res = s.paths.results
@@ -378,8 +344,8 @@ def write_results(s: EvalSetup, smooth: int = 5) -> list:
 
     logs = {r: d for r in grpo_runs(s.exp) if (d := read_log(r.log_csv(s.paths))) is not None}
     held = {r: d for r in grpo_runs(s.exp) if (d := read_heldout(r.heldout_csv(s.paths))) is not None}
-    smoke = s.synthetic or s.backbone.name.startswith("tiny")
-    note = " [SMOKE: tiny model, synthetic data]" if smoke else ""
+    smoke = s.smoke
+    note = SMOKE_NOTE if smoke else ""
     fig = figures.learning_curves(logs, held, smooth, note)
     curve_png = None
     if fig is not None:
@@ -391,7 +357,7 @@ def write_results(s: EvalSetup, smooth: int = 5) -> list:
     written.append(atomic_write_text(s.paths.tables / "cost.csv", cost.to_csv(index=False)))
 
     sd = seeds(s.exp)
-    L = [f"# Results: profile `{s.profile.name}`", ""]
+    L = [f"# Results: profile `{s.profile}`", ""]
     if smoke:
         L += [f"> A miniature of the paper's experiment: backbone `{s.backbone.name}`, synthetic corpora, CPU. What "
               "it shows is whether the kit's mechanism (SFT warm-up, then GRPO with the configured rewards and "
@@ -401,7 +367,7 @@ def write_results(s: EvalSetup, smooth: int = 5) -> list:
           f"set complete{'' if s.eval.max_utterances is None else f' (NO: at most {s.eval.max_utterances} per set)'}; "
           f"differences are B - A in points with {s.eval.ci:.0%} paired bootstrap intervals ({s.eval.bootstrap} "
           "replicates; pooled rows also redraw the seeds). Comparisons are declared in the profile "
-          f"(`{s.profile.path.name if s.profile.path else s.profile.name}`, section `comparisons`) before the run.", ""]
+          f"(`{Path(s.profile_file).name if s.profile_file else s.profile}`, section `comparisons`) before the run.", ""]
     L += ["## Declared comparisons", ""]
     if not comps:
         L += ["This profile declares no comparisons.", ""]

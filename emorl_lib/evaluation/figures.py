@@ -10,12 +10,14 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
+from ..data.testsets import in_corpus_name
+from ..method.metrics import METRICS, UNPARSEABLE
 from ..method.priors import Prior, similarity_matrix
-from ..training.experiments import Run, grpo_runs, sft_runs
+from ..model.backbones import SMOKE_NOTE
+from ..training.experiments import Recipe, Run, grpo_runs, sft_runs
 from ..training.runs import accuracy_column  # the log's column names are the trainer's
 from .matrix import ScoreBook
-from .metrics import METRICS, UNPARSEABLE
-from .tables import IN_CORPUS, METRIC_NAMES, NAMES, Recipe
+from .tables import IN_CORPUS, METRIC_NAMES, NAMES
 
 
 def save(fig, figures_dir: Path, name: str) -> list[Path]:
@@ -34,8 +36,8 @@ def title_note(book: ScoreBook) -> str:
     cap on utterances per test set ("" when neither applies)."""
     s = book.settings
     bits = []
-    if s.synthetic or s.backbone.name.startswith("tiny"):
-        bits.append("SMOKE: tiny model, synthetic data")
+    if s.smoke:
+        bits.append(SMOKE_NOTE.strip(" []"))
     if s.eval.max_utterances is not None:
         bits.append(f"<= {s.eval.max_utterances} utt/set")
     return f" [{'; '.join(bits)}]" if bits else ""
@@ -46,7 +48,7 @@ def pooled_confusion(book: ScoreBook, corpus: str, rec: Recipe) -> tuple[np.ndar
     s = book.settings
     total, labels = None, None
     for run in book.models(corpus, rec.stage, rec.condition, rec.reward):
-        name = f"{corpus}-f{run.fold}" if run.fold is not None else f"{corpus}-{s.eval.meld_split}"
+        name = in_corpus_name(corpus, run.fold)
         e = book.get(run, name)
         if e and e.scores:
             total = e.scores.confusion if total is None else total + e.scores.confusion
@@ -182,7 +184,7 @@ def training_curves(logs: Mapping[Run, pd.DataFrame], smooth: int = 1, note: str
     if not logs:
         return None
     keys = [("reward", "total reward"), ("__acc__", "accuracy reward (mean)"),
-            ("frac_reward_zero_std", "share of groups with zero reward std"), ("kl", "KL to reference"),
+            ("frac_reward_zero_std", "zero-advantage share (groups whose rewards tie)"), ("kl", "KL to reference"),
             ("completions/mean_length", "completion length (tokens)")]
     fig, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 3.4), squeeze=False)
     colors = {}
@@ -338,3 +340,81 @@ def learning_curves(logs: Mapping[Run, pd.DataFrame], heldout: Mapping[Run, pd.D
     fig.suptitle("GRPO learning curves (mean over seeds; band: min-max)" + note, fontsize=9)
     fig.tight_layout()
     return fig
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The data (notebook 01)
+# ----------------------------------------------------------------------------------------------------------------
+SPLIT_ORDER = {"train": 0, "dev": 1, "test": 2}
+
+
+def class_distribution(counts: pd.DataFrame):
+    """Stacked bars per corpus: utterances per label in each part (MELD's splits, the other corpora's folds)."""
+    corpora = list(dict.fromkeys(counts.corpus))
+    fig, axes = plt.subplots(1, len(corpora), figsize=(4.5 * len(corpora), 3.8), squeeze=False)
+    for ax, c in zip(axes[0], corpora):
+        t = counts[counts.corpus == c].pivot(index="part", columns="label", values="n").fillna(0)
+        t = t.loc[sorted(t.index, key=lambda p: (SPLIT_ORDER.get(p, 3), p))]
+        t.plot.bar(stacked=True, ax=ax, width=0.8, legend=True)
+        ax.set_title(f"{c} (n={int(t.values.sum())})")
+        ax.set_xlabel("")
+        ax.set_ylabel("utterances")
+        ax.set_ylim(0, 1.45 * t.sum(axis=1).max())  # room for the legend above the bars
+        ax.legend(fontsize=7, ncol=3, loc="upper center")
+    fig.tight_layout()
+    return fig
+
+
+def durations(utterances: pd.DataFrame):
+    """A histogram of clip durations per corpus, with the median and the longest in the title."""
+    corpora = list(dict.fromkeys(utterances.corpus))
+    fig, axes = plt.subplots(1, len(corpora), figsize=(4.5 * len(corpora), 3.2), squeeze=False)
+    for ax, c in zip(axes[0], corpora):
+        d = utterances[utterances.corpus == c].duration
+        ax.hist(d, bins=30, color="tab:blue", alpha=0.8)
+        ax.set_title(f"{c}: median {d.median():.2f} s, max {d.max():.2f} s")
+        ax.set_xlabel("seconds")
+    fig.tight_layout()
+    return fig
+
+
+def clip_examples(examples: pd.DataFrame):
+    """Waveform and spectrogram of each example clip (rows with wav, corpus, utt_id, label), read from the cache."""
+    import soundfile as sf
+
+    fig, axes = plt.subplots(len(examples), 2, figsize=(11, 2.4 * len(examples)), squeeze=False)
+    for (ax_w, ax_s), (_, r) in zip(axes, examples.iterrows()):
+        y, sr = sf.read(r.wav, dtype="float32")
+        ax_w.plot(np.arange(len(y)) / sr, y, lw=0.5)
+        ax_w.set_title(f"{r.corpus} {r.utt_id} ({r.label})", fontsize=9)
+        ax_w.set_xlabel("s")
+        ax_s.specgram(y, NFFT=400, Fs=sr, noverlap=240, cmap="magma")
+        ax_s.set_ylabel("Hz")
+    fig.tight_layout()
+    return fig
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The prior's consequences (notebook 02)
+# ----------------------------------------------------------------------------------------------------------------
+def credit_share_vs_gamma(credit: pd.DataFrame):
+    """Share of wrong (gold, prediction) pairs that earn partial credit, against the threshold gamma, per label set
+    and prior."""
+    import seaborn as sns
+
+    g = sns.relplot(data=credit, x="gamma", y="share_of_wrong_pairs_with_credit", hue="prior", col="label_set",
+                    kind="line", marker="o", height=3, aspect=1.0)
+    g.set_titles("{col_name}")
+    return g.figure
+
+
+def zero_advantage_vs(sweep: pd.DataFrame, x: str, fixed: str, value) -> "plt.Figure":
+    """The share of zero-advantage groups per reward, against `x` ("G" or "accuracy") with `fixed` held at
+    `value` (log scale against G)."""
+    import seaborn as sns
+
+    g = sns.relplot(data=sweep[sweep[fixed] == value], x=x, y="zero_advantage_share", hue="reward", col="label_set",
+                    kind="line", marker="o", height=3, aspect=1.0)
+    g.set_titles("{col_name}: " + ("accuracy " if fixed == "accuracy" else "G = ") + str(value))
+    g.set(ylabel="share of zero-advantage groups", **({"yscale": "log"} if x == "G" else {}))
+    return g.figure

@@ -36,13 +36,13 @@ from ..infra.log import get_logger
 from ..infra.paths import Paths
 from ..method.parsing import SYNONYMS, parse_answer
 from ..method.prompts import PromptConfig, build_messages, canonical_condition
-from ..training.backbones import (
+from ..model.backbones import (
     Backbone,
     BackboneConfig,
     load_backbone,
     processor_window_seconds,
 )
-from .generate import generate_batch
+from ..model.generate import generate_batch
 
 log = get_logger(__name__)
 

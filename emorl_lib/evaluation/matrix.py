@@ -17,30 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..infra.config import Profile, setting, to_dict
-from ..infra.determinism import apply_runtime
-from ..infra.fingerprint import (
-    PREDICTION_CODE,
-    code_digest,
-    digest,
-    file_digest,
-    weights_digest,
-)
-from ..infra.io import atomic_write_text
-from ..infra.log import get_logger
-from ..infra.paths import Paths
-from ..method.prompts import CONDITIONS, PromptConfig
-from ..training.backbones import Backbone, BackboneConfig, load_backbone
-from ..training.experiments import (
-    ExperimentsConfig,
-    Run,
-    all_runs,
-    scored_cross_corpus,
-    seeds,
-)
-from .generate import predict_set, read_predictions, reparse
-from .metrics import FoldMean, Scores, fold_mean, score
-from .testsets import (
+from ..data.testsets import (
     TestSet,
     crosscorpus_corpora,
     crosscorpus_set,
@@ -50,6 +27,29 @@ from .testsets import (
     is_crosscorpus,
     test_corpus,
 )
+from ..infra.config import setting, settings_values, to_dict
+from ..infra.determinism import RuntimeConfig, apply_runtime
+from ..infra.fingerprint import code_digest, digest, file_digest, weights_digest
+from ..infra.io import atomic_write_text
+from ..infra.log import get_logger
+from ..infra.paths import Paths
+from ..method.metrics import FoldMean, Scores, fold_mean, score
+from ..method.prompts import CONDITIONS, PromptConfig
+from ..model.backbones import (
+    Backbone,
+    BackboneConfig,
+    is_smoke,
+    kit_model_dir,
+    load_backbone,
+)
+from ..training.experiments import (
+    ExperimentsConfig,
+    Run,
+    all_runs,
+    scored_cross_corpus,
+    seeds,
+)
+from .predictions import PREDICTION_CODE, predict_set, read_predictions, reparse
 
 log = get_logger(__name__)
 
@@ -74,8 +74,8 @@ class EvalConfig:
     # untrained models often ignore the format; each such read is counted as a fallback). Trained adapters are
     # always read from <answer> only. Either way an output without exactly one known candidate label is wrong.
     require_answer_tag: bool = False
-    meld_split: str = "test"       # MELD's held-out split scored in-corpus (test, or dev while developing)
-    crosscorpus_all_folds: bool = False  # IEMOCAP: cross-corpus for every fold's model (true) or the first only
+    crosscorpus_all_folds: bool = setting(False, "kit", "IEMOCAP: score every fold's model on the cross-corpus sets "
+                                                        "(true) or the first fold's only; the paper's choice is unknown")
     # Rows of the main table other than "+ESR" use this prompt condition (the paper's baselines answer directly).
     main_condition: str = "IR"
 
@@ -94,32 +94,29 @@ class EvalConfig:
             raise ValueError(f"eval.max_utterances must be null or >= 1, not {self.max_utterances}")
         if self.main_condition not in CONDITIONS:
             raise ValueError(f"eval.main_condition: {self.main_condition!r} is not one of {CONDITIONS}")
-        if self.meld_split not in ("test", "dev"):
-            raise ValueError(f"eval.meld_split: expected test or dev, not {self.meld_split!r}")
         if not 0 < self.ci < 1:
             raise ValueError(f"eval.ci must be in (0, 1), not {self.ci}")
 
 
 @dataclass
 class EvalSetup:
-    """Everything evaluation reads from a profile."""
+    """Everything evaluation reads, built once from a profile (`profile.eval_setup`)."""
 
-    profile: Profile
+    profile: str
+    profile_file: str
     paths: Paths
     exp: ExperimentsConfig
     eval: EvalConfig
     prompt: PromptConfig
     backbone: BackboneConfig
-
-    @classmethod
-    def of(cls, prof: Profile) -> "EvalSetup":
-        apply_runtime(prof, log)
-        return cls(prof, prof.paths.ensure(), prof.section("experiments"), prof.section("eval"),
-                   prof.section("prompt"), prof.section("backbone"))
+    runtime: RuntimeConfig
+    synthetic: bool = False  # data.synthetic
+    comparisons: list = field(default_factory=list)  # compare.ComparisonConfig, in the order declared
 
     @property
-    def synthetic(self) -> bool:
-        return self.profile.section("data").synthetic
+    def smoke(self) -> bool:
+        """A kit-built model or synthetic data (model.backbones.is_smoke): every table and report says so."""
+        return is_smoke(self.backbone, self.synthetic)
 
 
 def answer_tag_required(run: Run, s: "EvalSetup") -> bool:
@@ -130,11 +127,9 @@ def answer_tag_required(run: Run, s: "EvalSetup") -> bool:
 def base_identity(s: "EvalSetup") -> str | None:
     """The base model's identity: the kit-built tiny model's weights digest; for another model its name, path and
     config (hashing 15 GB of 7B weights on every evaluation would cost more than it protects)."""
-    from ..training.backbones import BACKBONES, tiny_model_dir
-
     b = s.backbone
-    if not b.path and BACKBONES.get(b.name) is not None and BACKBONES[b.name].build is not None:
-        d = tiny_model_dir(s.paths, b.tiny)
+    d = kit_model_dir(b, s.paths)
+    if d is not None and b.name == "tiny-qwen2-audio":
         return weights_digest(d) if d.exists() else None
     cfg = Path(str(b.path)) / "config.json" if b.path else None
     return digest({"name": b.name, "path": str(b.path), "config": file_digest(cfg) if cfg and cfg.exists() else None})
@@ -143,16 +138,15 @@ def base_identity(s: "EvalSetup") -> str | None:
 def prediction_key(s: "EvalSetup", run: Run, base: str | None = None) -> str:
     """What a prediction file's lines must have been made with to be current: the model (base + the adapter's
     weights), every setting that shapes a raw output (prompt, condition, token budget, batch size, runtime) and the
-    generation code (fingerprint.PREDICTION_CODE). Parsing is not in it: `collect` reads every raw output again.
+    generation code (predictions.PREDICTION_CODE). Parsing is not in it: `collect` reads every raw output again.
     A retrained adapter with other weights, a changed prompt or a changed generate.py makes the old lines stale."""
     adapter = run.adapter_dir(s.paths)
     return digest({
-        "base": base if base is not None else base_identity(s), "backbone": s.profile.sections.get("backbone"),
+        "base": base if base is not None else base_identity(s), "backbone": settings_values(s.backbone),
         "adapter": weights_digest(adapter) if adapter is not None else None,
-        "prompt": s.profile.sections.get("prompt"), "condition": run.condition,
+        "prompt": settings_values(s.prompt), "condition": run.condition,
         "max_new_tokens": s.eval.max_new_tokens[run.condition], "batch_size": s.eval.batch_size,
-        "runtime": s.profile.sections.get("runtime"),
-        "code": code_digest(PREDICTION_CODE)})
+        "runtime": settings_values(s.runtime), "code": code_digest(PREDICTION_CODE)})
 
 
 def adapter_ready(run: Run, paths: Paths) -> bool:
@@ -162,7 +156,7 @@ def adapter_ready(run: Run, paths: Paths) -> bool:
 
 def test_set_names(run: Run, s: EvalSetup) -> list[str]:
     """The sets a run is scored on: its in-corpus fold/split, then the other corpora's cross-corpus sets."""
-    names = [in_corpus_name(run, s.eval.meld_split)]
+    names = [in_corpus_name(run.corpus, run.fold)]
     first_fold = s.exp.iemocap_folds[0] if s.exp.iemocap_folds else None
     if scored_cross_corpus(s.exp, run) and (run.fold is None or s.eval.crosscorpus_all_folds
                                             or run.fold == first_fold):
@@ -173,7 +167,7 @@ def test_set_names(run: Run, s: EvalSetup) -> list[str]:
 def load_test_set(name: str, run: Run, s: EvalSetup) -> TestSet:
     if is_crosscorpus(name):
         return crosscorpus_set(s.paths, test_corpus(name), s.eval.max_utterances, s.eval.seed)
-    return in_corpus_set(s.paths, run, s.eval.max_utterances, s.eval.seed, s.eval.meld_split)
+    return in_corpus_set(s.paths, run.corpus, run.fold, s.eval.max_utterances, s.eval.seed)
 
 
 @contextlib.contextmanager
@@ -212,6 +206,8 @@ def run_matrix(settings: EvalSetup, stages: list[str] | None = None, runs: list[
     """Generate predictions for every run (of `stages`) whose model exists, on every set it is scored on; lines made
     by another model or settings (prediction_key) are redone, and `force` redoes every line."""
     s = settings
+    apply_runtime(s.runtime, log)
+    s.paths.ensure()
     runs = [r for r in (runs or all_runs(s.exp)) if stages is None or r.stage in stages]
     rep = MatrixReport()
     ready = []
@@ -313,11 +309,11 @@ class ScoreBook:
         runs = self.models(corpus, stage, condition, reward)
         got = {}
         for run in runs:
-            e = self.get(run, in_corpus_name(run, s.eval.meld_split))
+            e = self.get(run, in_corpus_name(run.corpus, run.fold))
             if e and e.scores:
                 got[run] = e.scores
         if corpus != "iemocap" and len(runs) == 1:
-            e = self.get(runs[0], in_corpus_name(runs[0], s.eval.meld_split))
+            e = self.get(runs[0], in_corpus_name(runs[0].corpus, runs[0].fold))
             return (got.get(runs[0])), ("" if got else (e.status if e else "missing"))
         if not got:
             return None, "missing"
@@ -357,7 +353,7 @@ def collect(settings: EvalSetup, progress: bool = False) -> ScoreBook:
     base = base_identity(s)
     keys: dict[str, str] = {}
     for run, name in tqdm(pairs, desc="scoring", disable=not progress, leave=False):
-        key = (name, in_corpus_name(run) if not is_crosscorpus(name) else name)
+        key = (name, in_corpus_name(run.corpus, run.fold) if not is_crosscorpus(name) else name)
         if key not in sets:
             try:
                 sets[key] = load_test_set(name, run, s)
@@ -397,7 +393,7 @@ def environment(settings: EvalSetup) -> dict:
 
     s = settings
     return {
-        "profile": s.profile.name, "profile_file": str(s.profile.path), "backbone": s.backbone.name,
+        "profile": s.profile, "profile_file": s.profile_file, "backbone": s.backbone.name,
         "backbone_path": s.backbone.path, "load_in_4bit": s.backbone.load_in_4bit, "synthetic_data": s.synthetic,
         "max_utterances": s.eval.max_utterances, "eval": to_dict(s.eval), "prompt_transcript": s.prompt.transcript,
         "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"CPU ({platform.processor() or platform.machine()})",
@@ -406,6 +402,7 @@ def environment(settings: EvalSetup) -> dict:
 
 
 def write_environment(settings: EvalSetup) -> Path:
+    settings.paths.tables.mkdir(parents=True, exist_ok=True)
     path = settings.paths.tables / "eval_environment.json"
     atomic_write_text(path, json.dumps(environment(settings), indent=1) + "\n")
     return path

@@ -15,10 +15,12 @@ from typing import Mapping
 import numpy as np
 import pandas as pd
 
+from ..data.testsets import crosscorpus_corpora
 from ..infra.io import atomic_write_text
+from ..method.metrics import METRICS
+from ..method.prompts import CONDITIONS
+from ..training.experiments import Recipe
 from .matrix import ScoreBook, environment
-from .metrics import METRICS
-from .testsets import crosscorpus_corpora
 
 # ----------------------------------------------------------------------------------------------------------------
 # The cross-corpus transfer matrix, laid out like EmoBox's Table 5: rows the training corpus, columns the test corpus
@@ -90,32 +92,25 @@ METRIC_NAMES = {"ua": "UA", "wa": "WA", "f1": "F1"}
 IN_CORPUS = ("meld", "iemocap")  # the paper's column order
 
 
-@dataclass(frozen=True)
-class Recipe:
-    label: str
-    stage: str
-    condition: str
-    reward: str | None = None
-
-
 def main_rows(cond: str = "IR") -> list[Recipe]:
     """The paper's main-table rows; all but the last answer directly (`cond`), the last reasons with ESR."""
-    return [Recipe("Zero-shot", "zeroshot", cond), Recipe("SFT", "sft", cond),
-            Recipe("GRPO (binary reward)", "grpo", cond, "binary"), Recipe("GRPO + ESWR", "grpo", cond, "eswr"),
-            Recipe("GRPO + ESWR + ESR", "grpo", "ESR", "eswr")]
+    return [Recipe("zeroshot", cond, label="Zero-shot"), Recipe("sft", cond, label="SFT"),
+            Recipe("grpo", cond, "binary", "GRPO (binary reward)"), Recipe("grpo", cond, "eswr", "GRPO + ESWR"),
+            Recipe("grpo", "ESR", "eswr", "GRPO + ESWR + ESR")]
 
 
 def eswr_rows(grpo_runs: list[list[str]]) -> list[Recipe]:
     """ESWR on/off for each prompt condition trained with both rewards."""
     pairs = {tuple(entry[:2]) for entry in grpo_runs}
     conds = [c for c in ("IR", "EUR", "ESR") if ("binary", c) in pairs and ("eswr", c) in pairs]
-    return [Recipe(f"{c}, {'ESWR' if r == 'eswr' else 'binary'}", "grpo", c, r) for c in conds for r in ("binary", "eswr")]
+    return [Recipe("grpo", c, r, f"{c}, {'ESWR' if r == 'eswr' else 'binary'}") for c in conds
+            for r in ("binary", "eswr")]
 
 
 def reasoning_rows() -> list[Recipe]:
     """IR / EUR / ESR, untrained and after GRPO + ESWR (the paper: ESR > EUR > IR after RL)."""
-    return [Recipe(f"Zero-shot {c}", "zeroshot", c) for c in ("IR", "EUR", "ESR")] + \
-           [Recipe(f"GRPO + ESWR, {c}", "grpo", c, "eswr") for c in ("IR", "EUR", "ESR")]
+    return [Recipe("zeroshot", c, label=f"Zero-shot {c}") for c in CONDITIONS] + \
+           [Recipe("grpo", c, "eswr", f"GRPO + ESWR, {c}") for c in CONDITIONS]
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -250,8 +245,8 @@ def smoke_notes(book: ScoreBook) -> list[str]:
     if s.eval.max_utterances is not None:
         out.append(f"SMOKE SUBSET: at most {s.eval.max_utterances} utterances per test set (eval.max_utterances); "
                    "not the full protocol")
-    if s.synthetic or s.backbone.name.startswith("tiny"):
-        out.append(f"profile '{s.profile.name}': backbone {s.backbone.name}, "
+    if s.smoke:
+        out.append(f"profile '{s.profile}': backbone {s.backbone.name}, "
                    f"{'synthetic' if s.synthetic else 'real'} data: SMOKE numbers, not results")
     return out
 
@@ -378,8 +373,8 @@ def _ours(book: ScoreBook, corpus: str, rec: Recipe) -> tuple[str, str, str]:
 def render_report(book: ScoreBook, tables: list[Table], mats: dict[str, pd.DataFrame]) -> str:
     s = book.settings
     env = environment(s)
-    smoke = s.synthetic or s.backbone.name.startswith("tiny")
-    L = [f"# Evaluation report: profile `{s.profile.name}`", ""]
+    smoke = s.smoke
+    L = [f"# Evaluation report: profile `{s.profile}`", ""]
     if smoke:
         L += [f"> **These are SMOKE numbers from a tiny model on synthetic data** (backbone `{s.backbone.name}`, "
               f"synthetic corpora: {s.synthetic}). They show that the pipeline runs end to end; they say nothing "

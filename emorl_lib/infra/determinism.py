@@ -139,10 +139,6 @@ class RuntimeConfig:
             raise ValueError(f"runtime.threads must be >= 1, not {self.threads}")
 
 
-def runtime_config(profile) -> RuntimeConfig:
-    return profile.section("runtime")
-
-
 def thread_env(threads: int) -> dict[str, str]:
     """Environment for a child process (a notebook kernel) that should compute with `threads` threads."""
     return {**{v: str(threads) for v in THREAD_VARS}, **CHILD_ENV}
@@ -155,13 +151,11 @@ def kernel_env(threads: int = 1) -> dict[str, str]:
     return {**(CPU_ENV if ok else {}), **GPU_ENV, **thread_env(threads)}
 
 
-def apply_runtime(cfg: RuntimeConfig | Any, log=None) -> RuntimeConfig:
-    """Threads, deterministic algorithms and oneDNN for this process (`cfg`: a RuntimeConfig or a profile).
+def apply_runtime(cfg: RuntimeConfig, log=None) -> RuntimeConfig:
+    """Threads, deterministic algorithms and oneDNN for this process.
 
     Torch is configured only where it is already imported (training, evaluation); elsewhere (data preparation,
     whose workers fork) only the thread variables are set, which torch reads when it loads."""
-    if not isinstance(cfg, RuntimeConfig):
-        cfg = runtime_config(cfg)
     for v in THREAD_VARS:
         os.environ[v] = str(cfg.threads)  # children (workers, subprocesses) and a torch loaded later get the same
     if "torch" in sys.modules:

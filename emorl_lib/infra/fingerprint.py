@@ -6,7 +6,9 @@ unchanged.
 library: a change to evaluation/figures.py changes the code digest of the figures stage and not the training code's.
 Each digest also covers the versions of the third-party packages the numbers depend on. Used by the runner (one
 fingerprint per notebook), by training (a final adapter records the code digest it was trained with) and by
-evaluation (each prediction line records the adapter, settings and code that produced it).
+evaluation (each prediction line records the adapter, settings and code that produced it). Each names its own
+entry points: training the trainer config's module (training/runs.py), predictions their module
+(evaluation/predictions.py).
 """
 
 from __future__ import annotations
@@ -142,15 +144,6 @@ def package_versions() -> dict[str, str]:
 def code_digest(roots: Iterable[str], leave_out: Iterable[str] = ()) -> str:
     """One digest for the code the roots run: their closure's files and the numeric packages' versions."""
     return digest({"files": module_digests(roots, leave_out), "versions": package_versions()})
-
-
-# The entry points of training and of generating predictions: their digests go into adapters and predictions.
-TRAINING_CODE = {"sft": ("emorl_lib.training.sft",), "grpo": ("emorl_lib.training.grpo",)}
-# Code the trainers run that watches training without changing what is trained (held-out accuracy during training:
-# tested to leave the adapter bit-identical): left out of the training closure, so that a change to it, or to the
-# evaluation code it calls, never retrains a finished run.
-TRAINING_OBSERVERS = ("emorl_lib.training.heldout",)
-PREDICTION_CODE = ("emorl_lib.evaluation.generate", "emorl_lib.evaluation.matrix")
 
 
 def weights_digest(folder: str | Path) -> str | None:

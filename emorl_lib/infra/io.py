@@ -171,9 +171,23 @@ def write_csv(path: str | Path, rows: list[dict[str, Any]], columns: list[str] |
     return atomic_write_text(path, csv_text(rows, columns))
 
 
+def write_frame(path: str | Path, frame, index: bool = False) -> Path:
+    """A pandas DataFrame as CSV, atomically (every table the notebooks write goes through here)."""
+    return atomic_write_text(path, frame.to_csv(index=index))
+
+
 def read_csv(path: str | Path) -> list[dict[str, str]]:
     with Path(path).open(newline="", encoding="utf-8") as f:
         return list(csv.DictReader(f))
+
+
+def read_csv_until(path: str | Path, step: int) -> list[dict[str, str]]:
+    """The rows of a per-step CSV log up to and including `step` ([] when there is none): what a run resumed at
+    `step` keeps of the log its interrupted attempt wrote (the later rows are computed again)."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    return [r for r in read_csv(path) if r.get("step") and int(float(r["step"])) <= step]
 
 
 def append_csv(path: str | Path, row: dict[str, Any]) -> Path:

@@ -239,20 +239,6 @@ class TensorMemory:
         self.peak = baseline
         self._mode = None
 
-    @staticmethod
-    def storage_bytes(tensors) -> int:
-        """Bytes of the distinct storages behind `tensors` (e.g. a model's parameters and buffers)."""
-        seen: set[int] = set()
-        total = 0
-        for t in tensors:
-            st = t.untyped_storage()
-            key = st.data_ptr() or id(st)
-            if t.device.type == "meta" or key in seen:
-                continue
-            seen.add(key)
-            total += st.nbytes()
-        return total
-
     def __enter__(self) -> "TensorMemory":
         import weakref
 

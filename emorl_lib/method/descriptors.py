@@ -36,25 +36,24 @@ from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from importlib import metadata
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import Sequence
 
 import numpy as np
-from tqdm.auto import tqdm
 
+from ..data.audio import NONFINITE as AUDIO_NONFINITE
+from ..data.audio import SAMPLE_RATE, AudioError, load_16k
 from ..data.manifest import Utterance, read_manifest
 from ..infra.config import setting
 from ..infra.io import atomic_write_text, read_jsonl, write_jsonl
 from ..infra.log import get_logger
-
-if TYPE_CHECKING:
-    from ..infra.config import Profile
+from ..infra.parallel import imap_progress
 
 log = get_logger(__name__)
 
 # Descriptor name -> the key of its z-score. The one list of what is described.
 FEATURES: tuple[str, ...] = ("pitch_st", "range_st", "energy_db", "rate_syl_s", "hnr_db", "tilt_db")
 AROUSAL_FEATURES: tuple[str, ...] = ("pitch_st", "energy_db", "rate_syl_s")
-SR = 16000
+SR = SAMPLE_RATE
 
 # The extractor: openSMILE's eGeMAPSv02 functionals, and which of them each descriptor is.
 FEATURE_SET = "eGeMAPSv02"
@@ -100,7 +99,7 @@ class DescriptorConfig:
     low_z: float = setting(-0.5, "kit", "z below this reads 'low' (quiet, slow, narrow, ...)")
     high_z: float = setting(0.5, "kit", "z above this reads 'high'")
     strong_z: float = setting(1.5, "kit", "|z| above this adds 'very'")
-    workers: int = setting(2, "kit", "processes computing descriptors")
+    workers: int = setting(2, "kit", "processes computing descriptors", observes=True)
 
     def __post_init__(self) -> None:
         if self.workers < 1:
@@ -202,16 +201,20 @@ def describe_signal(y: np.ndarray, cfg: DescriptorConfig) -> dict[str, float | N
 
 
 def read_wav16k(path: str | Path) -> np.ndarray:
-    """A cached clip as float mono; DescriptorError(UNREADABLE) naming the file when it cannot be read as 16 kHz."""
+    """A cached clip as 16 kHz float mono (the kit's one audio reader, silence left to `describe_signal`);
+    DescriptorError(UNREADABLE) naming the file when it cannot be read, or is not at 16 kHz as the manifest's cached
+    clips are (another rate means the cache is not what the manifest says)."""
     import soundfile as sf
 
     try:
-        y, sr = sf.read(str(path), dtype="float64", always_2d=True)
-    except Exception as e:  # soundfile raises several types for a bad file
+        sr = sf.info(str(path)).samplerate
+        if sr != SR:
+            raise DescriptorError(UNREADABLE, f"{path}: sample rate {sr}, expected {SR} (the manifest's cached wav)")
+        return load_16k(path, silence_peak=0.0).astype(np.float64)
+    except AudioError as e:
+        raise DescriptorError(NONFINITE if e.reason == AUDIO_NONFINITE else UNREADABLE, e.detail or str(e)) from None
+    except (RuntimeError, sf.LibsndfileError) as e:  # soundfile cannot read the header
         raise DescriptorError(UNREADABLE, f"{path}: {type(e).__name__}: {e}") from None
-    if sr != SR:
-        raise DescriptorError(UNREADABLE, f"{path}: sample rate {sr}, expected {SR} (the manifest's cached wav)")
-    return y.mean(axis=1)
 
 
 def describe_wav(path: str | Path, cfg: DescriptorConfig) -> dict[str, float | None]:
@@ -325,14 +328,6 @@ def descriptors_path(manifest: Path) -> Path:
     return manifest.with_name(manifest.name.removesuffix(".jsonl") + ".descriptors.jsonl")
 
 
-def _pool_context():
-    from ..data.prep import (
-        _pool_context as ctx,  # one place decides how the kit forks its workers
-    )
-
-    return ctx()
-
-
 def load_cached(path: Path) -> dict[str, dict]:
     """Rows of a descriptor cache by utt_id ({} when there is none yet)."""
     path = Path(path)
@@ -369,20 +364,7 @@ def compute_descriptors(utts: Sequence[Utterance], cache: Path, cfg: DescriptorC
         else:
             jobs.append((u.utt_id, u.wav, cfg))
     t0 = time.perf_counter()
-    bar = tqdm(total=len(jobs), desc=f"{corpus}: descriptors", unit="clip", disable=not progress or not jobs)
-    results = []
-    try:
-        if cfg.workers <= 1 or len(jobs) < 4:
-            for j in jobs:
-                results.append(_job(j))
-                bar.update()
-        else:
-            with _pool_context().Pool(cfg.workers) as pool:
-                for r in pool.imap_unordered(_job, jobs, chunksize=4):
-                    results.append(r)
-                    bar.update()
-    finally:
-        bar.close()
+    results = imap_progress(_job, jobs, cfg.workers, f"{corpus}: descriptors", "clip", progress, serial_below=4)
     report.seconds = round(time.perf_counter() - t0, 3)
     wav_of = {u.utt_id: u.wav for u in utts}
     for utt_id, desc, reason, detail in results:
@@ -417,14 +399,6 @@ def describe_manifest(manifest: Path, cfg: DescriptorConfig | None = None, progr
                                corpus=manifest.name.removesuffix(".jsonl"), progress=progress)
 
 
-def load_descriptors(path: Path) -> dict[str, dict]:
-    """A written descriptor file (rows with `z`) by utt_id, for the rationale writer."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no descriptors (run descriptors.describe_manifest on its manifest)")
-    return {r["utt_id"]: r for r in read_jsonl(path)}
-
-
 def level_word(z: float | None, cfg: DescriptorConfig) -> str | None:
     """'low' | 'normal' | 'high' (None when unknown) for a speaker-relative z-score."""
     if z is None:
@@ -450,16 +424,4 @@ def levels(z: dict[str, float | None], cfg: DescriptorConfig) -> dict[str, str |
     for k, v in zs.items():
         w = level_word(v, cfg)
         out[k] = f"very {w}" if w in ("low", "high") and is_strong(v, cfg) else w
-    return out
-
-
-def describe_profile(prof: "Profile", corpora: Sequence[str] | None = None, progress: bool = True
-                     ) -> dict[str, Descriptors]:
-    """Descriptors for each prepared corpus manifest of a profile (the `descriptors` section's settings)."""
-    cfg = prof.section("descriptors")
-    corpora = prof.section("data").corpora if corpora is None else corpora
-    out = {}
-    for c in corpora:
-        out[c] = describe_manifest(prof.paths.manifests / f"{c}.jsonl", cfg, progress=progress)
-        log.info("%s", out[c].report.summary())
     return out

@@ -8,7 +8,7 @@ from it. The paper's exact wording is not verified, so every sentence the model 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Sequence
 
 from ..infra.config import setting
@@ -74,33 +74,34 @@ def render_layout(condition: str, fill: dict[str, str]) -> str:
     return "".join(parts)
 
 
+UNVERIFIED = "the paper's prompt wording is not verified"
+
+
 @dataclass
 class PromptConfig:
     """The `prompt` section: every sentence the model is shown (the paper's are unverified). Which condition a run
     uses (IR / EUR / ESR) is the run's, set by the experiment matrix."""
 
     transcript: bool = setting(False, "inferred", "audio only in the prompt; the transcript is an explicit option")
-    system_prompt: str = "You are an expert in recognising emotions from the human voice."
-    task_instruction: str = (
-        "Listen to the speech and identify the emotion of the speaker. "
-        "Choose exactly one label from: {labels}."
-    )
-    transcript_instruction: str = 'The transcript of the speech is: "{transcript}".'
-    format_instructions: dict[str, str] = field(default_factory=lambda: {
+    system_prompt: str = setting("You are an expert in recognising emotions from the human voice.", "kit", UNVERIFIED)
+    task_instruction: str = setting("Listen to the speech and identify the emotion of the speaker. "
+                                    "Choose exactly one label from: {labels}.", "kit", UNVERIFIED)
+    transcript_instruction: str = setting('The transcript of the speech is: "{transcript}".', "kit", UNVERIFIED)
+    format_instructions: dict[str, str] = setting({
         "IR": "Give only the label, in this format: {format}",
         "EUR": "First think about the emotion, then give the label, in this format: {format}",
         "ESR": ("First analyse what is said and how it sounds, then combine both views, then give the label, "
                 "in this format: {format}"),
-    })
+    }, "kit", UNVERIFIED)
     # Text shown inside each tag of the format line.
-    section_hints: dict[str, str] = field(default_factory=lambda: {
+    section_hints: dict[str, str] = setting({
         "think": " your reasoning ",
         "content": " what is said and the emotionally salient words ",
         "acoustics": " pitch, rhythm, speed, volume and voice quality ",
         "summary": " the views combined ",
         "answer": " one label ",
-    })
-    label_separator: str = ", "
+    }, "kit", UNVERIFIED)
+    label_separator: str = setting(", ", "kit", UNVERIFIED)
 
     def __post_init__(self) -> None:
         missing = [c for c in CONDITIONS if c not in self.format_instructions]

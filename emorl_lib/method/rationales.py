@@ -22,15 +22,13 @@ import random
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Mapping, Sequence
+from typing import Mapping, Sequence
 
 from ..data.manifest import Utterance
 from ..infra.log import get_logger
+from .descriptors import DescriptorConfig, describe_manifest
 from .priors import DEFAULT_MAPPING, NRC_VAD
 from .prompts import TAGS, Rationale, canonical_condition, format_target
-
-if TYPE_CHECKING:
-    from ..infra.config import Profile
 
 log = get_logger(__name__)
 
@@ -320,14 +318,12 @@ def build_targets(utts: Sequence[Utterance], descriptors: Mapping[str, dict], co
     return {u.utt_id: format_target(cond, u.label, rationales[u.utt_id]) for u in utts}
 
 
-def profile_targets(prof: "Profile", corpus: str, condition: str, utts: Sequence[Utterance] | None = None,
-                    progress: bool = True) -> dict[str, str]:
-    """SFT targets for a prepared corpus of a profile: descriptors (cached) and the `rationale` section.
-    `utts`: a subset of the manifest (default: all of it)."""
+def sft_targets(manifest: Path, condition: str, descriptors: DescriptorConfig, rationale: RationaleConfig,
+                utts: Sequence[Utterance] | None = None, progress: bool = True) -> dict[str, str]:
+    """SFT targets for a prepared corpus: the acoustic descriptors of its manifest (cached beside it) put into words
+    by the `rationale` settings. `utts`: a subset of the manifest (default: all of it)."""
     from ..data.manifest import read_manifest
-    from .descriptors import describe_manifest
 
-    manifest = prof.paths.manifests / f"{corpus}.jsonl"
-    desc = describe_manifest(manifest, prof.section("descriptors"), progress=progress)
+    desc = describe_manifest(manifest, descriptors, progress=progress)
     utts = read_manifest(manifest) if utts is None else utts
-    return build_targets(utts, desc, condition, prof.section("rationale"))
+    return build_targets(utts, desc, condition, rationale)

@@ -23,11 +23,20 @@ if TYPE_CHECKING:  # pandas only for the notebook tables' return types
 from ..data.labels import UNIFIED
 from ..infra.config import setting
 from .parsing import parse_answer, structure_ok
-from .priors import Prior, PriorConfig, build_prior
+from .priors import (
+    Prior,
+    PriorConfig,
+    build_prior,
+    confusion_prior,
+    plutchik_prior,
+    read_confusion_csv,
+    similarity_matrix,
+    va_prior,
+)
 from .prompts import canonical_condition
 
 ALPHA_SCHEDULES = ("constant", "linear")
-ACCURACY_KINDS = ("eswr", "binary")
+REWARDS = ("eswr", "binary")  # the accuracy term a GRPO run optimises (its entry of experiments.grpo_runs)
 
 
 @dataclass
@@ -38,13 +47,16 @@ class RewardConfig:
     gamma: float = setting(0.7, "quoted", "Eq. 8: partial credit only where S > gamma")
     alpha: float = setting(0.5, "kit", "weight of partial credit: the paper says below 1, the value is unknown")
     alpha_schedule: str = setting("constant", "kit", "constant | linear (alpha -> 0 at alpha_decay_end): unknown")
-    alpha_decay_end: float = 1.0             # fraction of max_steps where the linear decay reaches 0
+    alpha_decay_end: float = setting(1.0, "kit", "fraction of max_steps where alpha's linear decay reaches 0 (the "
+                                                 "paper's schedule is unknown)")
     prior: PriorConfig = field(default_factory=PriorConfig)
     use_format: bool = setting(True, "quoted", "section 3.3.1: a binary format reward, 1 only on an exact match")
     accuracy_weight: float = setting(1.0, "inferred", "rewards summed, as R1-AQA")
     format_weight: float = setting(1.0, "inferred", "rewards summed, as R1-AQA")
-    format_allow_whitespace: bool = True     # whitespace between tags still counts as an exact match
-    format_require_nonempty: bool = True     # every free-text tag must hold some text
+    format_allow_whitespace: bool = setting(True, "inferred", "whitespace between tags still counts as the paper's "
+                                                              "exact structural match (its whitespace rule is unknown)")
+    format_require_nonempty: bool = setting(True, "inferred", "every free-text tag must hold some text (unknown in "
+                                                              "the paper)")
     require_answer_tag: bool = True          # accuracy needs <answer>; off: read the label from the whole text
 
     def __post_init__(self) -> None:
@@ -189,30 +201,11 @@ class FormatReward(_Reward):
                 for c in completions]
 
 
-class WeightedSum(_Reward):
-    """sum_k w_k * f_k: one number per completion (what GRPO optimises when TRL sums weighted rewards)."""
-
-    def __init__(self, funcs: Sequence[_Reward], weights: Sequence[float], name: str = "total_reward"):
-        if len(funcs) != len(weights):
-            raise ValueError(f"{len(funcs)} rewards but {len(weights)} weights")
-        self.funcs, self.weights = list(funcs), [float(w) for w in weights]
-        self.low = sum(w * (f.low if w >= 0 else f.high) for f, w in zip(self.funcs, self.weights))
-        self.high = sum(w * (f.high if w >= 0 else f.low) for f, w in zip(self.funcs, self.weights))
-        self.__name__ = name
-
-    def __call__(self, completions: Sequence[Any], **kwargs: Any) -> list[float]:
-        total = [0.0] * len(completions)
-        for f, w in zip(self.funcs, self.weights):
-            for i, r in enumerate(f(completions, **kwargs)):
-                total[i] += w * r
-        return total
-
-
 def accuracy_reward(cfg: RewardConfig, accuracy: str = "eswr", labels: Sequence[str] = UNIFIED) -> _Reward:
     """The accuracy term a run asks for (its `[reward, condition]` entry of the experiment matrix): ESWR with the
     configured prior, or binary accuracy."""
-    if accuracy not in ACCURACY_KINDS:
-        raise ValueError(f"accuracy reward {accuracy!r}: expected one of {ACCURACY_KINDS}")
+    if accuracy not in REWARDS:
+        raise ValueError(f"accuracy reward {accuracy!r}: expected one of {REWARDS}")
     if accuracy == "binary":
         return AccuracyReward(cfg.require_answer_tag)
     prior = build_prior(cfg.prior, labels)
@@ -258,7 +251,7 @@ def confusion_pattern(similarity: np.ndarray, accuracy: float, sharpness: float 
     return accuracy * np.eye(k) + (1.0 - accuracy) * off
 
 
-def tie_share(answers: np.ndarray, rewards: np.ndarray, group_size: int, class_weights=None,
+def zero_advantage_share(answers: np.ndarray, rewards: np.ndarray, group_size: int, class_weights=None,
               p_invalid: float = 0.0) -> float:
     """Expected share of groups whose G rewards all tie (zero advantage), computed exactly.
 
@@ -277,24 +270,6 @@ def tie_share(answers: np.ndarray, rewards: np.ndarray, group_size: int, class_w
             mass[r] = mass.get(r, 0.0) + P[i, j]
         total += w[i] * sum(q ** group_size for q in mass.values())
     return float(total)
-
-
-def tie_share_mc(answers: np.ndarray, rewards: np.ndarray, group_size: int, n_groups: int = 20000,
-                 seed: int = 0, class_weights=None, p_invalid: float = 0.0) -> float:
-    """The same share by simulation (a check on `tie_share`)."""
-    rng = np.random.default_rng(seed)
-    P = np.asarray(answers, dtype=float)
-    R = np.asarray(rewards, dtype=float)
-    k = len(P)
-    w = np.full(k, 1.0 / k) if class_weights is None else np.asarray(class_weights, float) / np.sum(class_weights)
-    golds = rng.choice(k, size=n_groups, p=w)
-    ties = 0
-    for g in golds:
-        preds = rng.choice(k, size=group_size, p=P[g] / P[g].sum())
-        r = R[g, preds]
-        r = np.where(rng.random(group_size) < p_invalid, 0.0, r)
-        ties += bool(np.all(r == r[0]))
-    return ties / n_groups
 
 
 def wrong_answer_rewards(priors: dict[str, Prior], label_sets: dict[str, Sequence[str]], gammas: Sequence[float],
@@ -317,7 +292,7 @@ def wrong_answer_rewards(priors: dict[str, Prior], label_sets: dict[str, Sequenc
     return pd.DataFrame(rows)
 
 
-def tie_share_sweep(labels: Sequence[str], answer_similarity: np.ndarray, reward_priors: dict[str, Prior | None],
+def zero_advantage_sweep(labels: Sequence[str], answer_similarity: np.ndarray, reward_priors: dict[str, Prior | None],
                     accuracies: Sequence[float], group_sizes: Sequence[int], alpha: float = 0.5, gamma: float = 0.7,
                     sharpness: float = 4.0, p_invalid: float = 0.0) -> "pd.DataFrame":
     """Share of zero-advantage groups for each reward (None = binary) over model accuracy and group size G.
@@ -334,5 +309,61 @@ def tie_share_sweep(labels: Sequence[str], answer_similarity: np.ndarray, reward
         for G in group_sizes:
             for name, R in tables.items():
                 rows.append({"reward": name, "accuracy": acc, "G": G,
-                             "tie_share": tie_share(P, R, G, p_invalid=p_invalid)})
+                             "zero_advantage_share": zero_advantage_share(P, R, G, p_invalid=p_invalid)})
     return pd.DataFrame(rows)
+
+
+# --- What notebook 02 shows -------------------------------------------------------------------------------------
+def priors_to_compare(cfg: PriorConfig, labels: Sequence[str], confusion_csv: str | None = None,
+                      answer_prior: str = "va", model_accuracy: float = 0.6, sharpness: float = 4.0
+                      ) -> dict[str, Prior]:
+    """Plutchik's wheel, the valence-arousal prior and a data-driven one over `labels`: from a real confusion matrix
+    (`confusion_csv`, counts) when there is one, else an illustrative one (a simulated model of `model_accuracy`
+    whose confusions follow `answer_prior`), named so."""
+    priors = {"plutchik": plutchik_prior(cfg, labels), "va": va_prior(cfg, labels)}
+    if confusion_csv:
+        conf_labels, counts = read_confusion_csv(confusion_csv)
+        priors["confusion"] = confusion_prior(counts, conf_labels, cfg.confusion_rescale)
+    else:
+        shape = similarity_matrix(priors[answer_prior], labels)
+        priors["confusion (illustrative)"] = confusion_prior(confusion_pattern(shape, model_accuracy, sharpness),
+                                                             labels, cfg.confusion_rescale)
+    return priors
+
+
+def credit_share(wrong: "pd.DataFrame") -> "pd.DataFrame":
+    """From `wrong_answer_rewards`: the share of wrong pairs that earn partial credit, per label set, prior and
+    gamma."""
+    return (wrong.assign(credited=wrong.reward > 0)
+            .groupby(["label_set", "prior", "gamma"]).credited.mean().rename("share_of_wrong_pairs_with_credit")
+            .reset_index())
+
+
+def credited_pairs(wrong: "pd.DataFrame", gamma: float) -> list[str]:
+    """Lines naming the (unordered) label pairs that earn credit at `gamma`, per label set and prior; a label set
+    where no wrong answer earns any says so."""
+    at = wrong[(wrong.gamma == gamma) & (wrong.reward > 0)]
+    out = []
+    for (cname, pname), d in at.groupby(["label_set", "prior"]):
+        pairs = sorted({tuple(sorted(x)) for x in zip(d.gold, d.pred)})
+        out.append(f"{cname:8s} {pname:26s} " + ", ".join(f"{a}-{b}" for a, b in pairs))
+    out += [f"{cname:8s} no wrong answer earns credit under any prior" for cname in dict.fromkeys(wrong.label_set)
+            if at[at.label_set == cname].empty]
+    return out
+
+
+def zero_advantage_table(label_sets: dict[str, Sequence[str]], priors: dict[str, Prior], answer_prior: str,
+                         accuracies: Sequence[float], group_sizes: Sequence[int], alpha: float = 0.5,
+                         gamma: float = 0.7, sharpness: float = 4.0, p_invalid: float = 0.0) -> "pd.DataFrame":
+    """`zero_advantage_sweep` for every label set, for the binary reward and ESWR under each prior; the simulated
+    model's confusions follow `priors[answer_prior]`. Labels a prior does not know are left out of that set."""
+    import pandas as pd
+
+    reward_priors: dict[str, Prior | None] = {"binary": None, **{f"eswr_{k.split()[0]}": p for k, p in priors.items()}}
+    sweeps = []
+    for cname, labs in label_sets.items():
+        labs = [lab for lab in labs if all(p is None or p.knows(lab) for p in reward_priors.values())]
+        shape = similarity_matrix(priors[answer_prior], labs)
+        sweeps.append(zero_advantage_sweep(labs, shape, reward_priors, accuracies, group_sizes, alpha, gamma,
+                                           sharpness, p_invalid).assign(label_set=cname))
+    return pd.concat(sweeps, ignore_index=True)

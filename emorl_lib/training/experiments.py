@@ -13,8 +13,46 @@ from pathlib import Path
 
 from ..infra.config import setting
 from ..infra.paths import Paths
+from ..method.prompts import CONDITIONS
+from ..method.rewards import REWARDS
 
 STAGES = ("zeroshot", "sft", "grpo")
+STAGE_NAMES = {"zeroshot": "Zero-shot", "sft": "SFT", "grpo": "GRPO"}
+REWARD_NAMES = {"eswr": "ESWR", "binary": "binary reward"}
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """What a model was trained with, whatever its corpus, fold and seed; written `<stage> [<reward>] <condition>`
+    (`zeroshot IR`, `sft ESR`, `grpo eswr IR`) in profiles (comparisons, experiments.cross_corpus) and tables.
+    `label` names it in a table or figure (not part of its identity)."""
+
+    stage: str  # zeroshot | sft | grpo
+    condition: str  # IR | EUR | ESR
+    reward: str | None = None  # binary | eswr (grpo only)
+    label: str = field(default="", compare=False)
+
+    def __post_init__(self) -> None:
+        if not self.label:
+            reward = f" + {REWARD_NAMES[self.reward]}" if self.reward else ""
+            object.__setattr__(self, "label", f"{STAGE_NAMES[self.stage]}{reward} ({self.condition})")
+
+    def __str__(self) -> str:
+        return " ".join(x for x in (self.stage, self.reward, self.condition) if x)
+
+    @classmethod
+    def parse(cls, text: str, where: str = "recipe") -> "Recipe":
+        parts = str(text).split()
+        ok = (len(parts) == 2 and parts[0] in ("zeroshot", "sft")) or \
+             (len(parts) == 3 and parts[0] == "grpo" and parts[1] in REWARDS)
+        if not ok or parts[-1] not in CONDITIONS:
+            raise ValueError(f"{where}: {text!r} is not '<zeroshot|sft> <IR|EUR|ESR>' or "
+                             "'grpo <binary|eswr> <IR|EUR|ESR>'")
+        return cls(parts[0], parts[-1], parts[1] if len(parts) == 3 else None)
+
+    def run(self, corpus: str, fold: int | None, seed: int | None = None) -> "Run":
+        """This recipe's model on a corpus and fold (zero-shot models have no training seed)."""
+        return Run(corpus, self.stage, self.condition, self.reward, fold, None if self.stage == "zeroshot" else seed)
 
 
 @dataclass
@@ -40,18 +78,18 @@ class ExperimentsConfig:
                                                    "seed; a list trains it once per seed (SFT and the GRPO run "
                                                    "starting from it share it), run names ending in _s<seed>")
     workers: int = setting(1, "kit", "processes training a stage's runs (and evaluating models) side by side, one "
-                                     "torch thread each; what a run trains does not depend on it")
+                                     "torch thread each; what a run trains does not depend on it", observes=True)
 
     def __post_init__(self) -> None:
         """Fail early, naming the bad entry, rather than after an hour of training."""
         for entry in self.grpo_runs:
-            if len(entry) not in (2, 3) or entry[0] not in ("binary", "eswr") or entry[1] not in ("IR", "EUR", "ESR") \
+            if len(entry) not in (2, 3) or entry[0] not in REWARDS or entry[1] not in CONDITIONS \
                     or entry[2:] not in ([], *[[c] for c in self.corpora]):
                 raise ValueError(f"grpo_runs: {entry!r} is not [binary|eswr, IR|EUR|ESR] or "
                                  f"[binary|eswr, IR|EUR|ESR, <one of {self.corpora}>] (one corpus only)")
         for entry in self.sft_conditions:
             e = _as_list(entry)
-            if len(e) not in (1, 2) or e[0] not in ("IR", "EUR", "ESR") \
+            if len(e) not in (1, 2) or e[0] not in CONDITIONS \
                     or e[1:] not in ([], *[[c] for c in self.corpora]):
                 raise ValueError(f"sft_conditions: {entry!r} is not IR|EUR|ESR or [IR|EUR|ESR, <one of "
                                  f"{self.corpora}>] (one corpus only)")
@@ -74,7 +112,7 @@ class ExperimentsConfig:
         if self.workers < 1:
             raise ValueError(f"workers must be >= 1, not {self.workers}")
         if not isinstance(self.cross_corpus, bool):
-            known = {r.recipe for r in all_runs(self)}
+            known = {str(r.recipe) for r in all_runs(self)}
             unknown = [x for x in self.cross_corpus if x not in known]
             if unknown:
                 raise ValueError(f"cross_corpus: {unknown} are not recipes of this matrix (known: {sorted(known)})")
@@ -92,9 +130,9 @@ class Run:
     seed: int | None = None  # training seed (experiments.seeds); None: the stage section's seed
 
     @property
-    def recipe(self) -> str:
-        """What was trained, whatever the corpus, fold and seed: 'zeroshot IR', 'sft ESR', 'grpo eswr IR'."""
-        return " ".join(x for x in (self.stage, self.reward, self.condition) if x)
+    def recipe(self) -> Recipe:
+        """What was trained, whatever the corpus, fold and seed."""
+        return Recipe(self.stage, self.condition, self.reward)
 
     @property
     def name(self) -> str:
@@ -117,7 +155,7 @@ class Run:
         return paths.logs / f"{self.name}.csv"
 
     def heldout_csv(self, paths: Paths) -> Path:
-        """Accuracy on the run's validation set every few steps during training (training/heldout.py)."""
+        """Accuracy on the run's held-out set every few steps during training (training/heldout.py)."""
         return paths.logs / f"{self.name}.heldout.csv"
 
     def predictions(self, paths: Paths, test_set: str) -> Path:
@@ -160,7 +198,7 @@ def grpo_runs(cfg: ExperimentsConfig) -> list[Run]:
 
 def scored_cross_corpus(cfg: ExperimentsConfig, run: Run) -> bool:
     """Whether `run` is scored on the other corpora's 4-class sets (experiments.cross_corpus)."""
-    return cfg.cross_corpus if isinstance(cfg.cross_corpus, bool) else run.recipe in cfg.cross_corpus
+    return cfg.cross_corpus if isinstance(cfg.cross_corpus, bool) else str(run.recipe) in cfg.cross_corpus
 
 
 def zeroshot_runs(cfg: ExperimentsConfig) -> list[Run]:

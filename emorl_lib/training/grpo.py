@@ -10,36 +10,31 @@ pinned exactly (pyproject.toml) and tests/test_training.py spies on the model to
 from __future__ import annotations
 
 import json
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass
+from functools import cached_property
 from pathlib import Path
-from typing import Any, ClassVar, Iterator
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 from transformers import set_seed
 from transformers.trainer_utils import SchedulerType
-from transformers.training_args import OptimizerNames
 from trl import GRPOConfig, GRPOTrainer
 
 from ..data.labels import candidates as corpus_candidates
-from ..infra.config import Profile, checking_only, setting
+from ..infra.config import setting
 from ..infra.io import append_jsonl
 from ..infra.log import get_logger
 from ..method.prompts import PromptConfig, build_messages
 from ..method.rewards import AccuracyReward, FormatReward, RewardConfig, build_rewards
-from .backbones import load_backbone
-from .experiments import Run
-from .heldout import heldout_callbacks
+from ..model.backbones import load_backbone
 from .runs import (
-    changed_fields,
-    check_training_ranges,
+    KitTrainerFields,
+    RunSetup,
     open_run,
-    resolve_shared_fields,
     run_callbacks,
     train_and_save,
     trained_hash,
-    trainer_config,
     training_rows,
 )
 
@@ -50,7 +45,7 @@ LOSS_TYPES = ("grpo", "bnpo", "dr_grpo", "dapo", "cispo", "sapo", "luspo", "vesp
 
 
 @dataclass
-class EmoGRPOConfig(GRPOConfig):
+class EmoGRPOConfig(KitTrainerFields, GRPOConfig):
     """The `grpo` section: TRL's GRPOConfig, every field of which a profile may set, with the kit's defaults where
     they differ (the paper's recipe for the 7B model in QLoRA: TRL's own defaults moved across versions, so each
     setting the recipe depends on is pinned here) and the kit's few fields of its own."""
@@ -59,7 +54,8 @@ class EmoGRPOConfig(GRPOConfig):
     num_generations: int | None = setting(6, "quoted", "G, completions per prompt")
     learning_rate: float = setting(1.0e-5, "kit", "the paper's 1e-6 is for full fine-tuning [quoted]; LoRA needs "
                                                   "about 10x")
-    lr_scheduler_type: SchedulerType | str = setting("linear", "inferred", "R1-AQA sets none: TRL 0.15.2's default, linear")
+    lr_scheduler_type: SchedulerType | str = setting("linear", "inferred",
+                                                     "R1-AQA sets none: TRL 0.15.2's default, linear")
     beta: float = setting(0.04, "inferred", "KL weight, R1-AQA (TRL 1.16 defaults to 0)")
     temperature: float = setting(1.0, "inferred", "R1-AQA")
     top_p: float = setting(1.0, "inferred", "R1-AQA: plain sampling")
@@ -74,65 +70,56 @@ class EmoGRPOConfig(GRPOConfig):
                                                         "one prompt x G fits a 16 GB GPU")
     gradient_accumulation_steps: int = setting(4, "kit", "4 prompts per optimizer step")
     max_steps: int = setting(2000, "kit", "> 0: the run length in optimizer steps")
-    logging_steps: float = setting(1, "kit", "a CSV row per step")
-    save_steps: float = setting(100, "kit", "checkpoint every N steps: an interrupted run resumes exactly")
-    save_total_limit: int | None = setting(2, "kit", "checkpoints kept")
-    seed: int = setting(42, "kit", "LoRA init, sampling, data order")
-    report_to: None | str | list[str] = setting(["tensorboard"], "kit", "TensorBoard events under the checkpoint folder")
-    optim: OptimizerNames | str = setting("auto", "kit", "auto: paged 8-bit AdamW on a GPU (QLoRA's), AdamW on the CPU")
+    logging_steps: float = setting(1, "kit", "a CSV row per step", observes=True)
+    save_steps: float = setting(100, "kit", "checkpoint every N steps: an interrupted run resumes exactly",
+                                observes=True)
     disable_dropout: bool = setting(True, "kit", "dropout off: the policy and reference forwards agree")
-    remove_unused_columns: bool | None = setting(False, "kit", "the rewards read the label/candidates columns")
     # The kit's own fields
-    max_train_prompts: int | None = setting(None, "kit", "cap the training prompts (class-balanced); null: all")
-    log_completions_every: int = setting(20, "kit", "sampled completions to <run>.completions.jsonl every N steps")
+    log_completions_every: int = setting(20, "kit", "sampled completions to <run>.completions.jsonl every N steps",
+                                         observes=True)
     train_modules_to_save: bool = setting(True, "kit", "false: GRPO updates the LoRA weights only and leaves the "
                                                        "modules the SFT warm-up trained in full "
                                                        "(backbone.lora.modules_to_save) as they are")
-    heldout_every: int = setting(0, "kit", "greedy accuracy on the validation set every N steps, and before the "
-                                           "first (<run>.heldout.csv); 0: off. Training is the same either way, so "
-                                           "changing it does not retrain a finished run")
     cache_audio: bool = setting(True, "kit", "the frozen audio encoder runs once per clip per generation batch "
                                              "(exact)")
     cache_features: bool = setting(True, "kit", "a group's G copies of a prompt share one audio load and mel "
                                                 "extraction (exact)")
 
-    # Set by the kit from elsewhere, never in this section: where to set them instead.
     SET_ELSEWHERE: ClassVar[dict[str, str]] = {
-        "bf16": "follows backbone.dtype", "fp16": "follows backbone.dtype",
-        "gradient_checkpointing": "set backbone.gradient_checkpointing",
-        "output_dir": "each run's checkpoint folder (runs/<profile>/checkpoints/<run>)",
+        **KitTrainerFields.SET_ELSEWHERE,
         "reward_weights": "set reward.accuracy_weight / reward.format_weight",
         "log_completions": "the kit logs completions itself (log_completions_every)",
         "prompts_per_step": "set per_device_train_batch_size, which counts completions (prompts x num_generations)",
     }
+    RENAMED: ClassVar[dict[str, str]] = {"max_train_prompts": "max_utterances"}
+
+    @staticmethod
+    def check(cfg) -> None:
+        KitTrainerFields.check(cfg)
+        if cfg.num_generations is None or cfg.num_generations < 2:
+            raise ValueError(f"num_generations must be >= 2 (a group needs two completions), not {cfg.num_generations}")
+        if cfg.per_device_train_batch_size % cfg.num_generations:
+            raise ValueError(f"per_device_train_batch_size ({cfg.per_device_train_batch_size}) counts completions and "
+                             f"must be a multiple of num_generations ({cfg.num_generations})")
+        if cfg.max_completion_length is not None and cfg.max_completion_length < 1:
+            raise ValueError(f"max_completion_length must be >= 1, not {cfg.max_completion_length}")
+        if not cfg.temperature > 0:
+            raise ValueError(f"temperature must be > 0, not {cfg.temperature}")
+        if not 0 < cfg.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], not {cfg.top_p}")
+        if cfg.loss_type not in LOSS_TYPES:
+            raise ValueError(f"loss_type {cfg.loss_type!r}: expected one of {LOSS_TYPES} (TRL 1.16)")
+        if cfg.scale_rewards not in ("group", "batch", "none"):
+            raise ValueError(f"scale_rewards {cfg.scale_rewards!r}: expected group, batch or none")
+        if cfg.beta < 0 or cfg.epsilon < 0:
+            raise ValueError(f"beta and epsilon must be >= 0, not {cfg.beta} / {cfg.epsilon}")
+        if cfg.log_completions_every < 0:
+            raise ValueError(f"log_completions_every must be >= 0, not {cfg.log_completions_every}")
 
     def __post_init__(self) -> None:
-        check_training_ranges(self)
-        if self.num_generations is None or self.num_generations < 2:
-            raise ValueError(f"num_generations must be >= 2 (a group needs two completions), not {self.num_generations}")
-        if self.per_device_train_batch_size % self.num_generations:
-            raise ValueError(f"per_device_train_batch_size ({self.per_device_train_batch_size}) counts completions and "
-                             f"must be a multiple of num_generations ({self.num_generations})")
-        if self.max_completion_length is not None and self.max_completion_length < 1:
-            raise ValueError(f"max_completion_length must be >= 1, not {self.max_completion_length}")
-        if not self.temperature > 0:
-            raise ValueError(f"temperature must be > 0, not {self.temperature}")
-        if not 0 < self.top_p <= 1:
-            raise ValueError(f"top_p must be in (0, 1], not {self.top_p}")
-        if self.loss_type not in LOSS_TYPES:
-            raise ValueError(f"loss_type {self.loss_type!r}: expected one of {LOSS_TYPES} (TRL 1.16)")
-        if self.scale_rewards not in ("group", "batch", "none"):
-            raise ValueError(f"scale_rewards {self.scale_rewards!r}: expected group, batch or none")
-        if self.beta < 0 or self.epsilon < 0:
-            raise ValueError(f"beta and epsilon must be >= 0, not {self.beta} / {self.epsilon}")
-        if self.log_completions_every < 0 or self.heldout_every < 0:
-            raise ValueError(f"log_completions_every and heldout_every must be >= 0, not {self.log_completions_every}"
-                             f" / {self.heldout_every}")
-        self.gradient_checkpointing = False  # set on the model by the backbone loader (backbone.gradient_checkpointing)
+        self._kit_post_init()
         self.log_completions = False
-        resolve_shared_fields(self)
-        if not checking_only():
-            super().__post_init__()
+        super().__post_init__()
 
 
 def fp32_trainable_weights(model) -> int:
@@ -419,21 +406,6 @@ def _mask_equal(a, b) -> bool:
     return a.shape == b.shape and bool(torch.equal(a, b))
 
 
-@contextmanager
-def encoder_cache(model) -> Iterator[EncoderCache | None]:
-    """An EncoderCache on `model`'s audio tower for the duration of the block (None if it has none)."""
-    tower = find_audio_tower(model)
-    if tower is None:
-        yield None
-        return
-    cache = EncoderCache().install(tower)
-    try:
-        yield cache
-    finally:
-        cache.uninstall()
-
-
-
 # -------------------------------------------------------------------------------------------------------------------
 # A run
 # -------------------------------------------------------------------------------------------------------------------
@@ -471,43 +443,64 @@ def freeze_modules_to_save(model) -> int:
     return n
 
 
-def run_grpo(prof: Profile, run: Run, force: bool = False, stop_after_steps: int | None = None) -> Path | None:
+@dataclass
+class GRPOSetup(RunSetup):
+    """A GRPO run's setup: with its reward settings and the adapter it starts from (its SFT warm-up, if any)."""
+
+    reward: RewardConfig | None = None
+    start_adapter: Path | None = None
+
+    config_class: ClassVar[type] = EmoGRPOConfig
+    stage: ClassVar[str] = "grpo"
+
+    @cached_property
+    def rewards(self) -> tuple[list, list[float]]:
+        return reward_functions(self.reward, self.run.condition, self.run.reward)
+
+    def runtime_args(self) -> dict[str, Any]:
+        return {"reward_weights": self.rewards[1]}
+
+    def method_settings(self) -> dict[str, Any]:
+        return {"reward": self.reward}
+
+    def start(self) -> str:
+        """A retrained SFT adapter means this run must train again too."""
+        a = self.start_adapter
+        return str(trained_hash(a) if a is not None and a.exists() else a is not None)
+
+    def train(self, force: bool = False, stop_after_steps: int | None = None) -> Path | None:
+        return run_grpo(self, force, stop_after_steps)
+
+
+def run_grpo(setup: GRPOSetup, force: bool = False, stop_after_steps: int | None = None) -> Path | None:
     """Train one GRPO run (resuming from its last checkpoint); returns the final adapter folder.
 
     `stop_after_steps` ends training early WITHOUT writing `final` (as an interruption would): tests use it."""
-    parent = run.sft_parent(prof.section("experiments"))
-    adapter = parent.adapter_dir(prof.paths) if parent else None
-    # a retrained SFT adapter means this run must train again too
-    start = f"start:{trained_hash(adapter) if adapter is not None and adapter.exists() else adapter is not None}"
-    paths, final, done = open_run(prof, run, force, "grpo", extra=start)
+    final, done = open_run(setup, force)
     if done:
         return final
+    run, adapter = setup.run, setup.start_adapter
     if adapter is not None and not adapter.exists():
-        raise FileNotFoundError(f"{run.name} starts from the SFT adapter {adapter}, which does not exist: run notebook 03 "
-                                "first (or set experiments.sft_before_grpo: false)")
-    funcs, weights = reward_functions(prof.section("reward"), run.condition, run.reward)
-    args = trainer_config(prof, "grpo", output_dir=str(run.checkpoint_dir(paths)), reward_weights=weights,
-                          **({} if run.seed is None else {"seed": run.seed}))
-    data = prof.section("data")
-    rows = training_rows(paths, run, args.max_train_prompts, args.seed, balance=True,
-                         validation_fraction=data.validation_fraction, validation_seed=data.validation_seed)
+        raise FileNotFoundError(f"{run.name} starts from the SFT adapter {adapter}, which does not exist: run notebook "
+                                "03 first (or set experiments.sft_before_grpo: false)")
+    args = setup.args
+    rows = training_rows(setup.paths, run, args.max_utterances, args.seed, balance=True,
+                         heldout_fraction=setup.data.heldout_fraction, heldout_seed=setup.data.heldout_seed)
     set_seed(args.seed)  # the new LoRA's random init must not depend on what ran before in this process
-    bb = load_backbone(prof.section("backbone"), paths, adapter=adapter, trainable=True)
+    bb = load_backbone(setup.backbone, setup.paths, adapter=adapter, trainable=True)
     if not args.train_modules_to_save:
         log.info("%s: %d tensors of the warm-up's full modules frozen (grpo.train_modules_to_save: false)", run.name,
                  freeze_modules_to_save(bb.model))
     from datasets import Dataset
 
-    dataset = Dataset.from_list(prompt_rows(rows, prof.section("prompt"), run.corpus, run.condition))
-    completions_log = paths.logs / f"{run.name}.completions.jsonl"
+    dataset = Dataset.from_list(prompt_rows(rows, setup.prompt, run.corpus, run.condition))
+    completions_log = setup.paths.logs / f"{run.name}.completions.jsonl"
     trainer = AudioGRPOTrainer(
-        model=bb.model, reward_funcs=funcs, args=args, train_dataset=dataset, processing_class=bb.processor,
-        callbacks=run_callbacks(run, paths, stop_after_steps, jsonl_logs=(completions_log,))
-        + heldout_callbacks(prof, run, args.heldout_every, bb.processor, prof.section("backbone")),
+        model=bb.model, reward_funcs=setup.rewards[0], args=args, train_dataset=dataset, processing_class=bb.processor,
+        callbacks=run_callbacks(setup, bb.processor, stop_after_steps, jsonl_logs=(completions_log,)),
         completions_log=completions_log, log_completions_every=args.log_completions_every,
         cache_audio=args.cache_audio, cache_features=args.cache_features,
     )
     meta = {"train_prompts": len(rows), "start_adapter": str(adapter) if adapter else None,
-            "grpo": changed_fields(args), "reward": asdict(prof.section("reward")),
-            "prompt": asdict(prof.section("prompt")), "profile": prof.name}
-    return train_and_save(trainer, bb.processor, run, paths, final, meta, "grpo", stop_after_steps)
+            "reward": asdict(setup.reward)}
+    return train_and_save(trainer, bb.processor, setup, final, meta, stop_after_steps)

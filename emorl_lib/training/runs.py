@@ -1,67 +1,124 @@
-"""A run's life cycle, shared by SFT and GRPO (training rows, optimiser choice, per-step CSV logs, exact resume,
-the final adapter written atomically), and the loop that trains every run of a stage."""
+"""A run's life cycle, shared by SFT and GRPO: its setup (everything it reads, built once from the profile), its
+training rows, optimiser choice, per-step CSV log, exact resume, the final adapter written atomically with the digest
+of what made it; and the loop that trains every run of a stage.
+
+A run is trained again exactly when its digest changes (`RunSetup.digest`): the settings it trains with (its trainer
+section as resolved, the data, backbone, prompt and reward or rationale sections; fields declared `observes=True`,
+such as log intervals and worker counts, left out), the training code it runs, the runtime section, the device kind,
+and the adapter it starts from.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import random
+import shutil
 import time
+from dataclasses import asdict, dataclass, field
+from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from transformers import TrainerCallback
+from transformers.trainer_utils import SchedulerType
+from transformers.training_args import OptimizerNames
 
-from ..data.corpora.splits import train_validation
+from ..data.corpora.splits import train_heldout
 from ..data.labels import candidates as corpus_candidates
 from ..data.manifest import Utterance, read_manifest
-from ..infra import progress
-from ..infra.config import Profile, check_only
-from ..infra.determinism import apply_runtime
-from ..infra.io import atomic_dir, read_csv, read_jsonl, write_csv, write_jsonl
+from ..data.prep import DataConfig
+from ..infra import fingerprint, progress
+from ..infra.config import from_dict, resolve, setting, settings_values
+from ..infra.determinism import RuntimeConfig, apply_runtime
+from ..infra.io import atomic_dir, read_csv_until, read_jsonl, write_csv, write_jsonl
 from ..infra.log import get_logger
 from ..infra.paths import Paths
-from .experiments import Run, grpo_runs, sft_runs
+from ..method.prompts import PromptConfig
+from ..model.backbones import SMOKE_NOTE, BackboneConfig, resolve_dtype
+from .experiments import Run
+from .heldout import HeldOutSpec, heldout_callbacks
 
 log = get_logger(__name__)
 
+# Code the trainers run that watches training without changing what is trained (held-out accuracy during training:
+# tested to leave the adapter bit-identical): left out of the training code digest, so that a change to it, or to the
+# generation code it calls, never retrains a finished run.
+TRAINING_OBSERVERS = (f"{__package__}.heldout",)
+SETTINGS_FILE = "emorl_settings.json"
 
-def training_rows(paths: Paths, run: Run, max_rows: int | None, seed: int,
-                  balance: bool = False, validation_fraction: float = 0.0,
-                  validation_seed: int = 0) -> list[Utterance]:
-    """The training side of a run's split (IEMOCAP: all sessions but the test fold, less the validation slice
-    `data.validation_fraction` holds out; MELD: official train, its dev split being the validation set).
 
-    `max_rows` caps the set for smoke runs: a seeded sample, class-balanced when `balance` (so a small run sees
-    every class), reported by the caller. Order is shuffled deterministically."""
+def training_rows(paths: Paths, run: Run, max_utterances: int | None, seed: int, balance: bool = False,
+                  heldout_fraction: float = 0.0, heldout_seed: int = 0) -> list[Utterance]:
+    """The training side of a run's split (IEMOCAP: all sessions but the test fold, less the held-out slice
+    `data.heldout_fraction` leaves out; MELD: official train, its dev split being the held-out set).
+
+    `max_utterances` caps the set for smoke runs: a seeded sample, class-balanced when `balance` (so a small run
+    sees every class), reported by the caller. Order is shuffled deterministically."""
     manifest = paths.manifests / f"{run.corpus}.jsonl"
     if not manifest.exists():
         raise FileNotFoundError(f"{manifest}: no manifest for {run.corpus}; run notebook 01 (or `emorl prepare`) first")
     rows = read_manifest(manifest)
-    train, _ = train_validation(rows, run.corpus, run.fold, validation_fraction, validation_seed)
+    train, _ = train_heldout(rows, run.corpus, run.fold, heldout_fraction, heldout_seed)
     if not train:
         raise ValueError(f"{manifest}: no training rows for {run.name}")
     rng = random.Random(seed)
     train = sorted(train, key=lambda u: u.utt_id)
     rng.shuffle(train)
-    if max_rows is not None and len(train) > max_rows:
+    if max_utterances is not None and len(train) > max_utterances:
         if balance:
             by_label: dict[str, list[Utterance]] = {}
             for u in train:
                 by_label.setdefault(u.label, []).append(u)
-            per = max(1, max_rows // len(by_label))
+            per = max(1, max_utterances // len(by_label))
             train = [u for lab in sorted(by_label) for u in by_label[lab][:per]]
             rng.shuffle(train)
         else:
-            train = train[:max_rows]
+            train = train[:max_utterances]
     return train
 
 
-def check_training_ranges(cfg) -> None:
-    """Checks shared by the SFT and GRPO configs, made without transformers' device setup (see config.check_only):
-    values TRL and transformers accept and fail on later, or train on nonsense with."""
-    from transformers.trainer_utils import SchedulerType
-    from transformers.training_args import OptimizerNames
+# ---- the trainers' configs: what EmoSFTConfig (sft.py) and EmoGRPOConfig (grpo.py) share ---------------------------
+@dataclass
+class KitTrainerFields:
+    """The kit's fields and defaults common to its two trainer configs, which put this class before TRL's or
+    transformers' own in their bases (so these defaults win)."""
 
+    seed: int = setting(42, "kit", "LoRA init and data order (GRPO: sampling too)")
+    optim: OptimizerNames | str = setting("auto", "kit", "auto: paged 8-bit AdamW on a GPU (QLoRA's), AdamW on the CPU")
+    report_to: None | str | list[str] = setting(["tensorboard"], "kit", "TensorBoard events under the checkpoint "
+                                                                        "folder", observes=True)
+    save_total_limit: int | None = setting(2, "kit", "checkpoints kept", observes=True)
+    remove_unused_columns: bool | None = setting(False, "kit", "the kit's own columns reach its collator and rewards")
+    max_utterances: int | None = setting(None, "kit", "cap the training utterances (class-balanced); null: all")
+    heldout_every: int = setting(0, "kit", "greedy accuracy on the held-out set every N steps, and before the first "
+                                           "(<run>.heldout.csv); 0: off. Training is the same either way, so changing "
+                                           "it does not retrain a finished run", observes=True)
+
+    # Set by the kit from elsewhere, never in the section: where to set them instead.
+    SET_ELSEWHERE: ClassVar[dict[str, str]] = {
+        "bf16": "follows backbone.dtype", "fp16": "follows backbone.dtype",
+        "gradient_checkpointing": "set backbone.gradient_checkpointing",
+        "output_dir": "each run's checkpoint folder (runs/<profile>/checkpoints/<run>)",
+    }
+    RENAMED: ClassVar[dict[str, str]] = {}
+
+    @staticmethod
+    def check(cfg) -> None:
+        """The kit's checks on a section's values (a built config or `infra.config.resolve`d values): what TRL and
+        transformers accept and fail on later, or train on nonsense with."""
+        check_training_ranges(cfg)
+
+    def _kit_post_init(self) -> None:
+        """What the kit settles before TRL's and transformers' own __post_init__ (the device setup)."""
+        self.check(self)
+        self.gradient_checkpointing = False  # set on the model by the backbone loader (backbone.gradient_checkpointing)
+        resolve_shared_fields(self)
+
+
+def check_training_ranges(cfg) -> None:
+    """Ranges the SFT and GRPO sections share."""
     for name, enum_cls in (("lr_scheduler_type", SchedulerType), ("optim", OptimizerNames)):
         value = getattr(cfg, name)
         if not (value == "auto" and name == "optim"):
@@ -80,6 +137,8 @@ def check_training_ranges(cfg) -> None:
         ("max_grad_norm", cfg.max_grad_norm >= 0, "0 or more"),
         ("logging_steps", cfg.logging_steps > 0, "a positive number"),
         ("save_steps", cfg.save_steps > 0, "a positive number"),
+        ("heldout_every", cfg.heldout_every >= 0, "0 (off) or a positive number of steps"),
+        ("max_utterances", cfg.max_utterances is None or cfg.max_utterances >= 1, "null (all) or at least 1"),
     ]
     for name, ok, expected in checks:
         if not ok:
@@ -115,8 +174,6 @@ def precision_flags(dtype_name: str) -> dict[str, bool]:
 
     if not torch.cuda.is_available():
         return {"bf16": False, "fp16": False}
-    from .backbones import resolve_dtype
-
     dt = resolve_dtype(dtype_name)
     return {"bf16": dt == torch.bfloat16, "fp16": dt == torch.float16}
 
@@ -144,10 +201,7 @@ class CSVLogger(TrainerCallback):
     def on_train_begin(self, args, state, control, **kwargs):
         if not state.is_world_process_zero:
             return
-        if self.path.exists():
-            self.rows = [r for r in read_csv(self.path) if r.get("step") and int(float(r["step"])) <= state.global_step]
-        else:
-            self.rows = []
+        self.rows = read_csv_until(self.path, state.global_step)
         self._flush()
 
     def on_log(self, args, state, control, logs=None, **kwargs):
@@ -226,7 +280,7 @@ def log_summary(logs, window: int = 10):
             continue
         row = {"run": run.name, "steps": int(df["step"].max())}
         acc = accuracy_column(df)
-        for col, name in (("reward", "reward"), (acc, "accuracy"), ("frac_reward_zero_std", "zero_std_share"),
+        for col, name in (("reward", "reward"), (acc, "accuracy"), ("frac_reward_zero_std", "zero_advantage_share"),
                           ("kl", "kl"), ("loss", "loss"), ("completions/mean_length", "length")):
             if col and col in df.columns and df[col].notna().any():
                 d = df[col].dropna()
@@ -251,95 +305,105 @@ class StopAt(TrainerCallback):
         return control
 
 
-# The profile sections that change what a stage trains (eval, paths, experiments do not).
-TRAIN_SECTIONS = {
-    "sft": ("data", "backbone", "prompt", "sft", "rationale", "descriptors"),
-    "grpo": ("data", "backbone", "prompt", "reward", "grpo"),
-}
-# Trainer fields that change what is logged or kept, not what is trained.
-NOT_TRAINING = {"output_dir", "logging_dir", "run_name", "logging_steps", "save_steps", "save_total_limit",
-                "report_to", "log_completions_every", "dataloader_num_workers", "use_cpu", "heldout_every"}
-SETTINGS_FILE = "emorl_settings.json"
+# ---- one run: its setup, start to finish -------------------------------------------------------------------------
+@dataclass
+class RunSetup:
+    """Everything one training run reads, built once from the profile (`profile.training_setup`): where its files
+    go, its data, backbone and prompt settings, its trainer section as the profile writes it, how its held-out curve
+    is decoded. Its digest is what the run's adapter is trained with; its trainer config (`args`) is built once, in
+    the process that trains. SFTSetup (sft.py) and GRPOSetup (grpo.py) add what their stage reads and how it trains."""
 
+    run: Run
+    paths: Paths
+    trainer: dict[str, Any]  # the stage's section as written in the profile
+    data: DataConfig
+    backbone: BackboneConfig
+    prompt: PromptConfig
+    runtime: RuntimeConfig
+    heldout: HeldOutSpec
+    profile: str = ""
+    where: str = ""  # the profile file and section, for error messages
 
-def trainer_config(prof: Profile, stage: str, **runtime: Any):
-    """The `sft` or `grpo` section as the trainer gets it: the profile's values over the class defaults, precision
-    from backbone.dtype, and what the run adds (output folder, reward weights)."""
-    return prof.section(stage, **precision_flags(prof.section("backbone").dtype), **runtime)
+    config_class: ClassVar[type]  # the stage's trainer config (EmoSFTConfig, EmoGRPOConfig)
+    stage: ClassVar[str]
 
+    def _trainer_values(self) -> dict[str, Any]:
+        return {**self.trainer, **({} if self.run.seed is None else {"seed": self.run.seed})}
 
-def changed_fields(cfg) -> dict[str, Any]:
-    """The fields of a config that differ from its class's defaults (what a run's metadata records)."""
-    import dataclasses
+    @cached_property
+    def values(self):
+        """The trainer section's settings for this run (the run's seed over the section's), as they will be."""
+        return resolve(self.config_class, self._trainer_values(), self.where)
 
-    with check_only():
-        default = type(cfg)()
-    return {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)
-            if f.init and str(getattr(cfg, f.name)) != str(getattr(default, f.name))}
+    @cached_property
+    def args(self):
+        """The trainer config (TRL's / transformers'), built once: construction sets up devices."""
+        runtime = {"output_dir": str(self.run.checkpoint_dir(self.paths)), **precision_flags(self.backbone.dtype),
+                   **self.runtime_args()}
+        return from_dict(self.config_class, self._trainer_values(), self.where, runtime=runtime)
 
+    def runtime_args(self) -> dict[str, Any]:
+        """Trainer fields the stage sets itself (never from the profile)."""
+        return {}
 
-def settings_hash(prof: Profile, stage: str, extra: str = "") -> str:
-    """What a run is trained with: its stage's sections as resolved (a value written out equal to its default changes
-    nothing; a changed default does), + e.g. the start adapter's hash."""
-    import hashlib
-    import json
+    def method_settings(self) -> dict[str, Any]:
+        """The method sections this stage's training reads (reward; rationale and descriptors)."""
+        return {}
 
-    from ..infra.config import to_dict
+    def start(self) -> str:
+        """The identity of what training starts from (a start adapter), for the digest."""
+        return ""
 
-    sections = {}
-    with check_only():
-        for k in TRAIN_SECTIONS[stage]:
-            values = to_dict(trainer_config(prof, k) if k in ("sft", "grpo") else prof.section(k))
-            sections[k] = {n: v for n, v in values.items() if n not in NOT_TRAINING}
-    blob = json.dumps(sections, sort_keys=True, default=str)
-    return hashlib.sha256((blob + extra).encode()).hexdigest()[:16]
+    def digest(self) -> str:
+        """What the run's adapter is trained with (see the module docstring): a change retrains it."""
+        import torch
 
+        parts = {"trainer": settings_values(self.values, self.config_class), "data": settings_values(self.data),
+                 "backbone": settings_values(self.backbone), "prompt": settings_values(self.prompt),
+                 **{k: settings_values(v) for k, v in self.method_settings().items()},
+                 "runtime": settings_values(self.runtime), "start": self.start(),
+                 "device": "cuda" if torch.cuda.is_available() else "cpu",
+                 "code": fingerprint.code_digest((self.config_class.__module__,), TRAINING_OBSERVERS)}
+        return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
-def code_and_runtime(prof, stage: str) -> str:
-    """The other half of what a run was trained with: the training code it ran (fingerprint.TRAINING_CODE's import
-    closure and the numeric packages' versions) and the runtime section (threads, kernels: they change the bits)."""
-    from ..infra.fingerprint import (
-        TRAINING_CODE,
-        TRAINING_OBSERVERS,
-        code_digest,
-        digest,
-    )
+    def changed(self) -> dict[str, Any]:
+        """The trainer settings this run sets beyond the class defaults (recorded with its adapter)."""
+        return dict(self._trainer_values())
 
-    return f"|code:{code_digest(TRAINING_CODE[stage], TRAINING_OBSERVERS)}|runtime:{digest(prof.sections.get('runtime'))}"
+    def train(self, force: bool = False, stop_after_steps: int | None = None) -> Path | None:
+        raise NotImplementedError
+
+    def clear_caches(self) -> None:
+        """Drop the stage's own caches (`force`)."""
 
 
 def trained_hash(folder: Path) -> str | None:
-    """The settings hash a checkpoint folder or final adapter was made with (None: unknown)."""
-    import json
-
+    """The digest a checkpoint folder or final adapter was made with (None: unknown)."""
     for f in (folder / SETTINGS_FILE, folder / "emorl_run.json"):
         if f.exists():
             return json.loads(f.read_text()).get("settings_hash")
     return None
 
 
-def open_run(prof: Profile, run: Run, force: bool, stage: str, extra: str = "") -> tuple[Paths, Path, bool]:
-    """(paths, final adapter folder, whether it is already trained).
+def open_run(setup: RunSetup, force: bool) -> tuple[Path, bool]:
+    """(final adapter folder, whether it is already trained).
 
-    A final adapter counts as trained only if it was made with the current settings and training code: change a
-    learning rate or the trainer's code and the run trains again (its checkpoints, made with the old ones, are
-    cleared too). `force` always retrains. Under several processes the main one clears and stamps the folder while
-    the others wait."""
-    import json
-    import shutil
-
+    A final adapter counts as trained only if it was made with the run's current digest: change a learning rate or
+    the trainer's code and the run trains again (its checkpoints, made with the old ones, are cleared too). `force`
+    always retrains. Under several processes the main one clears and stamps the folder while the others wait."""
     from .distributed import main_process_writes
 
-    apply_runtime(prof, log)
-    paths = prof.paths.ensure()
+    run = setup.run
+    apply_runtime(setup.runtime, log)
+    paths = setup.paths.ensure()
     final = run.adapter_dir(paths)
-    h = settings_hash(prof, stage, extra + code_and_runtime(prof, stage))
+    h = setup.digest()
     if final.exists() and not force:
         if trained_hash(final) == h:
-            log.info("%s %s: final adapter is current, skipped (%s)", stage, run.name, final)
-            return paths, final, True
+            log.info("%s %s: final adapter is current, skipped (%s)", setup.stage, run.name, final)
+            return final, True
         log.info("%s %s: settings changed since %s was trained (profile sections, training code, runtime or start "
-                 "adapter): training it again", stage, run.name, final)
+                 "adapter): training it again", setup.stage, run.name, final)
     ckpt = run.checkpoint_dir(paths)
     with main_process_writes() as writer:
         if writer:
@@ -348,39 +412,41 @@ def open_run(prof: Profile, run: Run, force: bool, stage: str, extra: str = "") 
                 run.log_csv(paths).unlink(missing_ok=True)
             ckpt.mkdir(parents=True, exist_ok=True)
             (ckpt / SETTINGS_FILE).write_text(json.dumps({"settings_hash": h, "run": run.name}))
-    return paths, final, False
+    return final, False
 
 
-def run_callbacks(run: Run, paths: Paths, stop_after_steps: int | None, jsonl_logs: tuple[Path, ...] = ()) -> list:
-    """The per-step CSV log, trimming of per-step jsonl logs on resume, progress for Ctrl-C, and a test stop."""
+def run_callbacks(setup: RunSetup, processor, stop_after_steps: int | None, jsonl_logs: tuple[Path, ...] = ()
+                  ) -> list:
+    """The per-step CSV log, trimming of per-step jsonl logs on resume, progress for Ctrl-C, the held-out curve, and
+    a test stop."""
+    run, paths = setup.run, setup.paths
     return ([CSVLogger(run.log_csv(paths)), WhereAmI(run.name)] + [JsonlStepTrim(p) for p in jsonl_logs]
+            + heldout_callbacks(setup, processor)
             + ([StopAt(stop_after_steps)] if stop_after_steps is not None else []))
 
 
-def train_and_save(trainer, processor, run: Run, paths: Paths, final: Path, meta: dict, stage: str,
+def train_and_save(trainer, processor, setup: RunSetup, final: Path, meta: dict,
                    stop_after_steps: int | None = None) -> Path | None:
     """Train (resuming from the run's newest checkpoint), then write the final adapter atomically with what produced
     it (the main process; the others wait for it). Returns None when stopped early by `stop_after_steps` (no
     `final`, as after an interruption)."""
-    import json
-    import time
-    from dataclasses import asdict
-
     from .distributed import check_world_size
 
+    run, paths = setup.run, setup.paths
     check_world_size(trainer)
     resume = last_checkpoint(run.checkpoint_dir(paths))
     if resume:
-        log.info("%s %s: resuming from %s", stage, run.name, resume)
+        log.info("%s %s: resuming from %s", setup.stage, run.name, resume)
     t0 = time.time()
     trainer.train(resume_from_checkpoint=resume)
     if stop_after_steps is not None and trainer.state.global_step < trainer.state.max_steps:
         return None
     # What `emorl infer` needs to ask the adapter as it was trained: labels, condition (and the prompt, in meta).
-    meta = {"run": asdict(run), "name": run.name, "stage": stage, "seconds": round(time.time() - t0, 1),
+    meta = {"run": asdict(run), "name": run.name, "stage": setup.stage, "seconds": round(time.time() - t0, 1),
             "settings_hash": trained_hash(run.checkpoint_dir(paths)),
             "steps": trainer.state.global_step, "condition": run.condition,
-            "labels": list(corpus_candidates(run.corpus)), **meta}
+            "labels": list(corpus_candidates(run.corpus)), "profile": setup.profile,
+            setup.stage: setup.changed(), "prompt": asdict(setup.prompt), **meta}
     model = trainer.model
     if trainer.accelerator.is_main_process:
         with atomic_dir(final) as tmp:
@@ -395,53 +461,56 @@ def train_and_save(trainer, processor, run: Run, paths: Paths, final: Path, meta
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Train every run of a stage in a profile's experiment matrix (what notebooks 03/04 and `emorl sft|grpo` call).
+# Train every run of a stage (what notebooks 03/04 and `emorl sft|grpo` call).
 # ----------------------------------------------------------------------------------------------------------------
-def _select(runs: list[Run], only: list[str] | None) -> list[Run]:
-    if not only:
-        return runs
-    chosen = [r for r in runs if r.name in only]
-    unknown = sorted(set(only) - {r.name for r in chosen})
-    if unknown:
-        raise ValueError(f"unknown run(s) {unknown}; this profile's runs: {[r.name for r in runs]}")
-    return chosen
+@dataclass
+class TrainingSetup:
+    """One stage's runs (`profile.training_setup`): a setup per run, and how many to train side by side."""
+
+    stage: str
+    runs: list[RunSetup] = field(default_factory=list)
+    workers: int = 1
+    paths: Paths | None = None
+    smoke: bool = False  # a kit-built model or synthetic data (model.backbones.is_smoke)
+
+    @property
+    def note(self) -> str:
+        """What figure titles add: the smoke note, or nothing."""
+        return SMOKE_NOTE if self.smoke else ""
+
+    def table(self):
+        """One row per run: its name, corpus, fold, seed, reward, prompt condition and adapter folder."""
+        import pandas as pd
+
+        return pd.DataFrame([{"run": r.run.name, "corpus": r.run.corpus, "fold": r.run.fold, "seed": r.run.seed,
+                              "reward": r.run.reward, "condition": r.run.condition,
+                              "adapter": str(r.run.adapter_dir(r.paths))} for r in self.runs])
 
 
-def stage_runs(prof: Profile, stage: str) -> list[Run]:
-    ecfg = prof.section("experiments")
-    return sft_runs(ecfg) if stage == "sft" else grpo_runs(ecfg)
-
-
-def _train_one(stage: str, prof: Profile, run: Run, force: bool) -> Path:
-    from .grpo import run_grpo
-    from .sft import run_sft
-
+def _train_one(setup: RunSetup, force: bool) -> Path:
     t0 = time.time()
-    final = (run_sft if stage == "sft" else run_grpo)(prof, run, force=force)
-    log.info("%s %s: %.0f s -> %s", stage, run.name, time.time() - t0, final)
+    final = setup.train(force=force)
+    log.info("%s %s: %.0f s -> %s", setup.stage, setup.run.name, time.time() - t0, final)
     return final
 
 
-def train_stage(stage: str, prof: Profile, only: list[str] | None = None, force: bool = False,
-                workers: int | None = None) -> dict[str, Path]:
-    """Train the `sft` or `grpo` runs of the profile; returns run name -> final adapter folder.
+def train_stage(setup: TrainingSetup, force: bool = False) -> dict[str, Path]:
+    """Train the stage's runs; returns run name -> final adapter folder.
 
-    `workers` (default: experiments.workers) trains that many runs side by side in worker processes; under
+    `setup.workers` (experiments.workers) trains that many runs side by side in worker processes; under
     `accelerate launch` the processes already train one run together, so runs go one after another."""
     from ..infra.parallel import run_jobs
     from .distributed import check_launch, launched_world_size
 
     check_launch()
-    runs = _select(stage_runs(prof, stage), only)
-    if force and stage == "sft":  # force recomputes the stage's own cache too: the acoustic descriptors
-        from ..method.descriptors import descriptors_path
-
-        for corpus in sorted({r.corpus for r in runs}):
-            descriptors_path(prof.paths.manifests / f"{corpus}.jsonl").unlink(missing_ok=True)
-    workers = 1 if launched_world_size() > 1 else (workers or prof.section("experiments").workers)
+    runs = list(setup.runs)
+    if force:  # force recomputes the stage's own caches too (SFT: the acoustic descriptors)
+        for r in runs:
+            r.clear_caches()
+    workers = 1 if launched_world_size() > 1 else setup.workers
     if workers > 1:  # reasoning runs (long completions) first, so that the short ones fill the workers' tails
-        runs = sorted(runs, key=lambda r: r.condition == "IR")
-    for i, run in enumerate(runs, 1):
-        log.info("%s run %d/%d: %s", stage, i, len(runs), run.name)
-    finals = run_jobs(_train_one, [(stage, prof, run, force) for run in runs], workers)
-    return {run.name: final for run, final in zip(runs, finals)}
+        runs = sorted(runs, key=lambda r: r.run.condition == "IR")
+    for i, r in enumerate(runs, 1):
+        log.info("%s run %d/%d: %s", setup.stage, i, len(runs), r.run.name)
+    finals = run_jobs(_train_one, [(r, force) for r in runs], workers)
+    return {r.run.name: final for r, final in zip(runs, finals)}

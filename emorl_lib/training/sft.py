@@ -8,31 +8,27 @@ instruction or the audio positions.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
 from transformers import TrainingArguments, set_seed
 from transformers.trainer_utils import SchedulerType
-from transformers.training_args import OptimizerNames
 
 from ..data.labels import candidates as corpus_candidates
-from ..infra.config import Profile, checking_only, setting
+from ..infra.config import setting
 from ..infra.log import get_logger
+from ..method.descriptors import DescriptorConfig, descriptors_path
 from ..method.prompts import build_messages
-from ..method.rationales import profile_targets
-from .backbones import load_backbone
-from .experiments import Run
-from .heldout import heldout_callbacks
+from ..method.rationales import RationaleConfig, sft_targets
+from ..model.backbones import load_backbone
 from .runs import (
-    changed_fields,
-    check_training_ranges,
+    KitTrainerFields,
+    RunSetup,
     open_run,
-    resolve_shared_fields,
     run_callbacks,
     train_and_save,
-    trainer_config,
     training_rows,
 )
 
@@ -42,10 +38,10 @@ IGNORE = -100
 
 
 @dataclass
-class EmoSFTConfig(TrainingArguments):
+class EmoSFTConfig(KitTrainerFields, TrainingArguments):
     """The `sft` section: transformers' TrainingArguments (the warm-up runs on transformers' Trainer with the kit's
     audio collator, pitfalls of TRL's SFTTrainer aside), every field of which a profile may set, with the kit's
-    defaults for the 7B model in QLoRA and one field of its own."""
+    defaults for the 7B model in QLoRA."""
 
     learning_rate: float = setting(1.0e-4, "kit", "LoRA warm-up")
     num_train_epochs: float = setting(1.0, "kit", "one pass over the training split")
@@ -53,33 +49,16 @@ class EmoSFTConfig(TrainingArguments):
     gradient_accumulation_steps: int = setting(4, "kit", "16 examples per optimizer step")
     lr_scheduler_type: SchedulerType | str = setting("cosine", "kit", "")
     warmup_steps: float = setting(0.03, "kit", "a float below 1 is a fraction of training")
-    logging_steps: float = setting(10, "kit", "a CSV row every N steps")
-    save_steps: float = setting(200, "kit", "checkpoint every N steps: an interrupted run resumes exactly")
-    save_total_limit: int | None = setting(2, "kit", "checkpoints kept")
-    seed: int = setting(42, "kit", "LoRA init and data order")
-    optim: OptimizerNames | str = setting("auto", "kit", "auto: paged 8-bit AdamW on a GPU (QLoRA's), AdamW on the CPU")
-    report_to: None | str | list[str] = setting(["tensorboard"], "kit", "TensorBoard events under the checkpoint folder")
-    remove_unused_columns: bool | None = setting(False, "kit", "the collator reads the raw examples")
+    logging_steps: float = setting(10, "kit", "a CSV row every N steps", observes=True)
+    save_steps: float = setting(200, "kit", "checkpoint every N steps: an interrupted run resumes exactly",
+                                observes=True)
     label_names: list[str] | None = setting(["labels"], "kit", "the collator's masked labels")
-    max_train_samples: int | None = setting(None, "kit", "cap the training set (class-balanced); null: all")
-    heldout_every: int = setting(0, "kit", "greedy accuracy on the validation set every N steps, and before the "
-                                           "first (<run>.heldout.csv); 0: off. Training is the same either way, so "
-                                           "changing it does not retrain a finished run")
 
-    SET_ELSEWHERE: ClassVar[dict[str, str]] = {
-        "bf16": "follows backbone.dtype", "fp16": "follows backbone.dtype",
-        "gradient_checkpointing": "set backbone.gradient_checkpointing",
-        "output_dir": "each run's checkpoint folder (runs/<profile>/checkpoints/<run>)",
-    }
+    RENAMED: ClassVar[dict[str, str]] = {"max_train_samples": "max_utterances"}
 
     def __post_init__(self) -> None:
-        check_training_ranges(self)
-        if self.heldout_every < 0:
-            raise ValueError(f"heldout_every must be >= 0, not {self.heldout_every}")
-        self.gradient_checkpointing = False  # set on the model by the backbone loader (backbone.gradient_checkpointing)
-        resolve_shared_fields(self)
-        if not checking_only():
-            super().__post_init__()
+        self._kit_post_init()
+        super().__post_init__()
 
 
 class AudioSFTCollator:
@@ -129,41 +108,63 @@ class AudioSFTCollator:
         }
 
 
-def sft_examples(prof: Profile, run: Run, rows) -> list[dict]:
-    pcfg = prof.section("prompt")
-    cands = list(corpus_candidates(run.corpus))
-    # IR: the label alone; EUR/ESR: rationales from cached acoustic descriptors (or a teacher's jsonl)
-    targets = profile_targets(prof, run.corpus, utts=rows, condition=run.condition, progress=False)
-    return [{"messages": build_messages(pcfg, u.wav, cands, run.condition, u.transcript),
+@dataclass
+class SFTSetup(RunSetup):
+    """An SFT run's setup: with the rationale and descriptor settings its reasoning targets are written from."""
+
+    rationale: RationaleConfig | None = None
+    descriptors: DescriptorConfig | None = None
+
+    config_class: ClassVar[type] = EmoSFTConfig
+    stage: ClassVar[str] = "sft"
+
+    def method_settings(self) -> dict[str, Any]:
+        return {"rationale": self.rationale, "descriptors": self.descriptors}
+
+    def manifest(self) -> Path:
+        return self.paths.manifests / f"{self.run.corpus}.jsonl"
+
+    def targets(self, rows, progress: bool = False) -> dict[str, str]:
+        """utt_id -> the assistant target of this run's condition (IR: the label alone; EUR/ESR: rationales from the
+        cached acoustic descriptors, or a teacher's jsonl)."""
+        return sft_targets(self.manifest(), self.run.condition, self.descriptors, self.rationale, utts=rows,
+                           progress=progress)
+
+    def clear_caches(self) -> None:
+        descriptors_path(self.manifest()).unlink(missing_ok=True)
+
+    def train(self, force: bool = False, stop_after_steps: int | None = None) -> Path | None:
+        return run_sft(self, force, stop_after_steps)
+
+
+def sft_examples(setup: SFTSetup, rows) -> list[dict]:
+    cands = list(corpus_candidates(setup.run.corpus))
+    targets = setup.targets(rows)
+    return [{"messages": build_messages(setup.prompt, u.wav, cands, setup.run.condition, u.transcript),
              "target": targets[u.utt_id], "utt_id": u.utt_id} for u in rows if u.utt_id in targets]
 
 
-def run_sft(prof: Profile, run: Run, force: bool = False, stop_after_steps: int | None = None) -> Path | None:
+def run_sft(setup: SFTSetup, force: bool = False, stop_after_steps: int | None = None) -> Path | None:
     """Train one SFT warm-up (resuming from its last checkpoint); returns the final adapter folder."""
     from transformers import Trainer
 
-    paths, final, done = open_run(prof, run, force, "sft")
+    final, done = open_run(setup, force)
     if done:
         return final
-    args = trainer_config(prof, "sft", output_dir=str(run.checkpoint_dir(paths)),
-                          **({} if run.seed is None else {"seed": run.seed}))
-    data = prof.section("data")
-    rows = training_rows(paths, run, args.max_train_samples, args.seed, balance=True,
-                         validation_fraction=data.validation_fraction, validation_seed=data.validation_seed)
-    examples = sft_examples(prof, run, rows)
+    run, args = setup.run, setup.args
+    rows = training_rows(setup.paths, run, args.max_utterances, args.seed, balance=True,
+                         heldout_fraction=setup.data.heldout_fraction, heldout_seed=setup.data.heldout_seed)
+    examples = sft_examples(setup, rows)
     if len(examples) < len(rows):
         log.warning("%s: %d of %d utterances have no target and are skipped", run.name, len(rows) - len(examples),
                     len(rows))
     set_seed(args.seed)  # the new LoRA's random init must not depend on what ran before in this process
-    bb = load_backbone(prof.section("backbone"), paths, trainable=True)
+    bb = load_backbone(setup.backbone, setup.paths, trainable=True)
     trainer = Trainer(model=bb.model, args=args, train_dataset=examples, data_collator=AudioSFTCollator(bb.processor),
-                      callbacks=run_callbacks(run, paths, stop_after_steps)
-                      + heldout_callbacks(prof, run, args.heldout_every, bb.processor, prof.section("backbone")))
+                      callbacks=run_callbacks(setup, bb.processor, stop_after_steps))
     # Qwen2-Audio's forward takes **kwargs but averages its loss over its own tokens, ignoring num_items_in_batch;
     # transformers 5.23 reads **kwargs as "the model normalises by num_items_in_batch" and then neither divides the
     # loss by the accumulation steps nor leaves DDP's mean alone (it multiplies by the process count): gradients N x
     # too large under N processes, G x under G accumulation steps. Declared plainly, the Trainer averages as usual.
     trainer.model_accepts_loss_kwargs = False
-    meta = {"train_examples": len(examples), "sft": changed_fields(args), "prompt": asdict(prof.section("prompt")),
-            "profile": prof.name}
-    return train_and_save(trainer, bb.processor, run, paths, final, meta, "sft", stop_after_steps)
+    return train_and_save(trainer, bb.processor, setup, final, {"train_examples": len(examples)}, stop_after_steps)

@@ -60,15 +60,15 @@ def train_test(rows: Sequence[R], corpus: str, fold: int | str) -> tuple[list[R]
     return ([r for r in rows if _get(r, "fold") != fold], [r for r in rows if _get(r, "fold") == fold])
 
 
-def validation_slice(train: Sequence[R], fraction: float, seed: int = 0, key: str = "label"
+def heldout_slice(train: Sequence[R], fraction: float, seed: int = 0, key: str = "label"
                      ) -> tuple[list[R], list[R]]:
-    """(train, validation): a seeded, class-stratified `fraction` of a fold's training side held out for choosing
+    """(train, held-out): a seeded, class-stratified `fraction` of a fold's training side held out for choosing
     settings and for learning curves, where the corpus has no official dev split (IEMOCAP, RAVDESS, SAVEE).
 
     Each class gives round(fraction x its count) rows (at least one where the fraction is positive and the class
     has two or more); the choice depends only on the rows' ids, the fraction and the seed, not on their order."""
     if not 0.0 <= fraction < 1.0:
-        raise ValueError(f"validation fraction must be in [0, 1), not {fraction}")
+        raise ValueError(f"held-out fraction must be in [0, 1), not {fraction}")
     if fraction == 0.0:
         return list(train), []
     import random
@@ -87,13 +87,13 @@ def validation_slice(train: Sequence[R], fraction: float, seed: int = 0, key: st
     return ([r for r in train if _get(r, "utt_id") not in held], [r for r in train if _get(r, "utt_id") in held])
 
 
-def train_validation(rows: Sequence[R], corpus: str, fold: int | str | None, fraction: float, seed: int = 0
+def train_heldout(rows: Sequence[R], corpus: str, fold: int | str | None, fraction: float, seed: int = 0
                      ) -> tuple[list[R], list[R]]:
-    """(train, validation) of a fold: what a run trains on and the held-out TRAINING data it is tuned and
+    """(train, held-out) of a fold: what a run trains on and the held-out TRAINING data it is tuned and
     plotted on (never its test side). MELD: official train and dev; elsewhere the fold's training side less
-    `validation_slice` (empty when `fraction` is 0)."""
+    `heldout_slice` (empty when `fraction` is 0)."""
     if corpus == "meld":
         train, _ = train_test(rows, corpus, "test")
         return train, [r for r in rows if _get(r, "split") == "dev"]
     train, _ = train_test(rows, corpus, fold)
-    return validation_slice(train, fraction, seed)
+    return heldout_slice(train, fraction, seed)

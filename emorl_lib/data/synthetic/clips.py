@@ -7,7 +7,6 @@ from (seed, corpus, clip key) alone, so output is byte-identical for a seed what
 from __future__ import annotations
 
 import multiprocessing
-import signal
 import zlib
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ import numpy as np
 import soundfile as sf
 from tqdm.auto import tqdm
 
+from ...infra.parallel import ignore_sigint
 from . import voice
 
 
@@ -92,11 +92,6 @@ def _work(args: tuple[Clip, int, str]) -> tuple[str, float]:
     return clip.path, len(x) / sr
 
 
-def _ignore_sigint() -> None:
-    """Workers leave Ctrl-C to the parent: one line on the terminal, not a traceback per worker."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
 def render_all(clips: Sequence[Clip], seed: int, root: Path, workers: int = 2, desc: str = "") -> dict[str, float]:
     """Render and write every clip under root; returns clip path -> duration (s)."""
     jobs = [(c, seed, str(root)) for c in clips]
@@ -105,7 +100,7 @@ def render_all(clips: Sequence[Clip], seed: int, root: Path, workers: int = 2, d
         return dict(tqdm(map(_work, jobs), **bar))
     # spawn, not fork: the caller may hold threads (torch, a notebook kernel) that fork would copy half-held.
     with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
-                             initializer=_ignore_sigint) as ex:
+                             initializer=ignore_sigint) as ex:
         return dict(tqdm(ex.map(_work, jobs, chunksize=8), **bar))
 
 

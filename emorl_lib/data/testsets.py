@@ -11,11 +11,10 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..data.corpora.splits import train_test, train_validation
-from ..data.labels import candidates
-from ..data.manifest import Utterance, read_manifest
 from ..infra.paths import Paths
-from ..training.experiments import Run
+from .corpora.splits import train_heldout, train_test
+from .labels import candidates
+from .manifest import Utterance, read_manifest
 
 XC_PREFIX = "xc-"
 
@@ -71,36 +70,37 @@ def _manifest(path: Path) -> list[Utterance]:
     return read_manifest(path)
 
 
-def in_corpus_name(run: Run, meld_split: str = "test") -> str:
-    return f"{run.corpus}-f{run.fold}" if run.fold is not None else f"{run.corpus}-{meld_split}"
+def in_corpus_name(corpus: str, fold: int | None, split: str = "test") -> str:
+    """'iemocap-f1' (a leave-one-session-out fold) or 'meld-test' (an official split)."""
+    return f"{corpus}-f{fold}" if fold is not None else f"{corpus}-{split}"
 
 
-def in_corpus_set(paths: Paths, run: Run, max_utterances: int | None = None, seed: int = 0,
-                  meld_split: str = "test") -> TestSet:
-    """The test side of the run's fold (IEMOCAP) or MELD's held-out split."""
-    rows = _manifest(paths.manifests / f"{run.corpus}.jsonl")
-    unit = run.fold if run.fold is not None else meld_split
-    _, test = train_test(rows, run.corpus, unit)
+def in_corpus_set(paths: Paths, corpus: str, fold: int | None, max_utterances: int | None = None, seed: int = 0
+                  ) -> TestSet:
+    """The test side of a fold (IEMOCAP: Session `fold`) or MELD's official test split."""
+    rows = _manifest(paths.manifests / f"{corpus}.jsonl")
+    unit = fold if fold is not None else "test"
+    _, test = train_test(rows, corpus, unit)
     if not test:
-        raise ValueError(f"{paths.manifests / f'{run.corpus}.jsonl'}: no rows in test unit {unit!r}")
-    return TestSet(in_corpus_name(run, meld_split), run.corpus, subsample(test, max_utterances, seed), False, len(test))
+        raise ValueError(f"{paths.manifests / f'{corpus}.jsonl'}: no rows in test unit {unit!r}")
+    return TestSet(in_corpus_name(corpus, fold), corpus, subsample(test, max_utterances, seed), False,
+                   len(test))
 
 
-def validation_name(run: Run) -> str:
-    """MELD's dev split (meld-dev), or the validation slice of a fold's training side (e.g. iemocap-f1-val)."""
-    return in_corpus_name(run, "dev") if run.fold is None else f"{in_corpus_name(run)}-val"
+def heldout_name(corpus: str, fold: int | None) -> str:
+    """MELD's dev split (meld-dev), or the held-out slice of a fold's training side (e.g. iemocap-f1-val)."""
+    return in_corpus_name(corpus, fold, "dev") if fold is None else f"{in_corpus_name(corpus, fold)}-val"
 
 
-def validation_set(paths: Paths, run: Run, fraction: float, seed: int = 0,
-                   max_utterances: int | None = None) -> TestSet | None:
-    """Held-out TRAINING data of a run, for choosing settings and for learning curves (never a test set): MELD's
-    official dev split; elsewhere the `data.validation_fraction` slice that training leaves out (None when the
-    fraction is 0)."""
-    manifest = paths.manifests / f"{run.corpus}.jsonl"
-    _, val = train_validation(_manifest(manifest), run.corpus, run.fold, fraction, seed)
-    if not val:
+def heldout_set(paths: Paths, corpus: str, fold: int | None, fraction: float, seed: int = 0,
+                max_utterances: int | None = None) -> TestSet | None:
+    """Held-out TRAINING data, for choosing settings and for learning curves (never a test set): MELD's official
+    dev split; elsewhere the `data.heldout_fraction` slice that training leaves out (None when the fraction is 0)."""
+    manifest = paths.manifests / f"{corpus}.jsonl"
+    _, held = train_heldout(_manifest(manifest), corpus, fold, fraction, seed)
+    if not held:
         return None
-    return TestSet(validation_name(run), run.corpus, subsample(val, max_utterances, seed), False, len(val))
+    return TestSet(heldout_name(corpus, fold), corpus, subsample(held, max_utterances, seed), False, len(held))
 
 
 def crosscorpus_path(paths: Paths, corpus: str) -> Path:

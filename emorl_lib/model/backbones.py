@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..infra.io import atomic_dir, file_lock
-from ..infra.paths import PACKAGE_DATA, Paths
+from ..infra.paths import Paths
 
 # Tokens the chat format and the reasoning format need. Audio/turn markers are special (never generated as text);
 # reasoning tags are ORDINARY tokens: TRL decodes completions with skip_special_tokens=True, which would strip
@@ -33,7 +33,7 @@ TINY_BUILD_VERSION = 1
 def chat_template() -> str:
     """The kit's chat template: tests `content['type'] == 'audio'` (the hub's tests for an `audio` key, which
     `datasets` adds as None to every block, so the hub template silently drops audio)."""
-    return (PACKAGE_DATA / "chat_template.jinja").read_text()
+    return (Path(__file__).with_name("chat_template.jinja")).read_text()
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -249,64 +249,23 @@ def _build_tiny_tokenizer(spec: TinyModelConfig):
 
 
 def build_tiny_qwen2_audio(cfg: BackboneConfig, paths: Paths) -> Path:
-    """Build (once) and cache the tiny model; returns its folder. Deterministic for a given TinyModelConfig.
-    Several processes may ask at once: one builds while the others wait, then find it (a lock)."""
+    """Build (once) and cache the tiny model; returns its folder. Deterministic for a given TinyModelConfig."""
     spec = cfg.tiny
     out = tiny_model_dir(paths, spec)
     if (out / "config.json").exists():
         return out
-    with file_lock(out.parent / f".{out.name}.lock"):
-        if (out / "config.json").exists():
-            return out
-        return _build_tiny_locked(spec, out)
-
-
-def _build_tiny_locked(spec: TinyModelConfig, out: Path) -> Path:
-    import torch
-    from transformers import (
-        GenerationConfig,
-        Qwen2AudioConfig,
-        Qwen2AudioForConditionalGeneration,
-        Qwen2AudioProcessor,
-        WhisperFeatureExtractor,
-    )
-
-    tokenizer = _build_tiny_tokenizer(spec)
-    fe = WhisperFeatureExtractor(
-        feature_size=spec.num_mel_bins, sampling_rate=16000, hop_length=160,
-        chunk_length=spec.chunk_seconds, n_fft=400, padding_value=0.0, return_attention_mask=True,
-    )
-    processor = Qwen2AudioProcessor(feature_extractor=fe, tokenizer=tokenizer, chat_template=chat_template())
-    config = Qwen2AudioConfig(
-        audio_config={
-            "model_type": "qwen2_audio_encoder", "d_model": spec.audio_d_model, "encoder_layers": spec.audio_layers,
-            "encoder_attention_heads": spec.audio_heads, "encoder_ffn_dim": spec.audio_ffn,
-            "num_mel_bins": spec.num_mel_bins,
-            # must equal mel frames / 2 (docs/pitfalls.md): 100 frames per second, halved by the encoder's stride-2 conv
-            "max_source_positions": spec.chunk_seconds * 100 // 2,
-        },
-        text_config={
-            "model_type": "qwen2", "vocab_size": len(tokenizer), "hidden_size": spec.hidden_size,
+    tok = _build_tiny_tokenizer(spec)
+    audio = {"model_type": "qwen2_audio_encoder", "d_model": spec.audio_d_model, "encoder_layers": spec.audio_layers,
+             "encoder_attention_heads": spec.audio_heads, "encoder_ffn_dim": spec.audio_ffn,
+             "num_mel_bins": spec.num_mel_bins,
+             # must equal mel frames / 2 (docs/pitfalls.md): 100 frames per second, halved by the encoder's stride-2 conv
+             "max_source_positions": spec.chunk_seconds * 100 // 2}
+    text = {"model_type": "qwen2", "vocab_size": len(tok), "hidden_size": spec.hidden_size,
             "intermediate_size": spec.intermediate_size, "num_hidden_layers": spec.num_hidden_layers,
             "num_attention_heads": spec.num_attention_heads, "num_key_value_heads": spec.num_key_value_heads,
-            "max_position_embeddings": spec.max_position_embeddings, "tie_word_embeddings": False,
-            "bos_token_id": None, "eos_token_id": tokenizer.convert_tokens_to_ids("<|im_end|>"),
-            "pad_token_id": tokenizer.pad_token_id,
-        },
-        audio_token_index=tokenizer.convert_tokens_to_ids("<|AUDIO|>"),
-    )
-    with torch.random.fork_rng(devices=[]):  # deterministic weights without touching the caller's RNG
-        torch.manual_seed(spec.seed)
-        model = Qwen2AudioForConditionalGeneration(config).eval()
-    model.generation_config = GenerationConfig(
-        eos_token_id=[tokenizer.convert_tokens_to_ids("<|im_end|>"), tokenizer.pad_token_id],
-        pad_token_id=tokenizer.pad_token_id, do_sample=False, max_new_tokens=256,
-    )
-    with atomic_dir(out, replace=False) as tmp:  # another process that finished first keeps its (equal) copy
-        model.save_pretrained(tmp)
-        processor.save_pretrained(tmp)
-        (tmp / "emorl_build.json").write_text(json.dumps({"spec": asdict(spec), "version": TINY_BUILD_VERSION}))
-    return out
+            "max_position_embeddings": spec.max_position_embeddings, "tie_word_embeddings": False}
+    return _build(out, tok, audio, text, spec.seed,
+                  {"spec": asdict(spec), "version": TINY_BUILD_VERSION})
 
 
 def random_shapes(spec: RandomModelConfig) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -326,53 +285,70 @@ def build_random_qwen2_audio(cfg: BackboneConfig, paths: Paths) -> Path:
     """Build (once) and cache Qwen2-Audio in the real 7B shapes with seeded random bf16 weights (16 GB on disk;
     built on the GPU when there is one, in seconds, else in ~17 GB of RAM). It is loaded like any checkpoint, so
     4-bit quantisation, LoRA and every later step see what a real 4-bit load of the real weights gives."""
+    import torch
+
     spec = cfg.random
     out = random_model_dir(paths, spec)
     if (out / "config.json").exists():
         return out
-    import torch
-    from transformers import (
-        GenerationConfig,
-        Qwen2AudioConfig,
-        Qwen2AudioForConditionalGeneration,
-        Qwen2AudioProcessor,
-        WhisperFeatureExtractor,
-    )
-
     audio, text = random_shapes(spec)
     tok = _build_tiny_tokenizer(TinyModelConfig(max_position_embeddings=text["max_position_embeddings"]))
-    eos = tok.convert_tokens_to_ids("<|im_end|>")
-    # the encoder's positions are the mel frames / 2 (docs/pitfalls.md): 1500 positions = the real 30 s window
-    fe = WhisperFeatureExtractor(feature_size=audio["num_mel_bins"], sampling_rate=16000, hop_length=160,
-                                 chunk_length=audio["max_source_positions"] * 2 // 100, n_fft=400,
-                                 padding_value=0.0, return_attention_mask=True)
-    config = Qwen2AudioConfig(audio_config=audio,
-                              text_config={**text, "eos_token_id": eos, "pad_token_id": tok.pad_token_id,
-                                           "bos_token_id": None},
-                              audio_token_index=tok.convert_tokens_to_ids("<|AUDIO|>"))
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    default = torch.get_default_dtype()
-    torch.set_default_dtype(torch.bfloat16)  # the hub checkpoint's dtype
-    try:
-        with torch.random.fork_rng(devices=[torch.cuda.current_device()] if device == "cuda" else []), \
-                torch.device(device):
-            torch.manual_seed(spec.seed)
-            model = Qwen2AudioForConditionalGeneration(config).eval()
-    finally:
-        torch.set_default_dtype(default)
-    model.generation_config = GenerationConfig(eos_token_id=[eos, tok.pad_token_id], pad_token_id=tok.pad_token_id,
-                                               do_sample=False, max_new_tokens=256)
-    try:
-        with atomic_dir(out, replace=False) as tmp:  # another process that finished first keeps its (equal) copy
-            model.save_pretrained(tmp, max_shard_size="4GB")
-            Qwen2AudioProcessor(feature_extractor=fe, tokenizer=tok, chat_template=chat_template()).save_pretrained(tmp)
-            (tmp / "emorl_build.json").write_text(json.dumps({"spec": asdict(spec), "version": RANDOM_BUILD_VERSION,
-                                                              "random_weights": True}))
-    finally:
-        del model
-        if device == "cuda":
-            torch.cuda.empty_cache()
-    return out
+    return _build(out, tok, audio, text, spec.seed,
+                  {"spec": asdict(spec), "version": RANDOM_BUILD_VERSION, "random_weights": True},
+                  dtype=torch.bfloat16, device="cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _build(out: Path, tok, audio: dict[str, Any], text: dict[str, Any], seed: int, build: dict[str, Any],
+           dtype=None, device: str = "cpu") -> Path:
+    """Build a Qwen2-Audio from its audio and text configs with seeded random weights (`dtype`: the default dtype
+    while building; None keeps fp32) and the tokenizer `tok`, save it with its processor into `out` (once: several
+    processes asking at once wait for the first, a lock), and return `out`."""
+    if (out / "config.json").exists():
+        return out
+    with file_lock(out.parent / f".{out.name}.lock"):
+        if (out / "config.json").exists():
+            return out
+        import torch
+        from transformers import (
+            GenerationConfig,
+            Qwen2AudioConfig,
+            Qwen2AudioForConditionalGeneration,
+            Qwen2AudioProcessor,
+            WhisperFeatureExtractor,
+        )
+
+        eos = tok.convert_tokens_to_ids("<|im_end|>")
+        # the encoder's positions are the mel frames / 2 (docs/pitfalls.md): 1500 positions = the real 30 s window
+        fe = WhisperFeatureExtractor(feature_size=audio["num_mel_bins"], sampling_rate=16000, hop_length=160,
+                                     chunk_length=audio["max_source_positions"] * 2 // 100, n_fft=400,
+                                     padding_value=0.0, return_attention_mask=True)
+        config = Qwen2AudioConfig(audio_config=audio,
+                                  text_config={**text, "bos_token_id": None, "eos_token_id": eos,
+                                               "pad_token_id": tok.pad_token_id},
+                                  audio_token_index=tok.convert_tokens_to_ids("<|AUDIO|>"))
+        default = torch.get_default_dtype()
+        if dtype is not None:
+            torch.set_default_dtype(dtype)  # the hub checkpoint's dtype
+        try:  # deterministic weights without touching the caller's RNG
+            with torch.random.fork_rng(devices=[torch.cuda.current_device()] if device == "cuda" else []), \
+                    torch.device(device):
+                torch.manual_seed(seed)
+                model = Qwen2AudioForConditionalGeneration(config).eval()
+        finally:
+            torch.set_default_dtype(default)
+        model.generation_config = GenerationConfig(eos_token_id=[eos, tok.pad_token_id], pad_token_id=tok.pad_token_id,
+                                                   do_sample=False, max_new_tokens=256)
+        try:
+            with atomic_dir(out, replace=False) as tmp:  # another process that finished first keeps its (equal) copy
+                model.save_pretrained(tmp, max_shard_size="4GB")
+                Qwen2AudioProcessor(feature_extractor=fe, tokenizer=tok,
+                                    chat_template=chat_template()).save_pretrained(tmp)
+                (tmp / "emorl_build.json").write_text(json.dumps(build))
+        finally:
+            del model
+            if device == "cuda":
+                torch.cuda.empty_cache()
+        return out
 
 
 BACKBONES: dict[str, BackboneEntry] = {
@@ -415,6 +391,27 @@ def audio_window_seconds(cfg: BackboneConfig) -> float:
         if d.get("chunk_length"):
             return float(d["chunk_length"])
     return REAL_AUDIO_WINDOW_S
+
+
+SMOKE_NOTE = " [SMOKE: tiny model, synthetic data]"  # what a figure title or a table note adds to smoke numbers
+
+
+def is_smoke(cfg: BackboneConfig, synthetic: bool) -> bool:
+    """The one rule for "smoke numbers": a model built by the kit (tiny or random weights) or synthetic data. Their
+    numbers show the mechanism at work, never what the method achieves; every table and figure of such a run says so."""
+    entry = BACKBONES.get(cfg.name)
+    return synthetic or (not cfg.path and entry is not None and entry.build is not None)
+
+
+def kit_model_dir(cfg: BackboneConfig, paths: Paths) -> Path | None:
+    """Where a model the kit builds (tiny, random) is cached, built or not; None for a hub id or a local folder."""
+    if cfg.path:
+        return None
+    if cfg.name == "tiny-qwen2-audio":
+        return tiny_model_dir(paths, cfg.tiny)
+    if cfg.name == "qwen2-audio-7b-random":
+        return random_model_dir(paths, cfg.random)
+    return None
 
 
 def resolve_model_dir(cfg: BackboneConfig, paths: Paths) -> str:
@@ -543,15 +540,3 @@ def load_backbone(
     processor = load_processor(model_dir)
     model = load_model(cfg, model_dir, adapter=str(adapter) if adapter else None, trainable=trainable)
     return Backbone(model=model, processor=processor, config=cfg, model_dir=model_dir)
-
-
-def trainable_parameters(model) -> tuple[int, int]:
-    """(trainable, total) parameter counts; 4-bit weights count as stored elements x 2."""
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    total = 0
-    for p in model.parameters():
-        n = p.numel()
-        if p.__class__.__name__ == "Params4bit":
-            n *= 2
-        total += n
-    return trainable, total

@@ -36,8 +36,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..infra.config import Profile, check_only
-from ..infra.log import get_logger
+from .infra.log import get_logger
+from .profile import Profile
 
 log = get_logger(__name__)
 
@@ -146,7 +146,7 @@ def model_config(bcfg, paths=None):
 
     from transformers import AutoConfig, Qwen2AudioConfig
 
-    from . import backbones
+    from .model import backbones
 
     if bcfg.path and (Path(bcfg.path) / "config.json").exists():
         return AutoConfig.from_pretrained(bcfg.path)
@@ -308,8 +308,8 @@ def prompt_text_tokens(prof: Profile, condition: str) -> int:
     """Tokens of a prompt's text (system turn, instruction, candidate labels, format line, chat markup, one audio
     placeholder): counted with the backbone's tokenizer where it is on disk, else estimated at 4 characters a token
     (English text under Qwen2's byte-level BPE) plus 5 tokens of markup per message."""
-    from ..data.labels import candidates
-    from ..method.prompts import build_messages
+    from .data.labels import candidates
+    from .method.prompts import build_messages
 
     pcfg = prof.section("prompt")
     corpora = prof.section("experiments").corpora
@@ -327,14 +327,14 @@ def prompt_text_tokens(prof: Profile, condition: str) -> int:
 def _local_tokenizer(prof: Profile):
     from pathlib import Path
 
-    from .backbones import chat_template
+    from .model.backbones import chat_template
 
     bcfg = prof.section("backbone")
     folder = None
     if bcfg.path and (Path(bcfg.path) / "tokenizer_config.json").exists():
         folder = bcfg.path
     elif bcfg.name == "tiny-qwen2-audio":
-        from .backbones import resolve_model_dir
+        from .model.backbones import resolve_model_dir
 
         folder = resolve_model_dir(bcfg, prof.paths)
     if folder is None:
@@ -349,13 +349,12 @@ def _local_tokenizer(prof: Profile):
 def steps_of(prof: Profile, shapes: Shapes, gpu: GPU | None, clip_s: float | None = None) -> dict[str, Step]:
     """The GRPO and SFT steps of a profile's settings on `gpu` (None: the CPU), for its longest prompt condition
     and a clip of `clip_s` seconds (default: the whole padding window, the longest clip the model sees)."""
-    from .experiments import grpo_runs, sft_runs
+    from .training.experiments import grpo_runs, sft_runs
 
     bcfg = prof.section("backbone")
     ecfg = prof.section("experiments")
-    with check_only():
-        grpo = prof.section("grpo")
-        sft = prof.section("sft")
+    grpo = prof.values("grpo")
+    sft = prof.values("sft")
     clip = shapes.audio_window_s if clip_s is None else float(clip_s)
     e_w16 = _dtype_bytes(bcfg.dtype, gpu)
     q = bool(bcfg.load_in_4bit)
@@ -410,16 +409,10 @@ def _bf16(bcfg, gpu: GPU) -> bool:
 
 
 def _optimizer(prof: Profile, stage: str, gpu: GPU | None) -> str:
-    """The stage's optimizer on `gpu`: `auto` resolved for that device (a config built here resolved it for this
-    machine already), so read as the profile or the class has it."""
-    import dataclasses
+    """The stage's optimizer on `gpu`: `auto` resolved for that device."""
+    from .training.runs import auto_optimizer
 
-    from ..infra.config import section_class
-    from .runs import auto_optimizer
-
-    value = (prof.sections.get(stage) or {}).get("optim")
-    if value is None:
-        value = next(f.default for f in dataclasses.fields(section_class(stage)) if f.name == "optim")
+    value = prof.values(stage).optim
     value = getattr(value, "value", value)
     return auto_optimizer(gpu is not None) if value == "auto" else str(value)
 
@@ -748,8 +741,7 @@ def plan(prof: Profile, gpu: GPU, clip_s: float | None = None) -> Plan:
     bcfg = prof.section("backbone")
     shapes = model_shapes(bcfg, prof.paths)
     steps = steps_of(prof, shapes, gpu, clip_s)
-    with check_only():
-        max_steps = {k: prof.section(k).max_steps for k in steps}
+    max_steps = {k: prof.values(k).max_steps for k in steps}
     stages = {name: StagePlan(memory(shapes, st), step_time(shapes, st, gpu), changes(prof, shapes, gpu, name, clip_s))
               for name, st in steps.items()}
     return Plan(prof.name, bcfg.name, gpu, shapes, stages,

@@ -1,7 +1,7 @@
 """Run the numbered notebooks of a profile with papermill, skipping stages whose outputs are current.
 
 One invalidation rule (infra/fingerprint.py): a stage is current when its executed copy exists and nothing it
-depends on changed since it ran: the notebook, the profile sections it reads (STAGE_SPECS, plus `runtime`), the
+depends on changed since it ran: the notebook, the profile sections it reads (its setup's, profile.READS), the
 library code it runs (the import closure of the notebook's imports, not the whole library) with the numeric packages'
 versions, and its inputs (the outputs of the stages it reads: manifests, trained adapters, predictions; an upstream
 stage that reran and produced the same outputs does not rerun what follows). Inside a stage the same rule holds for
@@ -24,10 +24,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import progress
-from .config import ConfigError, load_profile
-from .determinism import describe, runtime_config, thread_env
-from .fingerprint import (
+from .infra import progress
+from .infra.config import ConfigError
+from .infra.determinism import describe, thread_env
+from .infra.fingerprint import (
     changed,
     digest,
     file_digest,
@@ -36,9 +36,10 @@ from .fingerprint import (
     package_versions,
     weights_digest,
 )
-from .io import atomic_write_text, read_jsonl
-from .log import get_logger
-from .paths import REPO_ROOT, Paths, repo_root
+from .infra.io import atomic_write_text, read_jsonl
+from .infra.log import get_logger
+from .infra.paths import REPO_ROOT, Paths, repo_root
+from .profile import READS, load_profile
 
 log = get_logger(__name__)
 
@@ -59,19 +60,15 @@ class StageSpec:
     outputs: str = ""  # manifests | adapters:sft | adapters:grpo | predictions | "" (nothing a later stage reads)
 
 
-# One place: which sections and which upstream outputs each notebook of the kit reads.
+# Which upstream outputs each notebook of the kit reads; the sections it reads are its setup's (profile.READS).
 STAGE_SPECS: dict[str, StageSpec] = {
-    "01_data_prep": StageSpec(("data",), (), "manifests"),
-    "02_emotion_prior": StageSpec(("reward", "grpo")),
-    "03_sft_warmup": StageSpec(("data", "backbone", "prompt", "sft", "rationale", "descriptors", "experiments", "eval"),
-                               ("01_data_prep",), "adapters:sft"),
-    "04_grpo_eswr_esr": StageSpec(("data", "backbone", "prompt", "reward", "grpo", "experiments", "eval"),
-                                  ("01_data_prep", "03_sft_warmup"), "adapters:grpo"),
-    "05_evaluation": StageSpec(("data", "backbone", "prompt", "eval", "experiments", "comparisons"),
-                               ("01_data_prep", "03_sft_warmup", "04_grpo_eswr_esr"), "predictions"),
-    "06_paper_figures": StageSpec(("eval", "experiments", "reward", "grpo", "sft", "backbone", "prompt"),
-                                  ("01_data_prep", "02_emotion_prior", "03_sft_warmup", "04_grpo_eswr_esr",
-                                   "05_evaluation")),  # 02: it shows the prior figure drawn there
+    "01_data_prep": StageSpec(READS["data"], (), "manifests"),
+    "02_emotion_prior": StageSpec(READS["prior"]),
+    "03_sft_warmup": StageSpec(READS["sft"], ("01_data_prep",), "adapters:sft"),
+    "04_grpo_eswr_esr": StageSpec(READS["grpo"], ("01_data_prep", "03_sft_warmup"), "adapters:grpo"),
+    "05_evaluation": StageSpec(READS["eval"], ("01_data_prep", "03_sft_warmup", "04_grpo_eswr_esr"), "predictions"),
+    "06_paper_figures": StageSpec(READS["eval"], ("01_data_prep", "02_emotion_prior", "03_sft_warmup",
+                                                  "04_grpo_eswr_esr", "05_evaluation")),  # 02: its prior figure
 }
 ALWAYS_SECTIONS = ("runtime",)
 # Fields of a prediction line that vary from run to run without changing the prediction (wall time).
@@ -217,7 +214,7 @@ def run(profile: str = "default", only: list[str] | None = None, force: bool = F
         log.error(f"{e}")
         return 2
     paths = prof.paths.ensure()
-    os.environ.update(thread_env(runtime_config(prof).threads))  # the notebook kernels inherit this environment
+    os.environ.update(thread_env(prof.section("runtime").threads))  # the notebook kernels inherit this environment
     stages = discover_stages()
     if not stages:
         log.error(f"no numbered notebooks in {notebooks_dir()}")
@@ -338,7 +335,7 @@ def summary_markdown(profile: str, results: list[StageResult], total: float) -> 
 
 def write_summary(paths: Paths, profile: str, results: list[StageResult], total: float, force: bool) -> None:
     """Where the time went, per stage: logged and written to results/<profile>/run_summary.{json,md}."""
-    from .perf import load_average
+    from .infra.perf import load_average
 
     # the load average at the end says whether other jobs shared the cores (the time table means little otherwise)
     data = {"profile": profile, "seconds": total, "force": force, "machine": describe(),
