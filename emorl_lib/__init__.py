@@ -9,9 +9,11 @@ must happen before they are imported.
 """
 
 from .infra import determinism as _determinism
+from .infra import log as _log
 from .infra import numba_cache as _numba_cache
 
 _determinism.pin_cpu_env()
+_log.quiet_known_warnings()  # each harmless warning of the pinned stack, by its message (docs/pitfalls.md)
 _numba_cache.pin_cache_dir()  # librosa's numba cache in the kit's cache folder, not the .venv
 if _determinism.torch_loaded_before():  # too late for the pins to take effect if torch already ran its kernels
     from .infra.log import get_logger as _get_logger

@@ -97,10 +97,10 @@ def check(profile: str = "default", tables: Path | None = None) -> int:
     n = len(list(gdir.glob("*.csv")))
     if diffs:
         bad = len({d.split(":")[0].split(" ")[0] for d in diffs})
-        log.error("golden: %d of %d tables differ from %s (%d differences):\n  %s", bad, n, gdir, len(diffs),
+        log.error("%d of %d tables differ from %s (%d differences):\n  %s", bad, n, gdir, len(diffs),
                   "\n  ".join(diffs[:200]) + (f"\n  ... {len(diffs) - 200} more" if len(diffs) > 200 else ""))
         return 1
-    log.info("golden: all %d tables equal %s", n, gdir)
+    log.info("all %d tables equal the golden set %s", n, gdir)
     return 0
 
 
@@ -122,7 +122,7 @@ def update(profile: str = "default", tables: Path | None = None) -> Path:
     summary = prof.paths.results / "run_summary.json"
     if summary.exists():
         shutil.copyfile(summary, gdir / RUN_SUMMARY)
-    log.info("golden: %d tables written to %s", len(src), gdir)
+    log.info("%d tables written to %s", len(src), gdir)
     write_readme(profile)
     return gdir
 

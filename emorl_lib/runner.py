@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .infra import progress
+from .infra.progress import PROGRESS_ENV
 from .infra.config import ConfigError
 from .infra.determinism import describe, thread_env
 from .infra.fingerprint import (
@@ -39,7 +40,7 @@ from .infra.fingerprint import (
 from .infra.io import atomic_write_text, read_jsonl
 from .infra.log import get_logger
 from .infra.paths import REPO_ROOT, Paths, repo_root
-from .profile import READS, load_profile
+from .profile import READS, eval_setup, load_profile
 
 log = get_logger(__name__)
 
@@ -214,7 +215,9 @@ def run(profile: str = "default", only: list[str] | None = None, force: bool = F
         log.error(f"{e}")
         return 2
     paths = prof.paths.ensure()
-    os.environ.update(thread_env(prof.section("runtime").threads))  # the notebook kernels inherit this environment
+    # what the notebook kernels inherit: the runtime's threads, and progress as whole lines (an executed notebook and
+    # the terminal its workers write to hold lines, not walls of carriage returns)
+    os.environ.update({**thread_env(prof.section("runtime").threads), PROGRESS_ENV: "lines"})
     stages = discover_stages()
     if not stages:
         log.error(f"no numbered notebooks in {notebooks_dir()}")
@@ -224,9 +227,11 @@ def run(profile: str = "default", only: list[str] | None = None, force: bool = F
     executed_dir.mkdir(parents=True, exist_ok=True)
     # notebooks run from notebooks/: a profile given as a file path must be absolute there
     profile_arg = str(Path(profile).resolve()) if profile.endswith((".yaml", ".yml")) else profile
-    log.info(f"profile '{prof.name}' ({prof.path}); results -> {paths.results}")
-    if prof.name == "default":
-        log.info("the embedded default runs a tiny model on synthetic corpora: its numbers are SMOKE numbers")
+    log.info(f"profile '{prof.name}' ({shown(prof.path)}): {len(chosen)} of {len(stages)} stages; results in "
+             f"{shown(paths.results)}")
+    if eval_setup(prof).smoke:
+        log.info("SMOKE numbers: a model the kit builds, or synthetic corpora: they show the mechanism at work, "
+                 "not what the method achieves")
     t_start = time.time()
     results: list[StageResult] = []
     outputs: dict[str, str] = {}  # stage name -> the digest of its outputs, as recorded when it last ran
@@ -286,11 +291,21 @@ def run(profile: str = "default", only: list[str] | None = None, force: bool = F
                                                   "finished": time.strftime("%Y-%m-%d %H:%M:%S")}, indent=1))
         outputs[name] = made
         results.append(StageResult(stage.notebook.name, "ran", seconds, why))
-        log.info(f"{stage.notebook.name}: done in {seconds:.0f} s -> {out_nb}")
+        log.info(f"{stage.notebook.name}: done in {progress.duration(seconds)}")
     if not list_only:
-        write_summary(paths, prof.name, results, round(time.time() - t_start, 1), force)
         export_html(executed_dir)
+        write_summary(paths, prof.name, results, round(time.time() - t_start, 1), force)
     return rc
+
+
+def shown(path: Path | str | None) -> str:
+    """A path as a person reads it: relative to the working folder when inside it."""
+    if path is None:
+        return ""
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
 
 
 def export_html(executed_dir: Path) -> list[Path]:
@@ -317,8 +332,6 @@ def export_html(executed_dir: Path) -> list[Path]:
         for root in sorted({str(repo_root()), str(REPO_ROOT)}, key=len, reverse=True):
             body = body.replace(root + "/", "")
         written.append(atomic_write_text(html, body))
-    if written:
-        log.info(f"HTML copies of the executed notebooks: {', '.join(p.name for p in written)} in {executed_dir}")
     return written
 
 
@@ -346,7 +359,35 @@ def write_summary(paths: Paths, profile: str, results: list[StageResult], total:
     atomic_write_text(paths.results / "run_summary.json", json.dumps(data, indent=1) + "\n")
     md = summary_markdown(profile, results, total)
     atomic_write_text(paths.results / "run_summary.md", md)
-    log.info("run summary (%s):\n%s", paths.results / "run_summary.md", md)
+    lines = [f"finished in {progress.duration(total)} ({shown(paths.results / 'run_summary.md')}):"]
+    for r in results:
+        took = (f"{progress.duration(r.seconds)}" if r.status in ("ran", "failed") else
+                f"(last run {progress.duration(r.last_seconds)})" if r.last_seconds is not None else "")
+        lines.append(f"  {r.notebook.removesuffix('.ipynb'):<20} {r.status:<11} {took}")
+    page = paths.results / "results.md"
+    lines.append(f"results page: {shown(page)}" if page.exists() else f"results: {shown(paths.results)}")
+    lines.append(f"the executed notebooks, to read in a browser: {shown(paths.results / 'notebooks')}/*.html")
+    log.info("%s", "\n".join(lines))
+
+
+def ipc_kernel_manager():
+    """nbclient's kernel manager, talking to the kernel over local IPC sockets instead of TCP (nothing of the notebook
+    crosses a network port, and the kernel has no cause to warn that it runs over TCP without encryption), and ending
+    an idle kernel with a shutdown request alone: jupyter_client first sends SIGINT, which races the kernel's last
+    message and makes it log "KeyboardInterrupt caught in kernel" on the terminal. (Ctrl-C reaches the kernel from
+    the terminal directly, not through here.)"""
+    from jupyter_client.manager import AsyncKernelManager
+    from traitlets import CaselessStrEnum
+
+    class IPCKernelManager(AsyncKernelManager):
+        transport = CaselessStrEnum(["tcp", "ipc"], default_value="ipc", config=True)
+
+        async def _async_interrupt_kernel(self) -> None:
+            if self.shutting_down:
+                return
+            await super()._async_interrupt_kernel()
+
+    return IPCKernelManager
 
 
 def _execute(stage: Stage, out_nb: Path, params: dict, kernel: str) -> int:
@@ -355,8 +396,8 @@ def _execute(stage: Stage, out_nb: Path, params: dict, kernel: str) -> int:
 
     try:
         pm.execute_notebook(
-            str(stage.notebook), str(out_nb), parameters=params,
-            kernel_name=kernel, cwd=str(stage.notebook.parent), progress_bar=True, log_output=False,
+            str(stage.notebook), str(out_nb), parameters=params, kernel_name=kernel, cwd=str(stage.notebook.parent),
+            progress_bar=False, log_output=False, kernel_manager_class=ipc_kernel_manager(),
         )
     except PapermillExecutionError as e:
         if e.ename == "KeyboardInterrupt":  # Ctrl-C reached the kernel first

@@ -157,6 +157,8 @@ def _fake_venv(folder: Path, mark: str) -> Path:
 def _fake_checkout(folder: Path, with_venv: bool = False) -> Path:
     (folder / "emorl_lib").mkdir(parents=True)
     (folder / "notebooks").mkdir()
+    (folder / "scripts").mkdir()
+    shutil.copy2(REPO_ROOT / "scripts" / "notebook_setup.py", folder / "scripts" / "notebook_setup.py")
     (folder / "pyproject.toml").write_text("[project]\nname = 'emorl-kit'\n")
     if with_venv:
         _fake_venv(folder / ".venv", folder.name)
@@ -219,8 +221,8 @@ def cell(monkeypatch, capsys):
         calls.append([str(c) for c in cmd])
         if "-c" in cmd:  # the constraints file is removed once pip is done
             constraints.append(Path(cmd[cmd.index("-c") + 1]).read_text())
-        if cmd[0] == "git":
-            _fake_checkout(Path(cmd[-1]))
+        if cmd[0] == "git":  # `git clone URL`: into the working folder, named after the URL
+            _fake_checkout(Path.cwd() / cmd[-1].rstrip("/").rsplit("/", 1)[-1].removesuffix(".git"))
 
     monkeypatch.setattr(importlib.metadata, "version", version)
     monkeypatch.setattr(subprocess, "check_call", check_call)
@@ -257,6 +259,11 @@ def _pip_root(calls: list[list[str]]) -> Path:
     return Path(root)
 
 
+def test_setup_cell_is_a_few_lines_and_the_logic_lives_in_the_repository():
+    code = [line for line in SETUP_CELL.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    assert len(code) <= 10 and "scripts/notebook_setup.py" in SETUP_CELL
+
+
 def test_setup_cell_installs_the_checkout_the_notebook_is_in(cell, tmp_path):
     kit = _fake_checkout(tmp_path / "emorl-kit")
     assert _pip_root(cell(kit / "notebooks")) == kit
@@ -278,8 +285,7 @@ def test_setup_cell_clones_the_url_when_no_checkout_is_there(cell, tmp_path):
     content = tmp_path.resolve() / "content"
     content.mkdir()
     calls = cell(content, url="https://example.invalid/someone/emorl-kit.git")
-    assert calls[0] == ["git", "clone", "--depth", "1", "https://example.invalid/someone/emorl-kit.git",
-                        str(content / "emorl-kit")]
+    assert calls[0] == ["git", "clone", "--depth", "1", "https://example.invalid/someone/emorl-kit.git"]
     assert _pip_root(calls) == content / "emorl-kit"
 
 
@@ -288,13 +294,14 @@ def test_setup_cell_clear_errors(cell, tmp_path):
     content.mkdir()
     with pytest.raises(RuntimeError, match=r"%env EMORL_KIT_URL=<git URL>"):
         cell(content)
-    (content / "emorl-kit").mkdir()  # a folder of that name that is no checkout: named, not cloned into
-    with pytest.raises(RuntimeError, match=r"emorl-kit is not an emorl-kit checkout"):
-        cell(content, url="https://example.invalid/emorl-kit")
+    odd = _fake_checkout(tmp_path / "odd")
+    (odd / "emorl_lib").rmdir()  # scripts/ but no emorl_lib/: named, not installed
+    with pytest.raises(RuntimeError, match=r"odd is not an emorl-kit checkout"):
+        cell(odd)
     two = tmp_path / "two"
     _fake_checkout(two / "a")
     _fake_checkout(two / "b")
-    with pytest.raises(RuntimeError, match="several emorl-kit checkouts"):
+    with pytest.raises(RuntimeError, match="several checkouts"):
         cell(two)
 
 

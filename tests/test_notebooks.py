@@ -58,3 +58,37 @@ def test_public_library_calls_only_and_figures_through_the_library(path):
         private = re.findall(r"\b[A-Za-z_][A-Za-z0-9_]*\._[A-Za-z]\w*", c.source)
         assert not private, f"{path.name} cell {i}: private name(s) {private}: make them public in the library"
         assert ".savefig(" not in c.source, f"{path.name} cell {i}: save figures with figures.save"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_parameters_cell_reads_cleanly_to_papermill(path):
+    """papermill warns at every run about a parameter line with more than one `=` (a comment saying `x = y`)."""
+    params = next(c for c in _cells(path) if "parameters" in c.metadata.get("tags", []))
+    assert not [line for line in params.source.splitlines() if line.count("=") > 1]
+
+
+HTML = sorted((REPO_ROOT / "results" / "default" / "notebooks").glob("[0-9][0-9]_*.html"))
+
+
+def stderr_lines(html_text: str) -> list[str]:
+    """The lines a reader sees in an HTML copy's red stderr boxes."""
+    import html
+
+    blocks = re.findall(r'data-mime-type="application/vnd\.jupyter\.stderr"[^>]*>(.*?)</div>', html_text, re.S)
+    return [line for b in blocks for line in html.unescape(re.sub(r"<[^>]+>", "", b)).splitlines() if line.strip()]
+
+
+@pytest.mark.parametrize("path", HTML, ids=lambda p: p.stem)
+def test_the_committed_html_copies_read_as_a_companion_not_a_log(path):
+    text = path.read_text(encoding="utf-8")
+    err = stderr_lines(text)
+    assert len(err) <= 5, f"{path.name}: {len(err)} stderr lines, e.g. {err[:3]}"
+    assert not re.search(r"\{&#x27;(loss|reward|train_runtime)&#x27;|\{'(loss|reward|train_runtime)'", text), \
+        f"{path.name}: a raw training log dict"
+    assert "Warning:" not in "\n".join(err), f"{path.name}: a warning wall"
+
+
+def test_the_stderr_counter_would_see_a_warning_wall():
+    box = ('<div class="jp-RenderedText" data-mime-type="application/vnd.jupyter.stderr"><pre>'
+           + "\n".join(f"UserWarning: w{i}" for i in range(8)) + "</pre></div>")
+    assert len(stderr_lines(box)) == 8

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import json
+import os
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from conftest import write_notebook
 
 from emorl_lib import golden, runner
+from emorl_lib.infra.paths import REPO_ROOT
 
 
 @pytest.fixture
@@ -140,3 +145,49 @@ def test_readme_results_section_is_what_the_golden_tables_generate(profile):
     assert block is not None, f"README.md lacks the generated results section of profile {profile}"
     assert block == golden.readme_block(profile), \
         f"README results section is stale: run `python -m emorl_lib.golden readme --profile {profile}`"
+
+
+# ---- what the entry points print, started as a user starts them ---------------------------------------------------
+def _entry(args: list[str], root: Path, **env) -> subprocess.CompletedProcess:
+    """A kit entry point in a fresh process (as `./run_all.sh` or a user's shell starts it), the scratch kit as home."""
+    return subprocess.run([sys.executable, *args], cwd=root, capture_output=True, text=True,
+                          env={**os.environ, "EMORL_HOME": str(root), **env})
+
+
+def test_python_m_runner_list_prints_a_line_per_stage_with_its_state(kit):
+    root, _ = kit
+    r = _entry(["-m", "emorl_lib.runner", "--list"], root)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0].startswith("[runner] profile 'default' (params/default.yaml): 2 of 2 stages")
+    assert "[runner] 01_data_prep.ipynb: to run: never ran (no stamp)" in lines
+    assert any(line.startswith("[runner] 02_emotion_prior.ipynb: to run: never ran") for line in lines)
+
+
+def test_a_run_prints_each_stage_and_ends_with_a_short_summary(kit):
+    root, _ = kit
+    r = _entry(["-m", "emorl_lib.runner"], root)
+    assert r.returncode == 0, r.stderr
+    out = r.stdout
+    assert "[runner] 01_data_prep.ipynb: running (never ran (no stamp)) ..." in out
+    assert re.search(r"\[runner\] 02_emotion_prior\.ipynb: done in \d+ s", out)
+    tail = out[out.index("[runner] finished in"):].splitlines()
+    assert re.match(r"  01_data_prep +ran +\d+ s$", tail[1]) and re.match(r"  02_emotion_prior +ran", tail[2])
+    assert tail[-2].startswith("results") and "notebooks/*.html" in tail[-1]
+    assert "Kernel is running over TCP" not in r.stderr and "Unable to parse" not in r.stderr
+    again = _entry(["-m", "emorl_lib.runner"], root)
+    assert "01_data_prep.ipynb: current, skipped" in again.stdout and re.search(r"current +\(last run", again.stdout)
+
+
+def test_golden_check_and_emorl_config_print_when_started_as_programs(tmp_path):
+    same = REPO_ROOT / "tests" / "golden" / "default"
+    r = _entry(["-m", "emorl_lib.golden", "check", "--tables", str(same)], tmp_path, EMORL_HOME=str(REPO_ROOT))
+    assert r.returncode == 0 and re.match(r"\[golden\] all \d+ tables equal the golden set", r.stdout), r.stderr
+    other = tmp_path / "tables"
+    other.mkdir()
+    (other / "a.csv").write_text("x\n1\n")
+    r = _entry(["-m", "emorl_lib.golden", "check", "--tables", str(other)], tmp_path, EMORL_HOME=str(REPO_ROOT))
+    assert r.returncode == 1 and r.stderr.startswith("[golden] ") and "a.csv: written by the run" in r.stderr
+    emorl = Path(sys.executable).parent / "emorl"
+    r = subprocess.run([str(emorl), "config", "--profile", "default"], capture_output=True, text=True, cwd=REPO_ROOT)
+    assert r.returncode == 0 and r.stdout.startswith("profile default") and "grpo.num_generations" in r.stdout

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -225,7 +226,10 @@ def test_a_finished_run_is_skipped_until_its_settings_change(train_profile, caps
     (paths.manifests / "iemocap.jsonl").write_text((train_profile.paths.manifests / "iemocap.jsonl").read_text())
     final = run_sft(run_setup(prof, run))
     first = json.loads((final / "emorl_run.json").read_text())["settings_hash"]
-    capsys.readouterr()
+    out = capsys.readouterr()
+    # what a person follows: the run's progress and one summary line, never the trainer's per-step log dicts
+    assert re.search(r"\[runs\] sft iemocap-f1_sft_IR: 2 steps in \d+ s; loss \S+ -> \S+", out.out)
+    assert "{'loss'" not in out.out + out.err and "'train_runtime'" not in out.out + out.err
     assert run_sft(run_setup(prof, run)) == final
     assert "is current, skipped" in capsys.readouterr().out
     # an evaluation setting does not touch training ...

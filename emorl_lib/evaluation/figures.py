@@ -45,7 +45,6 @@ def title_note(book: ScoreBook) -> str:
 
 def pooled_confusion(book: ScoreBook, corpus: str, rec: Recipe) -> tuple[np.ndarray, tuple[str, ...]] | None:
     """A recipe's in-corpus confusion counts (summed over its IEMOCAP folds and training seeds)."""
-    s = book.settings
     total, labels = None, None
     for run in book.models(corpus, rec.stage, rec.condition, rec.reward):
         name = in_corpus_name(corpus, run.fold)

@@ -194,8 +194,6 @@ def infer_files(backbone: Backbone, files: Sequence[Path], prompt_cfg: PromptCon
                 labels: Sequence[str] = DEFAULT_LABELS, batch_size: int = 8, max_new_tokens: int = 256,
                 require_answer_tag: bool = True, progress: bool = True, root: Path | None = None,
                 long_audio: str = "first", long_files: list[str] | None = None) -> list[FileResult]:
-    from tqdm.auto import tqdm
-
     if long_audio not in LONG_AUDIO:
         raise ValueError(f"long_audio {long_audio!r}: expected one of {LONG_AUDIO}")
     cond = canonical_condition(condition)
@@ -203,7 +201,7 @@ def infer_files(backbone: Backbone, files: Sequence[Path], prompt_cfg: PromptCon
     name = (lambda p: str(Path(p).relative_to(root))) if root else str
     window_s = processor_window_seconds(backbone.processor)
     out: dict[Path, FileResult] = {}
-    bar = tqdm(total=len(files), desc="infer", unit="file", disable=not progress)
+    bar = where.bar(len(files), "infer", "file", disable=not progress, leave=True, milestones=(0.25, 0.5, 0.75, 1.0))
     for start in range(0, len(files), batch_size):
         chunk = list(files[start:start + batch_size])
         where.at(f"after {start} of {len(files)} files", "run the same command again (it starts over: nothing "

@@ -32,6 +32,7 @@ from ..infra.determinism import RuntimeConfig, apply_runtime
 from ..infra.fingerprint import code_digest, digest, file_digest, weights_digest
 from ..infra.io import atomic_write_text
 from ..infra.log import get_logger
+from ..infra.progress import bar as progress_bar
 from ..infra.paths import Paths
 from ..method.metrics import FoldMean, Scores, fold_mean, score
 from ..method.prompts import CONDITIONS, PromptConfig
@@ -344,15 +345,15 @@ class ScoreBook:
 
 def collect(settings: EvalSetup, progress: bool = False) -> ScoreBook:
     """Score every (run, test set) of the matrix from its prediction file (no model needed)."""
-    from tqdm.auto import tqdm
-
     s = settings
     entries: dict[tuple[str, str], Entry] = {}
     sets: dict[tuple[str, str], TestSet | None] = {}
     pairs = [(r, t) for r in all_runs(s.exp) for t in test_set_names(r, s)]
     base = base_identity(s)
     keys: dict[str, str] = {}
-    for run, name in tqdm(pairs, desc="scoring", disable=not progress, leave=False):
+    bar = progress_bar(len(pairs), "scoring", "set", disable=not progress)
+    for run, name in pairs:
+        bar.update()
         key = (name, in_corpus_name(run.corpus, run.fold) if not is_crosscorpus(name) else name)
         if key not in sets:
             try:
@@ -384,6 +385,7 @@ def collect(settings: EvalSetup, progress: bool = False) -> ScoreBook:
             float(np.mean([p["seconds"] for p in timed])) if timed else float("nan"),
             float(np.mean([p["n_tokens"] for p in timed])) if timed else float("nan"),
             float(np.mean([p["batch_size"] for p in timed])) if timed else float("nan"))
+    bar.close()
     return ScoreBook(s, entries)
 
 

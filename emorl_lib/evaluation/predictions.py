@@ -68,8 +68,6 @@ def predict_set(backbone, test_set: TestSet, prompt_cfg: PromptConfig, condition
     `key` names what produces them (matrix.prediction_key: the adapter's weights, the settings, the code); lines made
     under another key are stale: dropped from the file and redone. Without a key, the condition and token budget
     are the key."""
-    from tqdm.auto import tqdm
-
     cond = canonical_condition(condition)
     cands = test_set.candidates
     if prompt_cfg.transcript:
@@ -87,8 +85,8 @@ def predict_set(backbone, test_set: TestSet, prompt_cfg: PromptConfig, condition
         write_jsonl(out_path, current)
     done = {p["utt_id"]: p for p in current}
     todo = [r for r in test_set.rows if r.utt_id not in done]
-    bar = tqdm(total=len(test_set.rows), initial=len(test_set.rows) - len(todo), desc=f"{out_path.parent.name}/"
-               f"{test_set.name}", unit="utt", disable=not progress, leave=False)
+    bar = where.bar(len(test_set.rows), f"{out_path.parent.name}/{test_set.name}", "utt",
+                    initial=len(test_set.rows) - len(todo), disable=not progress)
     for start in range(0, len(todo), batch_size):
         chunk = todo[start:start + batch_size]
         where.at(f"at utterance {len(test_set.rows) - len(todo) + start + 1} of {len(test_set.rows)} of "

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import warnings
 
 ROOT = "emorl_lib"
 _FORMAT = "[%(short)s] %(message)s"
@@ -76,5 +77,27 @@ class MainProcessLogger(logging.LoggerAdapter):
 
 
 def get_logger(name: str) -> MainProcessLogger:
+    """The kit's logger for module `name`. A module run as a program (`python -m emorl_lib.runner`) is named
+    `__main__`, outside the kit's logger and its handler: it gets its own module name, so its lines show however it
+    is started."""
+    if name == "__main__":
+        spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+        name = spec.name if spec is not None and spec.name.startswith(ROOT) else ROOT
     _configure_root()
     return MainProcessLogger(logging.getLogger(name), {})
+
+
+# Warnings known to be harmless in this exact stack, each silenced by a filter on its own message (and the module that
+# issues it), so that any other warning still shows. docs/pitfalls.md ("Warnings the kit silences") says why each is
+# harmless; tests/test_foundation.py keeps the two lists equal.
+KNOWN_HARMLESS: tuple[tuple[str, type[Warning], str], ...] = (
+    # transformers 5.23 deprecates the property that TRL 1.16 and peft 0.21 still read at every model load
+    (r"`is_gradient_checkpointing` is deprecated", FutureWarning, r"transformers\.modeling_utils"),
+    (r"`gradient_checkpointing_enable` is deprecated", FutureWarning, r"transformers\.modeling_utils"),
+)
+
+
+def quiet_known_warnings() -> None:
+    """Install the KNOWN_HARMLESS filters (at `import emorl_lib`, in every process that imports the kit)."""
+    for message, category, module in KNOWN_HARMLESS:
+        warnings.filterwarnings("ignore", message=message, category=category, module=module)

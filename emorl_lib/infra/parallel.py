@@ -19,6 +19,7 @@ from concurrent.futures import ProcessPoolExecutor
 from typing import Any, Callable, Sequence
 
 from .log import get_logger
+from .progress import PROGRESS_ENV
 
 log = get_logger(__name__)
 
@@ -26,6 +27,7 @@ log = get_logger(__name__)
 def _init_worker(threads: int) -> None:
     os.environ["OMP_NUM_THREADS"] = str(threads)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ[PROGRESS_ENV] = "lines"  # workers side by side: progress as whole lines, never two bars on one line
     import torch
 
     torch.set_num_threads(threads)
@@ -64,9 +66,9 @@ def imap_progress(fn: Callable[[Any], Any], jobs: Sequence[Any], workers: int, d
                   progress: bool = True, serial_below: int = 2) -> list[Any]:
     """[fn(job) for job in jobs] in completion order, with one progress bar; in `workers` forked processes unless
     there is one worker or fewer than `serial_below` jobs."""
-    from tqdm.auto import tqdm
+    from .progress import bar as progress_bar
 
-    bar = tqdm(total=len(jobs), desc=desc, unit=unit, disable=not progress or not jobs)
+    bar = progress_bar(len(jobs), desc, unit, disable=not progress)
     out: list[Any] = []
     try:
         if workers <= 1 or len(jobs) < serial_below:

@@ -17,6 +17,7 @@ from typing import Any, Callable
 
 from ..infra.io import atomic_dir, file_lock
 from ..infra.paths import Paths
+from ..infra.progress import lines_mode
 
 # Tokens the chat format and the reasoning format need. Audio/turn markers are special (never generated as text);
 # reasoning tags are ORDINARY tokens: TRL decodes completions with skip_special_tokens=True, which would strip
@@ -476,7 +477,10 @@ def load_model(cfg: BackboneConfig, model_dir: str, adapter: str | None = None, 
     """Base model (+ 4-bit) (+ a new LoRA, or a saved adapter). Never trust_remote_code; safetensors only."""
     import torch
     from transformers import Qwen2AudioForConditionalGeneration
+    from transformers.utils import logging as hf_logging
 
+    if lines_mode():  # progress as whole lines: no "Loading weights" bar at every load
+        hf_logging.disable_progress_bar()
     dtype = resolve_dtype(cfg.dtype)
     kwargs: dict[str, Any] = {"dtype": dtype, "use_safetensors": True, "trust_remote_code": False}
     if cfg.attn_implementation:

@@ -153,15 +153,18 @@ def auto_optimizer(on_gpu: bool) -> str:
 def resolve_shared_fields(cfg) -> None:
     """Before transformers' own checks: `optim: auto` picks paged 8-bit AdamW on a GPU (QLoRA's optimiser) and
     AdamW on the CPU; precision stays off unless the run sets it from backbone.dtype; data order follows the seed;
-    several processes without a GPU form one data-parallel group on the CPU (distributed.py)."""
+    several processes without a GPU form one data-parallel group on the CPU (distributed.py); no pinned memory
+    without a GPU."""
     from .distributed import cpu_processes
+
+    import torch
 
     if cpu_processes():
         cfg.use_cpu = True
     if cfg.optim == "auto":
-        import torch
-
         cfg.optim = auto_optimizer(torch.cuda.is_available())
+    if not torch.cuda.is_available():
+        cfg.dataloader_pin_memory = False  # pinned memory only serves copies to a GPU (torch warns on the CPU)
     if cfg.bf16 is None:
         cfg.bf16 = False
     if cfg.data_seed is None:
@@ -256,6 +259,71 @@ class WhereAmI(TrainerCallback):
     def on_save(self, args, state, control, **kwargs):
         self.saved = state.global_step
         self._mark(state)
+
+
+class TrainingProgress(TrainerCallback):
+    """One progress bar per run (infra.progress.bar: its name, step of total, elapsed and remaining, the numbers to
+    watch: GRPO's reward, accuracy and KL, SFT's loss) and one summary line at its end. The full per-step metrics go to
+    the run's CSV log and TensorBoard, never to the terminal (`quiet_trainer` removes the trainers' own printers)."""
+
+    def __init__(self, stage: str, run_name: str, log_csv: Path):
+        self.stage, self.run_name, self.log_csv = stage, run_name, Path(log_csv)
+        self.bar = None
+        self.t0 = 0.0
+        self.start = 0
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if not state.is_world_process_zero:
+            return
+        self.t0, self.start = time.time(), state.global_step
+        self.bar = progress.bar(state.max_steps, f"{self.stage} {self.run_name}", "steps", initial=state.global_step,
+                                milestones=(0.25, 0.5, 0.75), emit=log.info)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if self.bar is None or not logs:
+            return
+        acc = next((k for k in logs if k.startswith("rewards/") and k.endswith("/mean") and "accuracy" in k), None)
+        watch = (("reward", "reward"), ("accuracy", acc), ("KL", "kl")) if self.stage == "grpo" else (("loss", "loss"),)
+        post = {name: f"{float(logs[key]):.3g}" for name, key in watch if key and key in logs}
+        if post:
+            self.bar.set_postfix(post, refresh=False)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.bar is not None:
+            self.bar.update(state.global_step - self.bar.n)
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if self.bar is None:
+            return
+        self.bar.close()
+        self.bar = None
+        log.info("%s", self.summary(state.global_step, time.time() - self.t0))
+
+    def summary(self, steps: int, seconds: float) -> str:
+        """`grpo meld_grpo_eswr_IR: 40 steps in 3 min; reward 1.41 -> 1.43, ...` (the log's two ends)."""
+        import pandas as pd
+
+        now = f" ({steps - self.start} after resuming)" if self.start else ""
+        line = f"{self.stage} {self.run_name}: {steps} steps{now} in {progress.duration(seconds)}"
+        if not self.log_csv.exists():
+            return line
+        row = log_summary({Run("x", self.stage, "IR"): pd.read_csv(self.log_csv)})
+        if row.empty:
+            return line
+        row = row.iloc[0]
+        names = ("reward", "accuracy", "kl") if self.stage == "grpo" else ("loss",)
+        ends = [f"{n} {row[f'{n}_first']:.3g} -> {row[f'{n}_last']:.3g}" for n in names if f"{n}_first" in row
+                and row[f"{n}_first"] == row[f"{n}_first"]]
+        return line + (f"; {', '.join(ends)} (first and last logged steps)" if ends else "")
+
+
+def quiet_trainer(trainer) -> None:
+    """transformers' ProgressCallback and PrinterCallback print every log dict (600-character lines): the kit's
+    TrainingProgress says the same in a bar and one line, and the CSV log keeps every number."""
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    trainer.remove_callback(ProgressCallback)
+    trainer.remove_callback(PrinterCallback)
 
 
 def accuracy_column(df) -> str | None:
@@ -400,10 +468,10 @@ def open_run(setup: RunSetup, force: bool) -> tuple[Path, bool]:
     h = setup.digest()
     if final.exists() and not force:
         if trained_hash(final) == h:
-            log.info("%s %s: final adapter is current, skipped (%s)", setup.stage, run.name, final)
+            log.info("%s %s: its adapter is current, skipped", setup.stage, run.name)
             return final, True
-        log.info("%s %s: settings changed since %s was trained (profile sections, training code, runtime or start "
-                 "adapter): training it again", setup.stage, run.name, final)
+        log.info("%s %s: settings changed since its adapter was trained (sections, training code, runtime or start "
+                 "adapter): training it again", setup.stage, run.name)
     ckpt = run.checkpoint_dir(paths)
     with main_process_writes() as writer:
         if writer:
@@ -420,7 +488,9 @@ def run_callbacks(setup: RunSetup, processor, stop_after_steps: int | None, json
     """The per-step CSV log, trimming of per-step jsonl logs on resume, progress for Ctrl-C, the held-out curve, and
     a test stop."""
     run, paths = setup.run, setup.paths
-    return ([CSVLogger(run.log_csv(paths)), WhereAmI(run.name)] + [JsonlStepTrim(p) for p in jsonl_logs]
+    return ([CSVLogger(run.log_csv(paths)), WhereAmI(run.name), TrainingProgress(setup.stage, run.name,
+                                                                                  run.log_csv(paths))]
+            + [JsonlStepTrim(p) for p in jsonl_logs]
             + heldout_callbacks(setup, processor)
             + ([StopAt(stop_after_steps)] if stop_after_steps is not None else []))
 
@@ -434,6 +504,7 @@ def train_and_save(trainer, processor, setup: RunSetup, final: Path, meta: dict,
 
     run, paths = setup.run, setup.paths
     check_world_size(trainer)
+    quiet_trainer(trainer)
     resume = last_checkpoint(run.checkpoint_dir(paths))
     if resume:
         log.info("%s %s: resuming from %s", setup.stage, run.name, resume)
@@ -488,10 +559,7 @@ class TrainingSetup:
 
 
 def _train_one(setup: RunSetup, force: bool) -> Path:
-    t0 = time.time()
-    final = setup.train(force=force)
-    log.info("%s %s: %.0f s -> %s", setup.stage, setup.run.name, time.time() - t0, final)
-    return final
+    return setup.train(force=force)
 
 
 def train_stage(setup: TrainingSetup, force: bool = False) -> dict[str, Path]:

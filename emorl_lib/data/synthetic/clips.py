@@ -15,9 +15,9 @@ from typing import Sequence
 
 import numpy as np
 import soundfile as sf
-from tqdm.auto import tqdm
 
 from ...infra.parallel import ignore_sigint
+from ...infra.progress import bar as progress_bar
 from . import voice
 
 
@@ -95,13 +95,23 @@ def _work(args: tuple[Clip, int, str]) -> tuple[str, float]:
 def render_all(clips: Sequence[Clip], seed: int, root: Path, workers: int = 2, desc: str = "") -> dict[str, float]:
     """Render and write every clip under root; returns clip path -> duration (s)."""
     jobs = [(c, seed, str(root)) for c in clips]
-    bar = dict(total=len(jobs), desc=desc or "synthetic", unit="clip", leave=False)
-    if workers <= 1 or len(jobs) < 8:
-        return dict(tqdm(map(_work, jobs), **bar))
-    # spawn, not fork: the caller may hold threads (torch, a notebook kernel) that fork would copy half-held.
-    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
-                             initializer=ignore_sigint) as ex:
-        return dict(tqdm(ex.map(_work, jobs, chunksize=8), **bar))
+    bar = progress_bar(len(jobs), desc or "synthetic", "clip")
+    out: dict[str, float] = {}
+    try:
+        if workers <= 1 or len(jobs) < 8:
+            for path, seconds in map(_work, jobs):
+                out[path] = seconds
+                bar.update()
+            return out
+        # spawn, not fork: the caller may hold threads (torch, a notebook kernel) that fork would copy half-held.
+        with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
+                                 initializer=ignore_sigint) as ex:
+            for path, seconds in ex.map(_work, jobs, chunksize=8):
+                out[path] = seconds
+                bar.update()
+        return out
+    finally:
+        bar.close()
 
 
 def default_workers() -> int:
