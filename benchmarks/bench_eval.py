@@ -1,4 +1,5 @@
-"""Evaluation throughput: batched vs one-by-one generation, KV cache vs none, cached vs fresh mel features.
+"""Evaluation throughput: batched vs one-by-one generation, KV cache vs none, cached vs fresh mel features, the
+shared-prefix generation path vs a plain `generate` call.
 
     .venv/bin/python benchmarks/bench_eval.py [--profile default] [--utterances 16] [--condition IR]
                                               [--batch-size 8] [--max-new-tokens N] [--repeats 2] [--threads 1]
@@ -6,7 +7,10 @@
 Each comparison runs both paths on the same utterances in this one process and reports the ratio and whether the
 outputs are equal: (b) `eval_paths.batching_benchmark` (batch 1 vs --batch-size, greedy text equal);
 (d) generation with left padding and the KV cache vs use_cache=False (text equal); (c) `encode` (chat template +
-mel features) with a warm `eval_paths.FeatureCache` vs without (a rerun of the same test set; features equal).
+mel features) with a warm `eval_paths.FeatureCache` vs without (a rerun of the same test set; features equal);
+`shared_prefix`: `generate_batch` on the kit's default path (model/rollout.py: the prompt through the backbone
+without the LM head) vs `GenerationPaths(shared_prefix=False)` (a plain `generate` call; text equal); `compiled`:
+the default path with a static cache and a compiled decoding step (CUDA graphs on a GPU) vs without.
 Utterances are tones of 0.8-3.6 s written to a temporary folder. One row per comparison is appended to
 results/benchmarks/eval.csv with the machine's description and load average.
 
@@ -70,8 +74,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     ap.add_argument("--batch-size", type=int, help="default: the profile's eval.batch_size")
     ap.add_argument("--max-new-tokens", type=int, help="default: the profile's eval.max_new_tokens[condition]")
     ap.add_argument("--repeats", type=int, default=2)
-    ap.add_argument("--comparisons", default="batched,kv_cache,features",
-                    help="comma list of batched, kv_cache, features, throughput")
+    ap.add_argument("--comparisons", default="batched,kv_cache,features,shared_prefix",
+                    help="comma list of batched, kv_cache, features, shared_prefix, compiled, throughput")
     ap.add_argument("--batch-sizes", default="1,8", help="throughput: comma list of batch sizes")
     ap.add_argument("--batches", type=int, default=2, help="throughput: timed batches per batch size")
     ap.add_argument("--tag", default="", help="a label stored in every row")
@@ -98,9 +102,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
     if a.threads:
         torch.set_num_threads(a.threads)
     comparisons = [c.strip() for c in a.comparisons.split(",") if c.strip()]
-    unknown = sorted(set(comparisons) - {"batched", "kv_cache", "features", "throughput"})
+    known = {"batched", "kv_cache", "features", "shared_prefix", "compiled", "throughput"}
+    unknown = sorted(set(comparisons) - known)
     if unknown:
-        raise SystemExit(f"--comparisons: unknown {unknown}; expected some of batched, kv_cache, features, throughput")
+        raise SystemExit(f"--comparisons: unknown {unknown}; expected some of {sorted(known)}")
     prof = load_profile(a.profile)
     paths = prof.paths.ensure()
     bcfg, pcfg, ecfg = prof.section("backbone"), prof.section("prompt"), prof.section("eval")
@@ -119,6 +124,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
     with tempfile.TemporaryDirectory(prefix="bench_eval_") as tmp:
         ts = tone_testset(Path(tmp), a.utterances)
         n = len(ts.rows)
+        cands = ts.candidates  # the test set in eval batches, its messages and audio, for every comparison
+        batches = [ts.rows[i:i + bs] for i in range(0, n, bs)]
+        msgs = [[build_messages(pcfg, u.wav, cands, cond, u.transcript) for u in b] for b in batches]
+        audios = [[load_16k(u.wav) for u in b] for b in batches]
         if "throughput" in comparisons:
             sizes = [int(x) for x in a.batch_sizes.split(",") if x.strip()]
             rows += throughput(bb, pcfg, cond, mnt, sizes, a.batches, Path(tmp))
@@ -134,16 +143,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
                          "tokens_per_utt": many["tokens_per_utt"]})
 
         if "kv_cache" in comparisons:  # (d) KV cache vs none, both batched and left-padded
-            cands = ts.candidates
-            kv_batches = [ts.rows[i:i + bs] for i in range(0, n, bs)]
-            kv_msgs = [[build_messages(pcfg, u.wav, cands, cond, u.transcript) for u in b] for b in kv_batches]
-            kv_audio = [[load_16k(u.wav) for u in b] for b in kv_batches]
-
             def run(use_cache):
                 def f():
                     if use_cache:
-                        return [g.text for m, au in zip(kv_msgs, kv_audio) for g in generate_batch(bb, m, au, mnt)]
-                    return [t for m, au in zip(kv_msgs, kv_audio) for t in generate_uncached(bb, m, au, mnt)]
+                        return [g.text for m, au in zip(msgs, audios) for g in generate_batch(bb, m, au, mnt)]
+                    return [t for m, au in zip(msgs, audios) for t in generate_uncached(bb, m, au, mnt)]
                 return f
 
             t, r = best_of(a.repeats, {"nocache": run(False), "cache": run(True)})
@@ -151,11 +155,25 @@ def main(argv: list[str] | None = None) -> list[dict]:
                          "plain_utt_per_s": n / t["nocache"], "fast_utt_per_s": n / t["cache"],
                          "equal_outputs": f"{sum(x == y for x, y in zip(r['nocache'], r['cache']))}/{n}"})
 
+        from emorl_lib.model.rollout import GenerationPaths
+
+        def gen(paths):
+            return lambda: [g.text for m, au in zip(msgs, audios) for g in generate_batch(bb, m, au, mnt, paths)]
+
+        for name, plain, fast in (("shared_prefix", GenerationPaths(shared_prefix=False), GenerationPaths()),
+                                  ("compiled", GenerationPaths(), GenerationPaths(compiled=True))):
+            if name not in comparisons:  # the kit's generation paths (model/rollout.py), side by side
+                continue
+            first = time.perf_counter()
+            gen(fast)()  # a compiled path compiles here (not timed: reported apart)
+            first = time.perf_counter() - first
+            t, r = best_of(a.repeats, {"plain": gen(plain), "fast": gen(fast)})
+            rows.append({"comparison": f"{name}_vs_{'plain_generate' if name == 'shared_prefix' else 'eager'}",
+                         "plain_s": t["plain"], "fast_s": t["fast"], "plain_utt_per_s": n / t["plain"],
+                         "fast_utt_per_s": n / t["fast"], "first_call_s": first,
+                         "equal_outputs": f"{sum(x == y for x, y in zip(r['plain'], r['fast']))}/{n}"})
+
         if "features" in comparisons:  # (c) mel features: a rerun with a warm cache vs fresh extraction
-            cands = ts.candidates
-            batches = [ts.rows[i:i + bs] for i in range(0, n, bs)]
-            msgs = [[build_messages(pcfg, u.wav, cands, cond, u.transcript) for u in b] for b in batches]
-            audios = [[load_16k(u.wav) for u in b] for b in batches]
             cache = FeatureCache()
             for m, au in zip(msgs, audios):  # the first evaluation fills it
                 encode_cached(bb.processor, m, au, cache)

@@ -40,6 +40,14 @@ from emorl_lib.infra.paths import repo_root
 
 TARGET_GIB = 15.0  # the paper profile should fit a 16 GB GPU (T4, V100-16G)
 MODES = {"plain": (False, False), "features": (False, True), "encoder": (True, False), "cached": (True, True)}
+# --rollout: the generation paths of emorl_lib/model/rollout.py, as EmoGRPOConfig's rollout_* settings
+ROLLOUTS = {
+    "plain": {"rollout_shared_prefix": False, "rollout_compile": False, "rollout_copy": False},  # TRL's generate
+    "shared": {"rollout_shared_prefix": True, "rollout_compile": False, "rollout_copy": False},  # the default
+    "shared+compiled": {"rollout_shared_prefix": True, "rollout_compile": True, "rollout_copy": False},
+    "shared+copy": {"rollout_shared_prefix": True, "rollout_compile": False, "rollout_copy": True},
+    "shared+copy+compiled": {"rollout_shared_prefix": True, "rollout_compile": True, "rollout_copy": True},
+}
 # --size rehearsal: the random backbone shrunk to run the --size full path on a CPU in seconds (real vocabulary, so
 # generated ids beyond the tiny tokenizer's are exercised too)
 REHEARSAL_SHAPES = {"audio": {"d_model": 64, "encoder_layers": 2, "encoder_attention_heads": 4, "encoder_ffn_dim": 128},
@@ -68,7 +76,8 @@ def _nonfinite(t) -> int:
 
 
 def run_mode(mode: str, prof, wavs: list[str], condition: str, workdir: Path, warmup: int,
-             trace: Path | None = None, rewards: str = "profile") -> dict:
+             trace: Path | None = None, rewards: str = "profile", rollout: str = "shared",
+             full_length: bool = True) -> dict:
     """Load a fresh model and train warmup + steps GRPO steps in one mode; per-step means of every part over the
     measured steps, and peak memory of the load and of training apart."""
     import torch
@@ -94,7 +103,7 @@ def run_mode(mode: str, prof, wavs: list[str], condition: str, workdir: Path, wa
         reset_peak_memory()
         if trace:
             sampler.label = "train"
-        row = _train(mode, bb, prof, wavs, condition, workdir, warmup, rewards)
+        row = _train(mode, bb, prof, wavs, condition, workdir, warmup, rewards, rollout, full_length)
     row.update({"model_load_s": load_s, "gpu_allocated_after_load_mib": after_load, **load_mem})
     if trace:
         row["memory_trace"] = trace.name
@@ -126,8 +135,10 @@ class RandomReward:
         return self.rng.uniform(0.0, 1.0, len(completions)).tolist()
 
 
-def _train(mode, bb, prof, wavs, condition, workdir, warmup, rewards: str = "profile") -> dict:
-    """warmup + steps GRPO steps on a loaded backbone, every part timed and every log-prob checked."""
+def _train(mode, bb, prof, wavs, condition, workdir, warmup, rewards: str = "profile", rollout: str = "shared",
+           full_length: bool = True) -> dict:
+    """warmup + steps GRPO steps on a loaded backbone, every part timed and every log-prob checked. `full_length`:
+    every completion runs to max_completion_length (min_new_tokens), so that every path decodes the same steps."""
     import torch
     from datasets import Dataset
     from transformers import TrainerCallback
@@ -144,7 +155,7 @@ def _train(mode, bb, prof, wavs, condition, workdir, warmup, rewards: str = "pro
     funcs, weights = reward_functions(prof.section("reward"), condition, "eswr")
     if rewards == "random":
         funcs, weights = [RandomReward()], [1.0]
-    args = grpo_args(prof, workdir / mode, reward_weights=weights)
+    args = grpo_args(prof, workdir / f"{mode}_{rollout}", reward_weights=weights, **ROLLOUTS[rollout])
     pcfg = prof.section("prompt")
     cands = list(FOUR_CLASS)
     rows = [{"prompt": build_messages(pcfg, w, cands, condition), "label": cands[i % len(cands)],
@@ -152,6 +163,8 @@ def _train(mode, bb, prof, wavs, condition, workdir, warmup, rewards: str = "pro
     trainer = AudioGRPOTrainer(model=bb.model, reward_funcs=funcs, processing_class=bb.processor,
                                train_dataset=Dataset.from_list(rows), args=args,
                                cache_audio=cache_audio, cache_features=cache_features)
+    if full_length:
+        trainer.generation_config.min_new_tokens = args.max_completion_length
     trainable_dtypes = sorted({str(p.dtype).replace("torch.", "") for p in bb.model.parameters() if p.requires_grad})
     sw = Stopwatch()
     sw.wrap(trainer, "_tokenize_prompts", "features")
@@ -195,6 +208,7 @@ def _train(mode, bb, prof, wavs, condition, workdir, warmup, rewards: str = "pro
 
     hooks = [tower.register_forward_pre_hook(enc_pre), tower.register_forward_hook(enc_post)]
     step_times: list[float] = []
+    enc_cache = trainer.encoder_cache
 
     class Clock(TrainerCallback):
         t = None
@@ -204,8 +218,8 @@ def _train(mode, bb, prof, wavs, condition, workdir, warmup, rewards: str = "pro
             if state.global_step == warmup:
                 sw.reset()
                 tokens[0] = 0
-                if trainer.encoder_cache is not None:
-                    trainer.encoder_cache.encoded = trainer.encoder_cache.served = 0
+                if enc_cache is not None:
+                    enc_cache.encoded = enc_cache.served = 0
             elif state.global_step > warmup:
                 step_times.append(now - self.t)
             self.t = now
@@ -217,13 +231,18 @@ def _train(mode, bb, prof, wavs, condition, workdir, warmup, rewards: str = "pro
         for h in hooks:
             h.remove()
     n = len(step_times)
-    row = {"mode": mode, "cache_audio": cache_audio, "cache_features": cache_features,
+    row = {"mode": mode, "rollout": rollout, "full_length": full_length, "cache_audio": cache_audio,
+           "cache_features": cache_features, "rows_per_generate": args.rollout_rows_per_generate,
            "trainable_dtypes": "/".join(trainable_dtypes), "steps": n,
            "step_s": statistics.median(step_times), "step_s_mean": statistics.mean(step_times)}
     for part in ("features", "audio_encoder", "generation", "logps_nograd", "logps_grad", "backward"):
         row[f"{part}_s"] = sw.seconds.get(part, 0.0) / n
     row["gen_tokens_per_step"] = tokens[0] / n
     row["gen_tokens_per_s"] = tokens[0] / sw.seconds["generation"] if sw.seconds.get("generation") else None
+    calls = -(-args.per_device_train_batch_size // (args.rollout_rows_per_generate or args.per_device_train_batch_size))
+    # with full-length completions a generate call decodes max_completion_length steps (prefill included)
+    row["generation_ms_per_decoding_step"] = (1000 * row["generation_s"] / (calls * args.max_completion_length)
+                                              if full_length else None)
     row["encoder_rows_per_step"] = (trainer.encoder_cache.encoded / n if trainer.encoder_cache is not None
                                     else None)
     logged = [h for h in trainer.state.log_history if "loss" in h]
@@ -236,6 +255,109 @@ def _train(mode, bb, prof, wavs, condition, workdir, warmup, rewards: str = "pro
     row.update(peak_memory())
     del trainer
     return row
+
+
+def planned(prof, rollout: str, clip_s: float, condition: str) -> dict:
+    """The planner's estimate of the same step beside the measured one (emorl_lib/plan.py): peak allocated memory
+    (GPU terms; on the CPU compare with the RSS growth only roughly), and on a known GPU the step time, its
+    generation and a decoding step."""
+    from emorl_lib import plan as P
+
+    gpu = P.this_gpu()
+    p = prof.with_overrides({"grpo": ROLLOUTS[rollout]})
+    shapes = P.model_shapes(p.section("backbone"), p.paths)
+    st = P.steps_of(p, shapes, gpu, clip_s).get("grpo")
+    if st is None:
+        return {}
+    out = {"planned_peak_gib": P.memory(shapes, st).peak / 2**30}
+    t = P.step_time(shapes, st, gpu) if gpu is not None else None
+    if t is not None:
+        out.update(planned_step_s=t.step_s, planned_generation_s=t.generation_s,
+                   planned_decoding_ms=1000 * t.decode_step_s, planned_gpu=gpu.name)
+    return out
+
+
+def count_ops(prof, rollouts: list[str], condition: str, clip_s: float) -> list[dict]:
+    """Tensor operations (aten, views excluded) per decoding step of each rollout path, through the kit's trainer
+    (TRL's `_generate`): the difference between k + 1 and k generated tokens, on the profile's backbone with 2 and
+    with 4 decoder layers, which splits it into ops per decoder layer and ops outside them. Each is at least one
+    kernel launch and its host work on a GPU; plan.py's HOST_SECONDS_PER_OP and DECODE_OPS_* come from here."""
+    import copy
+
+    import torch
+    from datasets import Dataset
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from emorl_lib.data.labels import FOUR_CLASS
+    from emorl_lib.method.prompts import build_messages
+    from emorl_lib.model.backbones import load_backbone
+    from emorl_lib.training.grpo import AudioGRPOTrainer
+
+    depth = [0]  # > 0 inside the model's forward
+
+    class Count(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.n = self.outside = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if not getattr(func, "is_view", False):
+                self.n += 1
+                self.outside += depth[0] == 0
+            return func(*args, **(kwargs or {}))
+
+    import dataclasses
+
+    bcfg = prof.section("backbone")
+    random = dataclasses.asdict(bcfg.random) if bcfg.name.endswith("random") else None
+    eager = [ro for ro in rollouts if "compiled" not in ro]  # a compiled step's ops run inside one graph
+    if len(eager) < len(rollouts):
+        print("--count-ops: compiled paths skipped (their decoding step is one CUDA graph on a GPU)")
+    rollouts = eager
+    counts: dict[tuple[str, int], tuple[int, int]] = {}
+    with tempfile.TemporaryDirectory(prefix="bench_ops_") as tmp:
+        wavs = tone_clips(Path(tmp), 2, clip_s)
+        cands = list(FOUR_CLASS)
+        for layers in (2, 4):
+            if random is not None:
+                text = {**REHEARSAL_SHAPES["text"], **(random.get("text") or {}), "num_hidden_layers": layers}
+                p = prof.with_overrides({"backbone": {"random": {**random, "text": text}}})
+            else:
+                p = prof.with_overrides({"backbone": {"tiny": {"num_hidden_layers": layers}}})
+            bb = load_backbone(p.section("backbone"), p.paths, trainable=True)
+            hf = bb.model.get_base_model() if hasattr(bb.model, "get_base_model") else bb.model
+            hf.register_forward_pre_hook(lambda m, a: depth.__setitem__(0, depth[0] + 1))
+            hf.register_forward_hook(lambda m, a, o: depth.__setitem__(0, depth[0] - 1))
+            for ro in rollouts:
+                args = grpo_args(p, Path(tmp) / ro, max_steps=1, beta=0.0, **ROLLOUTS[ro])  # no reference adapter
+                rows = [{"prompt": build_messages(p.section("prompt"), w, cands, condition), "label": cands[0],
+                         "candidates": cands, "utt_id": f"t{i}"} for i, w in enumerate(wavs)]
+                tr = AudioGRPOTrainer(model=bb.model, reward_funcs=[lambda completions, **k: [0.0] * len(completions)],
+                                      processing_class=bb.processor, train_dataset=Dataset.from_list(rows), args=args)
+                prompts = [r["prompt"] for r in rows for _ in range(args.num_generations)]
+                ops = []
+                for k in (4, 5):
+                    tr.generation_config.max_new_tokens = tr.generation_config.min_new_tokens = k
+                    tr._generate(copy.deepcopy(prompts))  # warm (a compiled path compiles here)
+                    with torch.no_grad(), Count() as c:
+                        tr._generate(copy.deepcopy(prompts))
+                    ops.append((c.n, c.outside))
+                counts[ro, layers] = (ops[1][0] - ops[0][0], ops[1][1] - ops[0][1])
+                del tr
+            del bb
+            gc.collect()
+    out = []
+    for ro in rollouts:
+        (two, loop), (four, _) = counts[ro, 2], counts[ro, 4]
+        per_layer = (four - two) / 2
+        outside = two - 2 * per_layer
+        out.append({"rollout": ro, "ops_per_step_2_layers": two, "ops_per_step_4_layers": four,
+                    "ops_per_decoder_layer": per_layer, "ops_outside_layers": outside,
+                    "ops_outside_the_forward": loop})
+        print(f"{ro:<22} ops per decoding step: {per_layer:g} per decoder layer + {outside:g} outside the layers, "
+              f"of which {loop} outside the model's forward (generate's loop: what a compiled step leaves eager); "
+              f"2 layers: {two}, 4 layers: {four}")
+    return out
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
@@ -262,6 +384,15 @@ def main(argv: list[str] | None = None) -> list[dict]:
     ap.add_argument("--threads", type=int, default=None,
                     help="torch CPU threads (default: torch's choice; on a shared CPU 1 avoids thread contention)")
     ap.add_argument("--modes", default="plain,cached", help=f"comma list of {sorted(MODES)}")
+    ap.add_argument("--rollout", default="shared",
+                    help=f"comma list of generation paths {sorted(ROLLOUTS)} (each mode runs each path)")
+    ap.add_argument("--rows-per-generate", type=int, help="grpo.rollout_rows_per_generate (whole groups)")
+    ap.add_argument("--free-length", action="store_true",
+                    help="let completions stop at the end token (default: every one runs to the full length, so "
+                         "that every path decodes the same steps)")
+    ap.add_argument("--count-ops", action="store_true",
+                    help="instead of timing: tensor operations per decoding step of each --rollout path, per "
+                         "decoder layer and outside the layers (the planner's host-time constants, plan.py)")
     ap.add_argument("--tag", default="", help="a label stored in every row (and the memory traces' names)")
     ap.add_argument("--trace-dir", help="write GPU memory over time (every 0.5 s) to <dir>/grpo_<tag>_<mode>.csv")
     ap.add_argument("--out", default=str(repo_root() / "results" / "benchmarks" / "grpo.csv"))
@@ -284,6 +415,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
     bad = [m for m in modes if m not in MODES]
     if bad:
         raise SystemExit(f"--modes: unknown {bad}; expected some of {sorted(MODES)}")
+    rollouts = [m.strip() for m in a.rollout.split(",") if m.strip()]
+    bad = [m for m in rollouts if m not in ROLLOUTS]
+    if bad:
+        raise SystemExit(f"--rollout: unknown {bad}; expected some of {sorted(ROLLOUTS)}")
     if a.size == "full" and not torch.cuda.is_available():
         raise SystemExit("--size full builds the 8.4B-parameter Qwen2-Audio-7B shapes and trains them in 4-bit "
                          "QLoRA: it needs a CUDA GPU (about 15 GiB). None is visible here; run --size tiny or "
@@ -296,6 +431,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
             "log_completions_every": 0, "max_utterances": None, "logging_steps": 1}
     if a.completion_length:
         grpo["max_completion_length"] = a.completion_length
+    if a.rows_per_generate:
+        grpo["rollout_rows_per_generate"] = a.rows_per_generate
     backbone: dict = {}
     if a.size != "tiny":
         backbone.update(name="qwen2-audio-7b-random", path=None)
@@ -306,7 +443,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     if a.fp32_frozen_weights:
         backbone["fp32_frozen_weights"] = a.fp32_frozen_weights == "true"
     prof = prof.with_overrides({"grpo": grpo, **({"backbone": backbone} if backbone else {})})
-    bcfg, s = prof.section("backbone"), prof.section("grpo")
+    bcfg, s = prof.section("backbone"), prof.values("grpo")
     import trl.trainer.utils as trl_utils
 
     if a.logps_chunk:  # a module constant TRL reads at each call
@@ -314,6 +451,18 @@ def main(argv: list[str] | None = None) -> list[dict]:
     logps_chunk = trl_utils._CHUNKED_LOGPROB_CHUNK_SIZE
     condition = a.condition
     clip_s = a.clip_seconds or (2.5 if a.size == "tiny" else 5.0)
+    if a.count_ops:
+        rows = count_ops(prof, rollouts, condition, clip_s)
+        bcfg = prof.section("backbone")
+        ops_csv = Path(a.out).with_name("grpo_ops.csv")
+        for r in rows:
+            append_benchmark_row(ops_csv, {"machine": machine_description(), "versions": package_versions(),
+                                           "tag": a.tag, "size": a.size, "backbone": bcfg.name,
+                                           "dtype": str(resolve_dtype(bcfg.dtype)).replace("torch.", ""),
+                                           "load_in_4bit": bcfg.load_in_4bit,
+                                           "fp32_frozen_weights": bcfg.fp32_frozen_weights, **r})
+        print(f"appended {len(rows)} rows to {ops_csv}")
+        return rows
     load_before = load_average()
     trace_dir = Path(a.trace_dir) if a.trace_dir else None
     best: dict[str, dict] = {}
@@ -321,10 +470,12 @@ def main(argv: list[str] | None = None) -> list[dict]:
         wavs = tone_clips(Path(tmp), max(8, a.prompts_per_step * (a.warmup + a.steps)), clip_s)
         for rep in range(a.repeats):
             for m in modes:
-                trace = trace_dir / f"grpo_{a.tag or a.size}_{m}_{rep}.csv" if trace_dir else None
-                r = run_mode(m, prof, wavs, condition, Path(tmp), a.warmup, trace, a.rewards)
-                if m not in best or r["step_s"] < best[m]["step_s"]:
-                    best[m] = r
+                for ro in rollouts:
+                    trace = trace_dir / f"grpo_{a.tag or a.size}_{m}_{ro}_{rep}.csv" if trace_dir else None
+                    r = run_mode(m, prof, wavs, condition, Path(tmp), a.warmup, trace, a.rewards, ro,
+                                 not a.free_length)
+                    if (m, ro) not in best or r["step_s"] < best[m, ro]["step_s"]:
+                        best[m, ro] = r
     dtype = resolve_dtype(bcfg.dtype)
     common = {"machine": machine_description(), "versions": package_versions(), "tag": a.tag,
               "load_avg_before": load_before, "load_avg_after": load_average(),
@@ -337,10 +488,12 @@ def main(argv: list[str] | None = None) -> list[dict]:
               "beta": s.beta, "num_iterations": s.num_iterations, "logps_chunk": logps_chunk, "rewards": a.rewards,
               "clip_seconds": clip_s, "repeats": a.repeats, "threads": torch.get_num_threads()}
     rows = []
-    plain = best.get("plain")
-    for m in modes:
-        r = {**common, **best[m]}
+    for key in best:
+        r = {**common, **best[key], **planned(prof, key[1], clip_s, condition)}
+        plain = best.get(("plain", "plain"))
         r["speedup_vs_plain"] = plain["step_s"] / r["step_s"] if plain else None
+        base = best.get((key[0], "plain"))  # the same caches, TRL's own generate
+        r["generation_speedup_vs_plain_rollout"] = base["generation_s"] / r["generation_s"] if base else None
         if torch.cuda.is_available():
             r["gpu_allocated_peak_gib"] = r["gpu_allocated_peak_mib"] / 1024
             r["gpu_reserved_peak_gib"] = r["gpu_reserved_peak_mib"] / 1024
@@ -356,7 +509,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
 
 
 def _print(rows: list[dict]) -> None:
-    cols = ["mode", "step_s", "features_s", "audio_encoder_s", "generation_s", "logps_nograd_s", "logps_grad_s",
+    cols = ["mode", "rollout", "step_s", "features_s", "audio_encoder_s", "generation_s",
+            "generation_ms_per_decoding_step", "planned_decoding_ms", "generation_speedup_vs_plain_rollout",
+            "planned_step_s", "planned_peak_gib", "logps_nograd_s", "logps_grad_s",
             "backward_s", "gen_tokens_per_s", "encoder_rows_per_step", "rss_peak_mib", "model_load_s",
             "gpu_allocated_after_load_mib", "load_gpu_reserved_peak_mib", "gpu_allocated_peak_mib",
             "gpu_reserved_peak_mib", "nonfinite_logps", "nonfinite_loss_steps", "nonfinite_grad_norm_steps",

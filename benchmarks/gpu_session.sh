@@ -18,6 +18,12 @@
 #   smoke          emorl prepare + grpo (gpu-smoke profile, 20 steps) + evaluate --stage grpo, memory traced
 #   eval-ir        evaluation throughput, IR (eval.max_new_tokens), batch 1/8/16/32, 2 batches each
 #   eval-esr       evaluation throughput, ESR (256 tokens), batch 1/8/32, one batch each
+#   rollout        bench_grpo --size full, the generation paths side by side (model/rollout.py: plain TRL
+#                  generate, shared prefix, + rollout copy, + compiled, both), 64-token completions forced to full
+#                  length, cached; then --count-ops (tensor operations per decoding step of the eager paths)
+#   rollout-t4     the same in fp16 with 16-bit frozen weights and one group per generate call: what a T4 runs
+#   eval-paths     evaluation: the shared prefix vs a plain generate call, and compiled decoding vs eager, ESR,
+#                  batch 8, 64 tokens (outputs compared)
 # STEPS (default 3): measured GRPO steps after one warm-up step.
 # BUDGET_S (default 540): an item starts only if its estimate fits in what is left, and is cut at the budget, so
 # that a command limit of 10 minutes still ends with every finished item's files in OUTDIR.
@@ -97,6 +103,14 @@ print(f'random full-size checkpoint {d}: {time.perf_counter() - t0:.1f} s')" ;;
     eval-ir) item eval-ir 80 "${bench_eval[@]}" --condition IR --tag gpu-smoke-IR ;;
     eval-esr) item eval-esr 130 "${bench_eval[@]}" --condition ESR --tag gpu-smoke-ESR --max-new-tokens 256 \
         --batch-sizes 1,8,32 --batches 1 ;;
+    rollout) item rollout 300 "${bench_grpo[@]}" --tag rollout-paths --completion-length 64 --modes cached \
+        --rollout plain,shared,shared+copy,shared+compiled,shared+copy+compiled
+        item rollout-ops 120 "${bench_grpo[@]}" --tag rollout-ops --count-ops --rollout plain,shared+copy ;;
+    rollout-t4) item rollout-t4 200 "${bench_grpo[@]}" --tag rollout-paths-fp16 --completion-length 64 \
+        --dtype float16 --fp32-frozen-weights false --modes cached --rollout plain,shared,shared+compiled ;;
+    eval-paths) item eval-paths 150 "$py" benchmarks/bench_eval.py --profile gpu-smoke --comparisons \
+        shared_prefix,compiled --condition ESR --max-new-tokens 64 --batch-size 8 --utterances 16 \
+        --tag gpu-paths --out "$out/eval.csv" ;;
     *) echo "unknown item $it" >&2 ;;
     esac
 done

@@ -4,7 +4,8 @@ Each stage adds itself with a small `add_<name>(subparsers)` function registered
 
 Exit status: 0 done; 1 an error (its message names the file or setting); 2 a usage or profile error;
 3 (`prepare`) data incomplete: official counts missed or cross-corpus entries unresolved (`--allow-partial` accepts a
-known partial corpus); 130 interrupted (Ctrl-C), with one line saying where it stopped and how to resume.
+known partial corpus); (`sft`, `grpo`, `plan`) the profile does not fit the GPU, even with the planner's changes that
+keep the recipe; 130 interrupted (Ctrl-C), with one line saying where it stopped and how to resume.
 """
 
 from __future__ import annotations
@@ -150,12 +151,16 @@ def add_infer(sub) -> None:
 
 
 def _run_train(args: argparse.Namespace) -> int:
+    from .plan import DoesNotFit
     from .profile import training_setup
     from .training.runs import train_stage
 
     prof = _load(args)
     try:
         done = train_stage(training_setup(prof, args.command, only=args.run), force=args.force)
+    except DoesNotFit as e:
+        print(f"emorl {args.command}: {e}", file=sys.stderr)
+        return 3
     except (FileNotFoundError, ValueError, KeyError) as e:
         print(f"emorl {args.command}: {e}", file=sys.stderr)
         return 1

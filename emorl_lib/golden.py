@@ -8,7 +8,8 @@ wall time (VOLATILE: they differ on every run and every machine) and the time ta
 
     ./run_all.sh --update-golden            # run the default profile, then make its tables the golden set
     python -m emorl_lib.golden check   # compare results/default/tables with tests/golden/default
-    python -m emorl_lib.golden readme  # rewrite the README's results section from the golden set
+    python -m emorl_lib.golden readme  # rewrite the README's results section from the golden set (and the
+                                       # planner's tables, from emorl_lib/plan.py)
 """
 
 from __future__ import annotations
@@ -246,6 +247,38 @@ def write_readme(profile: str = "default") -> Path:
     return path
 
 
+PLANNED = ("paper",)  # profiles whose planner table the README shows (emorl_lib/plan.py readme_block)
+
+
+def planned_block(profile: str) -> str:
+    from .plan import readme_block
+    from .profile import load_profile
+
+    return readme_block(load_profile(profile))
+
+
+def current_plan_block(profile: str, text: str | None = None) -> str | None:
+    from .plan import readme_markers
+
+    text = readme_path().read_text(encoding="utf-8") if text is None else text
+    begin, end = readme_markers(profile)
+    i, j = text.find(begin), text.find(end)
+    return text[i:j + len(end)] if 0 <= i < j else None
+
+
+def write_plan_blocks() -> Path:
+    """Replace the README's planner tables (between the plan markers) with what the planner estimates now."""
+    path = readme_path()
+    text = path.read_text(encoding="utf-8")
+    for profile in PLANNED:
+        old = current_plan_block(profile, text)
+        if old is None:
+            raise ValueError(f"{path}: no planner table for profile {profile!r}: expected its plan markers")
+        text = text.replace(old, planned_block(profile))
+    atomic_write_text(path, text)
+    return path
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m emorl_lib.golden", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -259,6 +292,7 @@ def main(argv: list[str] | None = None) -> int:
         update(a.profile, a.tables)
         return 0
     write_readme(a.profile)
+    write_plan_blocks()
     return 0
 
 

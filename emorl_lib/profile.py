@@ -40,6 +40,7 @@ from .method.descriptors import DescriptorConfig
 from .method.prompts import PromptConfig
 from .method.rationales import RationaleConfig
 from .method.rewards import RewardConfig
+from .plan import fit
 from .model.backbones import BackboneConfig, audio_window_seconds, is_smoke
 from .training.experiments import ExperimentsConfig, Run, grpo_runs, sft_runs
 from .training.grpo import EmoGRPOConfig, GRPOSetup
@@ -230,24 +231,28 @@ def data_setup(prof: Profile) -> DataSetup:
 
 
 def training_setup(prof: Profile, stage: str, only: list[str] | None = None) -> TrainingSetup:
-    """One setup per `stage` ("sft" or "grpo") run of the profile's matrix (`only`: those run names)."""
+    """One setup per `stage` ("sft" or "grpo") run of the profile's matrix (`only`: those run names), sized to this
+    machine's GPU before any weights are loaded."""
     if stage not in TRAINER_SECTIONS:
         raise ValueError(f"stage {stage!r}: expected one of {TRAINER_SECTIONS}")
+    prof, made = fit(prof, stage)  # the planner's recipe-keeping changes on a GPU (logged); the CPU: none
     p = prof.reading(stage)
     exp = p.section("experiments")
     runs = _select(sft_runs(exp) if stage == "sft" else grpo_runs(exp), only)
-    setups = [run_setup(prof, run) for run in runs]
+    setups = [run_setup(prof, run, made) for run in runs]
     smoke = is_smoke(p.section("backbone"), p.section("data").synthetic)
-    return TrainingSetup(stage, setups, exp.workers, p.paths, smoke)
+    return TrainingSetup(stage, setups, exp.workers, p.paths, smoke, [c.what for c in made])
 
 
-def run_setup(prof: Profile, run: Run) -> RunSetup:
-    """The setup of one SFT or GRPO run (`run.stage`), from the sections its stage reads."""
+def run_setup(prof: Profile, run: Run, sizing: list | None = None) -> RunSetup:
+    """The setup of one SFT or GRPO run (`run.stage`), from the sections its stage reads (`sizing`: the changes
+    `plan.fit` made to fit this GPU, recorded with the run)."""
     p = prof.reading(run.stage)
     paths, ev = p.paths, p.section("eval")
     common = dict(run=run, paths=paths, trainer=dict(p.sections.get(run.stage) or {}), data=p.section("data"),
                   backbone=p.section("backbone"), prompt=p.section("prompt"), runtime=p.section("runtime"),
-                  heldout=HeldOutSpec(ev.max_new_tokens[run.condition], ev.batch_size), profile=p.name,
+                  heldout=HeldOutSpec(ev.max_new_tokens[run.condition], ev.batch_size, ev.generation_paths()),
+                  profile=p.name, sizing=[c.what for c in sizing or []],
                   where=p._where(run.stage))
     if run.stage == "sft":
         return SFTSetup(rationale=p.section("rationale"), descriptors=p.section("descriptors"), **common)
@@ -266,6 +271,8 @@ def _select(runs: list[Run], only: list[str] | None) -> list[Run]:
 
 
 def eval_setup(prof: Profile) -> EvalSetup:
+    """What evaluation reads, sized to this machine's GPU (its batch) before any weights are loaded."""
+    prof, _ = fit(prof, "eval")
     p = prof.reading("eval")
     return EvalSetup(profile=p.name, profile_file=str(p.path or ""), paths=p.paths, exp=p.section("experiments"),
                      eval=p.section("eval"), prompt=p.section("prompt"), backbone=p.section("backbone"),

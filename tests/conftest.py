@@ -44,6 +44,13 @@ def tone_wav(tmp_path_factory) -> Path:
     return path
 
 
+# The `qwen2-audio-7b-random` backbone shrunk to 370M parameters: the real vocabulary (156,032: the logits terms at
+# their real width) and 30 s audio window, 4 narrow layers (tests/test_plan.py, tests/test_rollout.py)
+MID_RANDOM = {"text": {"hidden_size": 1024, "intermediate_size": 2816, "num_hidden_layers": 4,
+                       "num_attention_heads": 8, "num_key_value_heads": 8},
+              "audio": {"d_model": 256, "encoder_layers": 2, "encoder_attention_heads": 4, "encoder_ffn_dim": 1024}}
+
+
 # ---- synthetic corpora (emorl_lib/synthetic) ------------------------------------------------------------------
 SYNTHETIC_TEST_SIZE = 0.1  # small: a few dozen clips per corpus; every track-2 class still has entries
 

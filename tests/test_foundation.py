@@ -165,7 +165,7 @@ def test_each_silenced_warning_is_documented_and_others_still_show():
 
     from emorl_lib.infra.log import KNOWN_HARMLESS, quiet_known_warnings
 
-    pitfalls = (REPO_ROOT / "docs" / "pitfalls.md").read_text()
+    pitfalls = (REPO_ROOT / "docs/pitfalls.md").read_text()
     section = pitfalls[pitfalls.index("## Warnings the kit silences"):]
     for message, category, module in KNOWN_HARMLESS:
         assert message.replace("\\", "").replace("`", "") in section.replace("`", ""), message

@@ -216,3 +216,25 @@ def test_full_size_refuses_on_the_cpu(capsys):
     with pytest.raises(SystemExit) as e:
         mod.main(["--size", "full"])
     assert "CUDA GPU" in str(e.value)
+
+
+def test_count_ops_runs_as_a_script_and_the_copy_halves_a_layers_ops(tmp_path):
+    """`benchmarks/bench_grpo.py --count-ops` (the planner's host-time input) as users run it: the shared prefix
+    leaves a decoding step's operations as they are, the rollout copy runs fewer per decoder layer, and rows land
+    in grpo_ops.csv beside --out."""
+    import subprocess
+    import sys
+
+    from emorl_lib.infra.paths import repo_root
+
+    out = tmp_path / "grpo.csv"
+    r = subprocess.run([sys.executable, "benchmarks/bench_grpo.py", "--threads", "1", "--count-ops", "--rollout",
+                        "plain,shared,shared+copy", "--out", str(out)], cwd=repo_root(), capture_output=True, text=True,
+                       timeout=900)
+    assert r.returncode == 0, r.stderr[-2000:]
+    rows = {x["rollout"]: x for x in csv.DictReader((tmp_path / "grpo_ops.csv").open())}
+    per = {k: float(v["ops_per_decoder_layer"]) for k, v in rows.items()}
+    assert per["shared"] == per["plain"] > 0
+    assert per["shared+copy"] < 0.7 * per["plain"]
+    assert all(float(v["ops_outside_the_forward"]) <= float(v["ops_outside_layers"]) for v in rows.values())
+    assert "per decoder layer" in r.stdout

@@ -14,6 +14,7 @@ import soundfile as sf
 import torch
 import yaml
 
+from conftest import MID_RANDOM
 from emorl_lib.data.manifest import Utterance
 from emorl_lib.infra.io import write_jsonl
 from emorl_lib.infra.perf import TensorMemory, peak_memory, reset_peak_memory
@@ -98,6 +99,68 @@ def test_gpu_argument():
     assert g.memory_gib == 24.0 and g.tflops is None
     with pytest.raises(ValueError, match="t4, a100-40, h100"):
         P.gpu_from_arg("v100-ish")
+
+
+# ---- a run on a GPU sizes itself (plan.fit) ---------------------------------------------------------------------------
+def test_a_run_on_a_t4_sizes_itself_keeping_the_recipe(monkeypatch):
+    """The paper's GRPO and SFT on a T4 (as `torch.cuda` would report it): the setups carry the planner's changes
+    that keep the recipe (rows per generate call, 16-bit frozen weights, a smaller micro-batch with more
+    accumulation), the result fits by the planner's own estimate, the changes are recorded with each run, and the
+    prompts, completions and loss per optimizer step are the paper's."""
+    from emorl_lib.profile import eval_setup, load_profile, training_setup
+
+    monkeypatch.setattr(P, "this_gpu", lambda: P.GPUS["t4"])
+    prof = load_profile("paper")
+    shapes = P.model_shapes(prof.section("backbone"), prof.paths)
+    g = prof.values("grpo")
+    grpo = training_setup(prof, "grpo")
+    a = grpo.runs[0].args
+    assert a.rollout_rows_per_generate == g.num_generations  # one group per generate call
+    assert not grpo.runs[0].backbone.fp32_frozen_weights
+    for key in ("num_generations", "per_device_train_batch_size", "gradient_accumulation_steps",
+                "max_completion_length", "learning_rate", "beta", "temperature"):
+        assert getattr(a, key) == getattr(g, key), key
+    assert grpo.sizing == grpo.runs[0].sizing and len(grpo.sizing) == 2  # the rows' last value only
+    assert any(w.startswith("grpo.rollout_rows_per_generate: 6") for w in grpo.sizing)
+    fitted, made = P.fit(prof, "grpo", P.GPUS["t4"])
+    assert all(c.keeps_recipe for c in made)
+    assert P.memory(shapes, P.steps_of(fitted, shapes, P.GPUS["t4"])["grpo"]).fits(P.GPUS["t4"])
+    assert not P.memory(shapes, P.steps_of(prof, shapes, P.GPUS["t4"])["grpo"]).fits(P.GPUS["t4"])
+    sft = training_setup(prof, "sft").runs[0]
+    s = prof.values("sft")
+    assert sft.args.per_device_train_batch_size * sft.args.gradient_accumulation_steps == \
+        s.per_device_train_batch_size * s.gradient_accumulation_steps
+    assert sft.args.per_device_train_batch_size < s.per_device_train_batch_size
+    ev = eval_setup(prof)
+    assert ev.eval.batch_size < prof.section("eval").batch_size  # the same greedy answers, fewer per call
+    assert P.eval_memory(prof, shapes, P.GPUS["t4"], ev.eval.batch_size).fits(P.GPUS["t4"])
+
+
+def test_a_gpu_too_small_stops_before_loading_with_the_planners_table(monkeypatch, capsys):
+    """On 8 GiB even the recipe-keeping changes do not fit: `emorl grpo` exits 3 with the planner's table (the
+    method-changing options listed, not made) before any weights are loaded."""
+    from emorl_lib.cli import main
+    from emorl_lib.profile import load_profile, training_setup
+
+    small = P.gpu_from_arg("8")
+    monkeypatch.setattr(P, "this_gpu", lambda: small)
+    with pytest.raises(P.DoesNotFit, match="even with every change that keeps the recipe") as e:
+        training_setup(load_profile("paper"), "grpo")
+    assert "VERDICT" in str(e.value) and "max_completion_length: 128" in str(e.value)
+    loaded = []
+    import emorl_lib.model.backbones as B
+
+    monkeypatch.setattr(B, "load_backbone", lambda *a, **k: loaded.append(a))
+    assert main(["grpo", "--profile", "paper"]) == 3
+    assert "does not fit a GPU with 8 GiB" in capsys.readouterr().err and not loaded
+
+
+def test_on_the_cpu_nothing_is_resized():
+    from emorl_lib.profile import load_profile
+
+    prof = load_profile("paper")
+    assert P.this_gpu() is None  # this test runs where CUDA is absent (CI)
+    assert P.fit(prof, "grpo") == (prof, [])
 
 
 # ---- validation against a measured run on the CPU --------------------------------------------------------------------
@@ -240,11 +303,6 @@ def test_estimate_matches_a_tiny_run_on_the_cpu(tmp_path, kit_paths, tiny_backbo
     _check(estimate_for(prof, stage, measured), measured, rss=False)
 
 
-MID_TEXT = {"hidden_size": 1024, "intermediate_size": 2816, "num_hidden_layers": 4, "num_attention_heads": 8,
-            "num_key_value_heads": 8}  # and the real vocabulary (156,032): the logits terms at their real width
-MID_AUDIO = {"d_model": 256, "encoder_layers": 2, "encoder_attention_heads": 4, "encoder_ffn_dim": 1024}
-
-
 @pytest.fixture(scope="module")
 def mid_backbone(kit_paths) -> dict:
     """The `qwen2-audio-7b-random` backbone shrunk to 370M parameters: the real model's vocabulary and 30 s audio
@@ -256,7 +314,7 @@ def mid_backbone(kit_paths) -> dict:
         resolve_model_dir,
     )
 
-    section = {"name": "qwen2-audio-7b-random", "random": {"text": MID_TEXT, "audio": MID_AUDIO}}
+    section = {"name": "qwen2-audio-7b-random", "random": MID_RANDOM}
     resolve_model_dir(BackboneConfig(name=section["name"], random=RandomModelConfig(**section["random"])), kit_paths)
     gc.collect()
     return section
@@ -290,9 +348,10 @@ def test_estimate_matches_the_measured_full_size_grpo_step_on_a_gpu():
                          "gradient_checkpointing": r["gradient_checkpointing"] == "True"},
             "grpo": {"num_generations": g, "per_device_train_batch_size": int(r["prompts_per_step"]) * g,
                      "gradient_accumulation_steps": 1, "max_completion_length": int(r["max_completion_length"]),
-                     "beta": float(r["beta"]), "cache_audio": r["cache_audio"] == "True"}})
-        p = P.plan(prof, P.GPUS["h100"], clip_s=float(r["clip_seconds"]))
-        est = p.stages["grpo"].estimate
+                     "beta": float(r["beta"]), "cache_audio": r["cache_audio"] == "True",
+                     "rollout_shared_prefix": False}})  # measured before the kit's generation paths: TRL's generate
+        shapes = P.model_shapes(prof.section("backbone"), prof.paths)
+        est = P.memory(shapes, P.steps_of(prof, shapes, P.GPUS["h100"], float(r["clip_seconds"]))["grpo"])
         measured = float(r["gpu_allocated_peak_mib"]) * 2**20
         assert abs(est.peak / measured - 1) <= GPU_TOLERANCE, (r["tag"], r["mode"], est.peak / 2**30, measured / 2**30)
         loaded = sum(t.bytes for t in est.terms if t.phase == "weights" and not t.name.startswith(("optimizer",
@@ -300,3 +359,13 @@ def test_estimate_matches_the_measured_full_size_grpo_step_on_a_gpu():
         after_load = float(r["gpu_allocated_after_load_mib"]) * 2**20
         # LoRA is fp32 after loading; TRL casts it to bf16 later (a 0.07 GiB difference on 10.5)
         assert loaded == pytest.approx(after_load, rel=0.02), (r["tag"], loaded / 2**30, after_load / 2**30)
+
+
+def test_readme_planner_table_is_what_the_planner_generates():
+    """The README's planner table is generated (`python -m emorl_lib.golden readme`), never typed: a change to the
+    planner without regenerating it fails here."""
+    from emorl_lib import golden
+
+    block = golden.current_plan_block("paper")
+    assert block is not None and "NVIDIA T4" in block
+    assert block == golden.planned_block("paper"), "run: python -m emorl_lib.golden readme"

@@ -43,6 +43,7 @@ from ..model.backbones import (
     kit_model_dir,
     load_backbone,
 )
+from ..model.rollout import GenerationPaths
 from ..training.experiments import (
     ExperimentsConfig,
     Run,
@@ -79,6 +80,14 @@ class EvalConfig:
                                                         "(true) or the first fold's only; the paper's choice is unknown")
     # Rows of the main table other than "+ESR" use this prompt condition (the paper's baselines answer directly).
     main_condition: str = "IR"
+    # How the greedy completions are generated (model/rollout.py): the same tokens either way, at another speed
+    shared_prefix: bool = setting(True, "kit", "each prompt's prefix runs through the backbone without the LM head "
+                                                "(no logits at every prompt position: less memory; exact)")
+    compile: bool = setting(False, "kit", "a static KV cache and a compiled decoding step (CUDA graphs on a GPU); "
+                                          "off until a GPU measurement shows it faster")
+
+    def generation_paths(self) -> GenerationPaths:
+        return GenerationPaths(shared_prefix=self.shared_prefix, compiled=self.compile)
 
     def __post_init__(self) -> None:
         missing = [c for c in CONDITIONS if c not in self.max_new_tokens]
@@ -147,7 +156,8 @@ def prediction_key(s: "EvalSetup", run: Run, base: str | None = None) -> str:
         "adapter": weights_digest(adapter) if adapter is not None else None,
         "prompt": settings_values(s.prompt), "condition": run.condition,
         "max_new_tokens": s.eval.max_new_tokens[run.condition], "batch_size": s.eval.batch_size,
-        "runtime": settings_values(s.runtime), "code": code_digest(PREDICTION_CODE)})
+        "paths": s.eval.generation_paths(), "runtime": settings_values(s.runtime),
+        "code": code_digest(PREDICTION_CODE)})
 
 
 def adapter_ready(run: Run, paths: Paths) -> bool:
@@ -239,7 +249,8 @@ def run_matrix(settings: EvalSetup, stages: list[str] | None = None, runs: list[
                         r.predictions(s.paths, name).unlink(missing_ok=True)
                     preds = predict_set(model, ts, s.prompt, r.condition, r.predictions(s.paths, name),
                                         s.eval.batch_size, s.eval.max_new_tokens[r.condition],
-                                        answer_tag_required(r, s), progress, key=key)
+                                        answer_tag_required(r, s), progress, key=key,
+                                        paths=s.eval.generation_paths())
                 except (FileNotFoundError, ValueError) as e:
                     rep.skipped.append((r.name, name, str(e)))
                     continue

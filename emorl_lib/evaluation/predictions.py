@@ -21,6 +21,7 @@ from ..infra.io import append_jsonl, read_jsonl, repair_jsonl_tail, write_jsonl
 from ..method.parsing import parse_answer
 from ..method.prompts import PromptConfig, build_messages, canonical_condition
 from ..model.generate import generate_batch
+from ..model.rollout import GenerationPaths
 
 AUDIO_ERROR = "audio_error"  # parse reason of an utterance whose audio could not be read (counts as wrong)
 # The code a prediction's raw output depends on: this module's import closure (generation, prompts, audio), whose
@@ -60,7 +61,7 @@ def read_predictions(path: Path) -> list[dict]:
 
 def predict_set(backbone, test_set: TestSet, prompt_cfg: PromptConfig, condition: str, out_path: Path,
                 batch_size: int = 8, max_new_tokens: int = 256, require_answer_tag: bool = True,
-                progress: bool = True, key: str | None = None) -> list[dict]:
+                progress: bool = True, key: str | None = None, paths: GenerationPaths | None = None) -> list[dict]:
     """Predictions for every utterance of `test_set` (in its order), generating only the ones `out_path` lacks.
 
     `require_answer_tag`: read the label from <answer> only (trained models); False lets a tagless output be read
@@ -103,7 +104,7 @@ def predict_set(backbone, test_set: TestSet, prompt_cfg: PromptConfig, condition
         if ok_rows:
             msgs = [build_messages(prompt_cfg, r.wav, cands, cond, r.transcript) for r in ok_rows]
             t0 = time.perf_counter()
-            gens = generate_batch(backbone, msgs, audios, max_new_tokens)
+            gens = generate_batch(backbone, msgs, audios, max_new_tokens, paths)
             per = (time.perf_counter() - t0) / len(ok_rows)
             for r, g in zip(ok_rows, gens):
                 parsed = parse_answer(g.text, cands, require_tag=require_answer_tag)

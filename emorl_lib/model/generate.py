@@ -1,6 +1,8 @@
 """Batched greedy generation with the backbone: chat template + audio features for a batch (left padded), then
-`generate` with the KV cache. Evaluation, held-out curves during training and `emorl infer` all decode through here,
-so a prediction means the same thing wherever it is made."""
+`generate` with the KV cache through the kit's generation paths (model/rollout.py: by default each prompt's prefix
+runs through the backbone without the LM head, so no logits are computed at every prompt position). Evaluation,
+held-out curves during training and `emorl infer` all decode through here, so a prediction means the same thing
+wherever it is made."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ from typing import Sequence
 import numpy as np
 
 from ..data.audio import SAMPLE_RATE
+from .rollout import GenerationPaths, fast_generate
 
 
 @dataclass
@@ -34,10 +37,20 @@ def encode(processor, messages: Sequence[list[dict]], audios: Sequence[np.ndarra
     return processor(text=texts, audio=list(audios), sampling_rate=SAMPLE_RATE, return_tensors="pt", padding=True)
 
 
+def greedy_config(model, max_new_tokens: int):
+    """The model's generation config for greedy decoding of at most `max_new_tokens` tokens."""
+    import copy
+
+    gc = copy.deepcopy(model.generation_config)
+    gc.update(max_new_tokens=max_new_tokens, do_sample=False, temperature=None, top_p=None, top_k=None)
+    return gc
+
+
 def generate_batch(backbone, messages: Sequence[list[dict]], audios: Sequence[np.ndarray],
-                   max_new_tokens: int) -> list[Generated]:
+                   max_new_tokens: int, paths: GenerationPaths | None = None) -> list[Generated]:
     """Greedy completions for one batch: the text (special tokens dropped, reasoning tags kept: they are ordinary
-    tokens) and how many tokens each generated up to and including its end token."""
+    tokens) and how many tokens each generated up to and including its end token. `paths`: which generation paths
+    (default: the shared prefix only)."""
     import torch
 
     inputs = encode(backbone.processor, messages, audios).to(backbone.device)
@@ -45,8 +58,7 @@ def generate_batch(backbone, messages: Sequence[list[dict]], audios: Sequence[np
     if "input_features" in inputs and model_dtype in (torch.float16, torch.bfloat16):
         inputs["input_features"] = inputs["input_features"].to(model_dtype)
     with torch.inference_mode():
-        out = backbone.model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False,
-                                      temperature=None, top_p=None, top_k=None)
+        out = fast_generate(backbone.model, dict(inputs), greedy_config(backbone.model, max_new_tokens), paths)
     new = out[:, inputs["input_ids"].shape[1]:].cpu()
     stop = eos_ids(backbone)
     results = []

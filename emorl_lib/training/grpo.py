@@ -28,6 +28,7 @@ from ..infra.log import get_logger
 from ..method.prompts import PromptConfig, build_messages
 from ..method.rewards import AccuracyReward, FormatReward, RewardConfig, build_rewards
 from ..model.backbones import load_backbone
+from ..model.rollout import AUDIO_KEYS, GenerationPaths, RolloutCopy, fast_generate
 from .runs import (
     KitTrainerFields,
     RunSetup,
@@ -40,7 +41,6 @@ from .runs import (
 
 log = get_logger(__name__)
 
-AUDIO_KEYS = ("input_features", "feature_attention_mask")
 LOSS_TYPES = ("grpo", "bnpo", "dr_grpo", "dapo", "cispo", "sapo", "luspo", "vespo")  # what TRL 1.16's loss accepts
 
 
@@ -84,6 +84,21 @@ class EmoGRPOConfig(KitTrainerFields, GRPOConfig):
                                              "(exact)")
     cache_features: bool = setting(True, "kit", "a group's G copies of a prompt share one audio load and mel "
                                                 "extraction (exact)")
+    # How rollouts are generated (model/rollout.py). Speed and memory choices: the completions an optimizer step
+    # trains on follow the same distribution either way (their bits may differ), so changing one retrains nothing.
+    rollout_shared_prefix: bool = setting(True, "kit", "each prompt and its audio prefilled once per group, the KV "
+                                                       "cache shared by its G completions (exact; less time and "
+                                                       "memory)", observes=True)
+    rollout_compile: bool = setting(False, "kit", "a static KV cache and a compiled decoding step (CUDA graphs on "
+                                                  "a GPU; exact); off until a GPU measurement shows it faster: on "
+                                                  "the CPU it is slower", observes=True)
+    rollout_copy: bool = setting(False, "kit", "decode on a 16-bit copy W = dequant(nf4) + s B A refreshed after "
+                                               "each optimizer step (within the rounding of W; 2 bytes per language-"
+                                               "model weight: GPUs of 40 GB and more); off until a GPU measurement",
+                                 observes=True)
+    rollout_rows_per_generate: int | None = setting(None, "kit", "sequences per generate call, whole groups; null: "
+                                                                 "the whole generation batch (on a GPU the planner "
+                                                                 "sets what fits)", observes=True)
 
     SET_ELSEWHERE: ClassVar[dict[str, str]] = {
         **KitTrainerFields.SET_ELSEWHERE,
@@ -115,6 +130,10 @@ class EmoGRPOConfig(KitTrainerFields, GRPOConfig):
             raise ValueError(f"beta and epsilon must be >= 0, not {cfg.beta} / {cfg.epsilon}")
         if cfg.log_completions_every < 0:
             raise ValueError(f"log_completions_every must be >= 0, not {cfg.log_completions_every}")
+        rows = cfg.rollout_rows_per_generate
+        if rows is not None and (rows < 1 or rows % cfg.num_generations):
+            raise ValueError(f"rollout_rows_per_generate ({rows}) must be a positive multiple of num_generations "
+                             f"({cfg.num_generations}): whole groups, each prefilled once")
 
     def __post_init__(self) -> None:
         self._kit_post_init()
@@ -143,7 +162,13 @@ class AudioGRPOTrainer(GRPOTrainer):
     Every forward still receives the audio features; two exact caches only avoid recomputing them: identical
     prompts of a group are tokenised (audio loaded, mel features extracted) once (`cache_features`), and during
     `train()` the frozen audio encoder runs once per distinct clip of a generation batch (`cache_audio`,
-    `EncoderCache` below; skipped with a notice when the encoder has trainable parameters)."""
+    `EncoderCache` below; skipped with a notice when the encoder has trainable parameters).
+
+    Rollouts go through the kit's generation paths (model/rollout.py, the `rollout_*` settings): TRL 1.16's own
+    generation (`_generate_single_turn`, grpo_trainer.py:1763-1891) is kept as it is, padding, unwrapping and EOS
+    masking included; only its `unwrapped_model.generate(...)` call (:1873) goes through `fast_generate`, which
+    returns the same tensor. vLLM, continuous batching and DeepSpeed ZeRO-3 keep TRL's path. The rollout copy is
+    built at the first rollout and refreshed whenever the optimizer has stepped, like TRL's vLLM weight sync."""
 
     def __init__(self, *args: Any, completions_log: Path | None = None, log_completions_every: int = 0,
                  cache_audio: bool = True, cache_features: bool = True, **kwargs: Any):
@@ -174,6 +199,54 @@ class AudioGRPOTrainer(GRPOTrainer):
             return super().train(*args, **kwargs)
         finally:
             self.encoder_cache.uninstall()
+
+    # -- rollouts through the kit's generation paths -------------------------------------------------------------
+    def generation_paths(self) -> GenerationPaths:
+        a = self.args
+        return GenerationPaths(getattr(a, "rollout_shared_prefix", False), getattr(a, "rollout_compile", False),
+                               getattr(a, "rollout_copy", False), getattr(a, "rollout_rows_per_generate", None))
+
+    def _fast_rollouts(self) -> bool:
+        p = self.generation_paths()
+        if not (p.shared_prefix or p.compiled or p.rollout_copy or p.rows_per_generate):
+            return False
+        if getattr(self, "use_vllm", False) or getattr(self, "use_transformers_continuous_batching", False):
+            return False
+        from trl.distributed import DistributedBackend
+
+        return not DistributedBackend(self.accelerator).is_zero3
+
+    def _rollout_copy(self, model) -> RolloutCopy | None:
+        if not self.generation_paths().rollout_copy:
+            return None
+        step = self.state.global_step
+        if getattr(self, "_copy", None) is None:
+            self._copy, self._copy_step = RolloutCopy(model), step
+        elif self._copy_step != step:  # the optimizer changed the weights since the copy was written
+            self._copy.refresh()
+            self._copy_step = step
+        return self._copy
+
+    def _generate_single_turn(self, prompt_ids, images, multimodal_fields, num_generations, has_tool_images=False):
+        if not self._fast_rollouts():
+            return super()._generate_single_turn(prompt_ids, images, multimodal_fields, num_generations,
+                                                 has_tool_images)
+        model = self.accelerator.unwrap_model(self.model_wrapped)  # what TRL's unwrap yields outside ZeRO-3
+        paths = self.generation_paths()
+
+        def fast(generation_config=None, **inputs):
+            swapped = model.__dict__.pop("generate")  # the class's generate again inside the fast path
+            try:
+                return fast_generate(model, inputs, generation_config, paths, self._rollout_copy(model))
+            finally:
+                model.generate = swapped
+
+        model.generate = fast  # for the length of TRL's call: an instance attribute over the class's method
+        try:
+            return super()._generate_single_turn(prompt_ids, images, multimodal_fields, num_generations,
+                                                 has_tool_images)
+        finally:
+            model.__dict__.pop("generate", None)
 
     # -- carry the audio ------------------------------------------------------------------------------------------
     def _tokenize_prompts(self, prompts: list):

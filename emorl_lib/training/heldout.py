@@ -26,6 +26,7 @@ from ..method.parsing import parse_answer
 from ..method.prompts import PromptConfig, build_messages
 from ..model.backbones import Backbone
 from ..model.generate import generate_batch
+from ..model.rollout import GenerationPaths
 
 log = get_logger(__name__)
 
@@ -38,6 +39,7 @@ class HeldOutSpec:
 
     max_new_tokens: int
     batch_size: int = 8
+    paths: GenerationPaths | None = None
 
 
 def heldout_scores(backbone: Backbone, test_set: TestSet, prompt: PromptConfig, condition: str, spec: HeldOutSpec
@@ -50,7 +52,7 @@ def heldout_scores(backbone: Backbone, test_set: TestSet, prompt: PromptConfig, 
     for start in range(0, len(rows), spec.batch_size):
         chunk = rows[start:start + spec.batch_size]
         msgs = [build_messages(prompt, r.wav, cands, condition, r.transcript) for r in chunk]
-        gens = generate_batch(backbone, msgs, [load_16k(r.wav) for r in chunk], spec.max_new_tokens)
+        gens = generate_batch(backbone, msgs, [load_16k(r.wav) for r in chunk], spec.max_new_tokens, spec.paths)
         for r, g in zip(chunk, gens):
             gold.append(test_set.gold(r))
             pred.append(parse_answer(g.text, cands, require_tag=True).label)

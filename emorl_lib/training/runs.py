@@ -391,6 +391,7 @@ class RunSetup:
     heldout: HeldOutSpec
     profile: str = ""
     where: str = ""  # the profile file and section, for error messages
+    sizing: list[str] = field(default_factory=list)  # what the planner changed to fit this GPU (recorded)
 
     config_class: ClassVar[type]  # the stage's trainer config (EmoSFTConfig, EmoGRPOConfig)
     stage: ClassVar[str]
@@ -516,7 +517,7 @@ def train_and_save(trainer, processor, setup: RunSetup, final: Path, meta: dict,
     meta = {"run": asdict(run), "name": run.name, "stage": setup.stage, "seconds": round(time.time() - t0, 1),
             "settings_hash": trained_hash(run.checkpoint_dir(paths)),
             "steps": trainer.state.global_step, "condition": run.condition,
-            "labels": list(corpus_candidates(run.corpus)), "profile": setup.profile,
+            "labels": list(corpus_candidates(run.corpus)), "profile": setup.profile, "sized_for_this_gpu": setup.sizing,
             setup.stage: setup.changed(), "prompt": asdict(setup.prompt), **meta}
     model = trainer.model
     if trainer.accelerator.is_main_process:
@@ -543,6 +544,7 @@ class TrainingSetup:
     workers: int = 1
     paths: Paths | None = None
     smoke: bool = False  # a kit-built model or synthetic data (model.backbones.is_smoke)
+    sizing: list[str] = field(default_factory=list)  # the planner's changes to fit this machine's GPU
 
     @property
     def note(self) -> str:
