@@ -231,6 +231,87 @@ def test_cli_prepare_real_root_and_wrong_root(tmp_path, capsys, monkeypatch):
     assert cli_main(["prepare", "--profile", str(prof), "--root", str(root)]) == 2
 
 
+# ---------------------------------------------------------------- data.synthetic_size: a number or {corpus: size}
+def test_synthetic_size_is_a_number_or_a_size_per_corpus():
+    """One spelling per meaning (what a settings digest hashes): a number is a float; a mapping lists every corpus,
+    those it does not name at 1.0; a mapping that gives every corpus one size is that number."""
+    from emorl_lib.infra.config import settings_values
+
+    cfg = DataConfig(synthetic_seed=1, synthetic_size={"meld": 8, "iemocap": 8})
+    assert cfg.synthetic_size == {"iemocap": 8.0, "meld": 8.0, "ravdess": 1.0, "savee": 1.0}
+    assert [cfg.size_of(c) for c in ("iemocap", "meld", "ravdess", "savee")] == [8.0, 8.0, 1.0, 1.0]
+    spelt_out = DataConfig(synthetic_seed=1, synthetic_size={"iemocap": 8, "meld": 8, "ravdess": 1, "savee": 1.0})
+    assert settings_values(spelt_out) == settings_values(cfg)
+    same = DataConfig(synthetic_size={c: 0.3 for c in ("iemocap", "meld", "ravdess", "savee")})
+    assert same.synthetic_size == 0.3 and settings_values(same) == settings_values(DataConfig(synthetic_size=0.3))
+    assert DataConfig(synthetic_size=2).synthetic_size == 2.0 and isinstance(DataConfig().synthetic_size, float)
+
+
+def test_synthetic_folders_are_per_seed_and_corpus_size_and_a_number_keeps_its_folder():
+    for size, name in ((1.0, "seed0-size1"), (0.3, "seed0-size0.3"), (2, "seed0-size2")):
+        assert {DataConfig(synthetic_size=size).synthetic_folder(c) for c in ("iemocap", "meld", "savee")} == {name}
+    cfg = DataConfig(synthetic_seed=1, synthetic_size={"iemocap": 20, "meld": 8, "ravdess": 2, "savee": 2})
+    assert [cfg.synthetic_folder(c) for c in cfg.corpora] == ["seed1-size20", "seed1-size8", "seed1-size2",
+                                                              "seed1-size2"]
+
+
+def test_synthetic_roots_come_from_each_corpus_size(tmp_path, monkeypatch):
+    """prepare's roots: each corpus generated at its own size into its (seed, size) folder."""
+    from emorl_lib.data import synthetic
+
+    calls = {}
+
+    def fake_generate(corpus, dest, seed=0, size=1.0, workers=None, force=False):
+        calls[corpus] = (Path(dest).name, size)
+        return Path(dest) / synthetic.ROOT_NAMES[corpus]
+
+    monkeypatch.setattr(synthetic, "generate", fake_generate)
+    paths = make_paths(tmp_path)
+    cfg = DataConfig(synthetic_size={"iemocap": 8, "meld": 8}, corpora=["meld", "savee"])
+    roots = prep.resolve_roots(cfg, paths)
+    assert calls == {"meld": ("seed0-size8", 8.0), "savee": ("seed0-size1", 1.0)}
+    assert roots["savee"] == paths.synthetic / "seed0-size1" / "SAVEE"
+    calls.clear()
+    prep.resolve_roots(DataConfig(synthetic_size=0.1), paths)
+    assert calls == {c: ("seed0-size0.1", 0.1) for c in ("iemocap", "meld", "ravdess", "savee")}
+
+
+@pytest.mark.parametrize("value, message", [
+    ({"iemokap": 8}, r"data: synthetic_size: unknown corpus \['iemokap'\]; known: \['iemocap', 'meld', 'ravdess', "
+                     r"'savee'\]"),
+    ({"meld": 0}, r"synthetic_size: every size must be a finite number > 0; got \{'meld': 0\}"),
+    ({"meld": -2, "savee": 1}, r"every size must be a finite number > 0; got \{'meld': -2\}"),
+    ({"meld": "big"}, r"data\.synthetic_size: expected a number or a mapping, got \{'meld': 'big'\}"),
+    ([8, 8], r"data\.synthetic_size: expected a number or a mapping"),
+    (0, r"synthetic_size must be a finite number > 0 or a mapping \{corpus: size\}, got 0"),
+    (float("inf"), r"synthetic_size must be a finite number > 0"),
+])
+def test_a_bad_synthetic_size_is_a_config_error_naming_the_key(tmp_path, value, message):
+    prof = write_profile(tmp_path, {"synthetic": True, "synthetic_size": value})
+    with pytest.raises(ConfigError, match=message):
+        load_profile(prof)
+
+
+def test_a_size_mapping_loads_from_yaml_and_is_described(tmp_path):
+    from emorl_lib.data.corpora.crosscorpus import CrossReport
+    from emorl_lib.profile import describe
+
+    prof = tmp_path / "prof.yaml"
+    prof.write_text("data:\n  synthetic_size: {iemocap: 8, meld: 8, ravdess: 1, savee: 0.5}\n")
+    loaded = load_profile(prof)
+    setup = data_setup(loaded)
+    assert [setup.data.size_of(c) for c in ("iemocap", "meld", "ravdess", "savee")] == [8.0, 8.0, 1.0, 0.5]
+    row = next(r for r in describe(loaded, sections=("data",)) if r["setting"] == "data.synthetic_size")
+    assert row["value"] == {"iemocap": 8.0, "meld": 8.0, "ravdess": 1.0, "savee": 0.5} and row["from"] == "profile"
+    out = prep.Prepared(paths=setup.paths, cfg=setup.data, roots={},
+                        cross_reports={"savee": CrossReport("savee", entries=240, resolved=120,
+                                                            not_generated=["x"] * 120)})
+    assert "BY DESIGN (data.synthetic_size.savee 0.5 writes part of each list" in "\n".join(out.notes())
+    scalar = prep.Prepared(paths=setup.paths, cfg=DataConfig(synthetic_size=0.1), roots={},
+                           cross_reports=out.cross_reports)
+    assert "BY DESIGN (data.synthetic_size 0.1 writes part of each list" in "\n".join(scalar.notes())
+
+
 # ---------------------------------------------------------------- full prepare on the synthetic corpora
 @pytest.fixture(scope="module")
 def prepared(synthetic_corpora, tmp_path_factory):

@@ -6,6 +6,8 @@ import csv
 import hashlib
 import json
 import re
+import signal
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +18,11 @@ from emorl_lib.data.labels import NATIVE_TO_UNIFIED
 from emorl_lib.data.synthetic import (
     ROOT_NAMES,
     generate,
+    generate_all,
+    iemocap,
     meld,
+    ravdess,
+    savee,
     savee_flat_root,
     track2_included,
     voice,
@@ -344,3 +350,107 @@ def test_transcripts_carry_no_label_information(synthetic_corpora):
     for w in ("happy", "sad", "angry", "anger", "joy", "fear", "disgust", "surpris", "excit", "frustrat", "love",
               "hate", "cry", "great", "terrible"):
         assert not re.search(rf"\b{w}", words), w
+
+
+# ---- a size per corpus; MELD at any size ----------------------------------------------------------------------
+# meld.plan digests recorded with the planner as it was before it could reuse dialogue ids (it never finished from
+# size 10 up): every size it did finish must plan the very same rows, so no generated MELD tree changes.
+MELD_PLAN_DIGESTS = {
+    (0, 0.05): "f3db92739d79fc21", (0, 0.1): "3aa8cf78ad8ed546", (0, 0.3): "16dee5189a5cc2ef",
+    (0, 1.0): "952f39fa5a24e7d7", (0, 2.0): "8f411b552456cf95", (0, 5.0): "d0d7bcb0a035428c",
+    (0, 8.0): "e77e107fc2ba3e8c", (0, 9.0): "13fd3c309c26289a",
+    (1, 0.1): "b98147a4d3f9c3e6", (1, 1.0): "92d20f72f9d6c976", (1, 8.0): "02d547b52d85f6a8",
+    (1, 9.0): "70370f2082c91cb0",
+}
+
+
+def _digest(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
+
+
+@contextmanager
+def _within(seconds: int):
+    """Fail, instead of hanging the suite, if the block runs longer than `seconds` (a planner that loops)."""
+    def _timeout(*_):
+        raise TimeoutError(f"still running after {seconds} s")
+
+    old = signal.signal(signal.SIGALRM, _timeout)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
+
+
+def _planned(corpus: str, size: float, seed: int = 0) -> int:
+    """Utterance files a corpus's planner lays out at this size (what the writer renders)."""
+    if corpus == "iemocap":
+        return sum(len(us) for us in iemocap.plan(seed, size).values())
+    if corpus == "meld":
+        return sum(len(rows) for rows in meld.plan(seed, size).values())
+    return len(ravdess.plan(seed, size)) if corpus == "ravdess" else len(savee.plan(size))
+
+
+@pytest.mark.parametrize("seed, size", sorted(MELD_PLAN_DIGESTS))
+def test_meld_plans_of_size_up_to_9_are_unchanged(seed, size):
+    assert _digest(meld.plan(seed, size)) == MELD_PLAN_DIGESTS[(seed, size)]
+
+
+@pytest.mark.parametrize("size", [10, 12, 40])
+def test_meld_plans_any_size_with_unique_ids_in_the_real_layout(size):
+    """Dev has 114 dialogue ids: from about size 9.8 the fillers outnumber what fresh dialogues hold (test's 280
+    from about 23); the planner then adds utterances to dialogues in use, each (dialogue, utterance) once per split."""
+    with _within(20):
+        rows = meld.plan(0, size)
+    track2 = meld.track2_rows(size)
+    assert meld.n_fillers(12) == 360
+    for split, items in rows.items():
+        ids = [(d, u) for d, u, _, _ in items]
+        assert len(set(ids)) == len(ids), split
+        assert items == sorted(items)
+        assert len(items) == len(track2[split]) + meld.n_fillers(size), split  # the defects are fillers
+        fillers = set(ids) - {(d, u) for d, u, _, _ in track2[split]}
+        assert all(0 <= d < meld.SPLITS[split][2] and u >= 0 for d, u in fillers), split
+        assert {e for *_, e in items} == set(meld.EMOTIONS)
+    assert len({d for d, *_ in rows["dev"]}) == meld.SPLITS["dev"][2]  # every dev dialogue id in use
+    assert meld.plan(0, size) == rows  # deterministic
+
+
+def test_meld_refuses_a_size_it_cannot_plan():
+    for size in (float("inf"), float("nan"), 0, -1):
+        with _within(5), pytest.raises(ValueError, match="finite number > 0"):
+            meld.plan(0, size)
+
+
+def test_a_size_mapping_sizes_each_corpus_on_its_own(tmp_path):
+    """generate_all with {corpus: size}: each corpus at its own size (stamp and files), the corpora it does not name
+    at 1.0; changing one corpus's size regenerates that corpus only."""
+    assert [_planned(c, 2.0) > _planned(c, 1.0) for c in ROOT_NAMES] == [True] * 4  # a size means more files
+    made = generate_all(tmp_path, seed=0, size={"iemocap": 0.05, "savee": 0.1, "meld": 40},
+                        corpora=("iemocap", "savee"))
+    assert set(made) == {"iemocap", "savee"}
+
+    def stamp(corpus: str) -> dict:
+        return json.loads((tmp_path / f".{ROOT_NAMES[corpus]}.stamp.json").read_text())
+
+    assert (stamp("iemocap")["size"], stamp("savee")["size"]) == (0.05, 0.1)
+    n_iemocap = stamp("iemocap")["counts"]["utterances"]
+    assert n_iemocap == _planned("iemocap", 0.05)
+    assert len(list((made["savee"] / "AudioData").rglob("*.wav"))) == _planned("savee", 0.1)
+    savee_clip = next((made["savee"] / "AudioData").rglob("*.wav"))
+    before = savee_clip.stat().st_mtime_ns
+    generate_all(tmp_path, seed=0, size={"iemocap": 0.1, "savee": 0.1}, corpora=("iemocap", "savee"))
+    assert stamp("iemocap")["counts"]["utterances"] == _planned("iemocap", 0.1) > n_iemocap
+    assert savee_clip.stat().st_mtime_ns == before  # savee's size did not change: kept as it was
+
+
+def test_bad_size_mappings_are_refused_before_anything_is_written(tmp_path):
+    known = r"unknown corpus \['crema'\]; known: \['iemocap', 'meld', 'ravdess', 'savee'\]"
+    with pytest.raises(ValueError, match=known):
+        generate_all(tmp_path, size={"crema": 2})
+    with pytest.raises(ValueError, match="every size must be a finite number > 0"):
+        generate_all(tmp_path, size={"meld": 0})
+    with pytest.raises(ValueError, match="one corpus at one size"):
+        generate("meld", tmp_path, size={"meld": 2})
+    assert not list(tmp_path.iterdir())

@@ -28,7 +28,7 @@ def settings(tmp_path):
     root = tmp_path
     prof = load_profile("default", {
         "paths": {"cache": str(root / "cache"), "runs": str(root / "runs"), "results": str(root / "results")},
-        "experiments": {"corpora": ["iemocap", "meld"], "iemocap_folds": [1, 2],
+        "experiments": {"corpora": ["iemocap", "meld"], "iemocap_folds": [1, 2], "cross_corpus": True,
                         "grpo_runs": [["binary", "IR"], ["eswr", "IR"], ["eswr", "ESR"]], "sft_conditions": ["IR", "ESR"]},
         "eval": {"max_utterances": None, "bootstrap": 200},
     })

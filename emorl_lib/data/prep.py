@@ -22,6 +22,7 @@ from ..infra.io import atomic_write_text, file_lock, write_jsonl
 from ..infra.log import get_logger
 from ..infra.parallel import imap_progress
 from ..infra.paths import Paths
+from . import sizes
 from .audio import CacheResult, cache_clip
 from .corpora import CORPORA
 from .corpora import load as load_corpus
@@ -45,7 +46,8 @@ class DataConfig:
 
     synthetic: bool = True          # generate synthetic corpora under cache/synthetic and use them as roots
     synthetic_seed: int = 0
-    synthetic_size: float = 1.0     # size knob of the generator
+    # size knob of the generator: one number for every corpus, or {corpus: size} (corpora not named: 1.0)
+    synthetic_size: float | dict[str, float] = 1.0
     corpora: list[str] = field(default_factory=lambda: list(CORPORA))
     roots: dict[str, str | None] = field(default_factory=dict)  # real corpus roots (synthetic: false)
     workers: int = setting(2, "kit", "processes decoding/resampling into the cache", observes=True)
@@ -71,13 +73,28 @@ class DataConfig:
         bad_roots = [c for c in self.roots if c not in CORPORA]
         if bad_roots:
             raise ValueError(f"roots: unknown corpus {bad_roots}; known: {list(CORPORA)}")
-        if self.workers < 1 or self.synthetic_size <= 0 or self.silence_peak < 0:
-            raise ValueError(f"need workers >= 1, synthetic_size > 0 and silence_peak >= 0; got {self.workers}, "
-                             f"{self.synthetic_size}, {self.silence_peak}")
+        self.synthetic_size = sizes.canonical(self.synthetic_size, CORPORA, "synthetic_size")
+        if self.workers < 1 or self.silence_peak < 0:
+            raise ValueError(f"need workers >= 1 and silence_peak >= 0; got {self.workers}, {self.silence_peak}")
         if sorted(self.meld_tie_order) != sorted(MELD_SPLITS):
             raise ValueError(f"meld_tie_order: expected an order of {list(MELD_SPLITS)}, got {self.meld_tie_order}")
         if not 0.0 <= self.heldout_fraction < 1.0:
             raise ValueError(f"heldout_fraction must be in [0, 1), not {self.heldout_fraction}")
+
+    def size_of(self, corpus: str) -> float:
+        """The synthetic size `corpus` is generated at (the one place a caller asks it)."""
+        return sizes.size_of(self.synthetic_size, corpus)
+
+    def size_setting(self, corpus: str) -> str:
+        """The setting that gives `corpus` its size, for messages: data.synthetic_size[.corpus]."""
+        return "data.synthetic_size" + (f".{corpus}" if isinstance(self.synthetic_size, dict) else "")
+
+    def synthetic_folder(self, corpus: str) -> str:
+        """Folder (under cache/synthetic) of `corpus`'s generated tree: one per (seed, size of that corpus), so trees
+        of different sizes never overwrite each other, the 16 kHz cache (one folder per root) never serves a clip of
+        another size under the same name, and profiles that give a corpus the same size share its tree. A number
+        gives every corpus the folder it always had (seed{seed}-size{size:g})."""
+        return f"seed{self.synthetic_seed}-size{self.size_of(corpus):g}"
 
 
 @dataclass
@@ -168,8 +185,8 @@ class Prepared:
         for c, r in self.cross_reports.items():
             if r.not_generated:
                 out.append(f"{c}: {len(r.not_generated)} of {r.entries} cross-corpus entries are not in the synthetic "
-                           f"corpus, BY DESIGN (data.synthetic_size {self.cfg.synthetic_size} writes part of each "
-                           "list; 2.0 writes all): expected")
+                           f"corpus, BY DESIGN ({self.cfg.size_setting(c)} {self.cfg.size_of(c)} writes part of "
+                           "each list; 2.0 writes all): expected")
             out += [f"{c}: {a['entry']} ({a['speaker']}) matches {', '.join(a['candidates'])}: took {a['chosen']} "
                     f"(settled by {a['settled_by']})" for a in r.ambiguous]
             out += [f"{c}: UNRESOLVED {u['entry']}: {u['reason']}" for u in r.unresolved[:max_unresolved]]
@@ -278,20 +295,16 @@ def _not_generated(cfg: DataConfig, corpus: str) -> set[str] | None:
     from .synthetic import track2_included
 
     return ({e["wav_filename"] for e in track2_entries(corpus)}
-            - {e["wav_filename"] for e in track2_included(corpus, cfg.synthetic_size)})
+            - {e["wav_filename"] for e in track2_included(corpus, cfg.size_of(corpus))})
 
 
 def resolve_roots(cfg: DataConfig, paths: Paths, force: bool = False) -> dict[str, Path]:
     """Corpus roots: freshly generated synthetic trees (`force`: written again), or the real roots of the profile."""
     if cfg.synthetic:
-        from .synthetic import generate_all
+        from .synthetic import generate
 
-        # One tree per (seed, size): profiles of different sizes never overwrite each other's corpora, and the
-        # 16 kHz cache (one folder per root) never serves a clip of another size under the same name.
-        dest = paths.synthetic / f"seed{cfg.synthetic_seed}-size{cfg.synthetic_size:g}"
-        made = generate_all(dest, seed=cfg.synthetic_seed, size=cfg.synthetic_size, corpora=list(cfg.corpora),
-                            force=force)
-        return {c: Path(made[c]) for c in cfg.corpora}
+        return {c: Path(generate(c, paths.synthetic / cfg.synthetic_folder(c), seed=cfg.synthetic_seed,
+                                 size=cfg.size_of(c), force=force)) for c in cfg.corpora}
     missing = [c for c in cfg.corpora if not cfg.roots.get(c)]
     if missing:
         raise ConfigError(f"data.roots has no root for {missing} (synthetic: false needs the real corpus folders; "

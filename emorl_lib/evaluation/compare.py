@@ -273,6 +273,7 @@ def training_frame(s: EvalSetup) -> pd.DataFrame:
 
     from ..training.experiments import grpo_runs, sft_runs
     from ..training.heldout import heldout_summary, read_heldout
+    from ..training.policy import policy_columns
     from ..training.runs import log_summary
     from .figures import read_log
 
@@ -292,6 +293,7 @@ def training_frame(s: EvalSetup) -> pd.DataFrame:
         held = read_heldout(run.heldout_csv(s.paths))
         if held is not None:
             row.update(heldout_summary(held))
+        row.update(policy_columns(run.policy_csv(s.paths)))
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -330,6 +332,7 @@ def write_results(s: EvalSetup, smooth: int = 5) -> list:
     from ..infra.io import atomic_write_text
     from ..training.experiments import grpo_runs
     from ..training.heldout import read_heldout
+    from ..training.policy import read_policy
     from . import figures
     from .figures import read_log
     from .tables import fmt, to_markdown
@@ -344,9 +347,10 @@ def write_results(s: EvalSetup, smooth: int = 5) -> list:
 
     logs = {r: d for r in grpo_runs(s.exp) if (d := read_log(r.log_csv(s.paths))) is not None}
     held = {r: d for r in grpo_runs(s.exp) if (d := read_heldout(r.heldout_csv(s.paths))) is not None}
+    policy = {r: d for r in grpo_runs(s.exp) if (d := read_policy(r.policy_csv(s.paths))) is not None}
     smoke = s.smoke
     note = SMOKE_NOTE if smoke else ""
-    fig = figures.learning_curves(logs, held, smooth, note)
+    fig = figures.learning_curves(logs, held, smooth, note, policy)
     curve_png = None
     if fig is not None:
         written += figures.save(fig, s.paths.figures, "learning_curves")

@@ -290,17 +290,32 @@ def prior_heatmaps(matrices: Mapping[str, Mapping[str, pd.DataFrame]], gamma: fl
 
 
 def learning_curves(logs: Mapping[Run, pd.DataFrame], heldout: Mapping[Run, pd.DataFrame], smooth: int = 5,
-                    note: str = ""):
+                    note: str = "", policy: Mapping[Run, pd.DataFrame] | None = None):
     """GRPO learning curves, one row per training corpus: total reward, sampled batch accuracy (both smoothed over
-    `smooth` steps) and greedy held-out UA on the validation set, against steps; one line per recipe (mean over
-    training seeds, the band spanning them). Step 0 of the held-out curve is the SFT start."""
+    `smooth` steps), greedy held-out UA on the validation set and, where a run logged its policy curve
+    (training/policy.py), the exact expected accuracy under the sampling temperature on its fixed training prompts and
+    the expected UA on the held-out set, against steps; one line per recipe (mean over training seeds, the band
+    spanning them). Step 0 of the held-out and policy curves is the SFT start."""
+    policy = policy or {}
     if not logs and not heldout:
         return None
-    runs = list(dict.fromkeys([*logs, *heldout]))
+    runs = list(dict.fromkeys([*logs, *heldout, *policy]))
     corpora = sorted({r.corpus for r in runs})
     recipes = sorted({(r.reward, r.condition) for r in runs}, key=str)
     panels = [("reward", "total reward (sampled)"), ("__acc__", "batch accuracy (sampled)"),
               ("ua", "held-out UA (greedy, validation set)")]
+    if policy:
+        panels += [("train:exp_acc", "expected accuracy at T (training prompts)"),
+                   ("heldout:exp_ua", "expected UA at T (validation set)")]
+
+    def frame(r: Run, col: str) -> tuple[pd.DataFrame | None, str | None]:
+        if ":" in col:
+            which, c = col.split(":")
+            df = policy.get(r)
+            return (None, None) if df is None else (df[df["set"] == which], c)
+        df = heldout.get(r) if col == "ua" else logs.get(r)
+        return df, (accuracy_column(df) if col == "__acc__" and df is not None else col)
+
     fig, axes = plt.subplots(len(corpora), len(panels), figsize=(4.3 * len(panels), 3.2 * len(corpora)),
                              squeeze=False)
     for i, corpus in enumerate(corpora):
@@ -313,22 +328,19 @@ def learning_curves(logs: Mapping[Run, pd.DataFrame], heldout: Mapping[Run, pd.D
                 ax = axes[i, j]
                 series = []
                 for r in group:
-                    df = heldout.get(r) if col == "ua" else logs.get(r)
-                    if df is None:
-                        continue
-                    c = accuracy_column(df) if col == "__acc__" else col
-                    if c is None or c not in df.columns:
+                    df, c = frame(r, col)
+                    if df is None or df.empty or c is None or c not in df.columns:
                         continue
                     y = df.set_index("step")[c].astype(float)
-                    if col != "ua" and smooth > 1:
+                    if col in ("reward", "__acc__") and smooth > 1:
                         y = y.rolling(smooth, min_periods=1).mean()
                     series.append(y)
                 if not series:
                     continue
                 table = pd.concat(series, axis=1).sort_index()
                 mean = table.mean(axis=1)
-                ax.plot(mean.index, mean.values, color=f"C{k}", marker="o" if col == "ua" else None, ms=3,
-                        label=label)
+                ax.plot(mean.index, mean.values, color=f"C{k}", marker=None if col in ("reward", "__acc__") else "o",
+                        ms=3, label=label)
                 if table.shape[1] > 1:
                     ax.fill_between(table.index, table.min(axis=1), table.max(axis=1), color=f"C{k}", alpha=0.15)
                 ax.set_title(f"{NAMES.get(corpus, corpus)}: {title}", fontsize=8)

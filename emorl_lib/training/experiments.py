@@ -158,6 +158,19 @@ class Run:
         """Accuracy on the run's held-out set every few steps during training (training/heldout.py)."""
         return paths.logs / f"{self.name}.heldout.csv"
 
+    def policy_csv(self, paths: Paths) -> Path:
+        """The policy's expected accuracy and reward under its sampling temperature during training (policy.py)."""
+        return paths.logs / f"{self.name}.policy.csv"
+
+    def completions_log(self, paths: Paths) -> Path:
+        """GRPO: one group of sampled completions with their rewards every `log_completions_every` steps."""
+        return paths.logs / f"{self.name}.completions.jsonl"
+
+    def step_logs(self, paths: Paths) -> list[Path]:
+        """Everything a training attempt logs step by step: cleared when the run trains from scratch, so that no
+        row of an older attempt (other settings, other code) stands in for one of this attempt."""
+        return [self.log_csv(paths), self.heldout_csv(paths), self.policy_csv(paths), self.completions_log(paths)]
+
     def predictions(self, paths: Paths, test_set: str) -> Path:
         """Raw outputs + parsed labels of this model on `test_set` (e.g. 'iemocap-f1', 'meld-test', 'xc-savee')."""
         return paths.predictions / self.name / f"{test_set}.jsonl"

@@ -22,6 +22,7 @@ from transformers.trainer_utils import SchedulerType
 from trl import GRPOConfig, GRPOTrainer
 
 from ..data.labels import candidates as corpus_candidates
+from ..data.testsets import heldout_set
 from ..infra.config import setting
 from ..infra.io import append_jsonl
 from ..infra.log import get_logger
@@ -29,6 +30,7 @@ from ..method.prompts import PromptConfig, build_messages
 from ..method.rewards import AccuracyReward, FormatReward, RewardConfig, build_rewards
 from ..model.backbones import load_backbone
 from ..model.rollout import AUDIO_KEYS, GenerationPaths, RolloutCopy, fast_generate
+from .policy import PolicyCurve, training_subset
 from .runs import (
     KitTrainerFields,
     RunSetup,
@@ -80,6 +82,17 @@ class EmoGRPOConfig(KitTrainerFields, GRPOConfig):
     train_modules_to_save: bool = setting(True, "kit", "false: GRPO updates the LoRA weights only and leaves the "
                                                        "modules the SFT warm-up trained in full "
                                                        "(backbone.lora.modules_to_save) as they are")
+    balanced_prompts: bool = setting(False, "kit", "true: each class contributes as many training prompts as the "
+                                                   "smallest (GRPO maximises expected accuracy over the prompts it "
+                                                   "sees: on imbalanced prompts drifting to the majority class pays)")
+    policy_every: int = setting(0, "kit", "the exact expected accuracy and reward under the sampling temperature, "
+                                          "on a fixed training subset and the held-out set, every N steps and at "
+                                          "the ends (training/policy.py); 0: off", observes=True)
+    policy_utterances: int | None = setting(64, "kit", "the policy curve scores a fixed class-balanced subset of "
+                                                       "this many of the training prompts and of the held-out set; "
+                                                       "null: all of both", observes=True)
+    policy_prefixes: int = setting(4, "kit", "ESR/EUR: reasoning prefixes sampled per utterance for the policy "
+                                             "curve", observes=True)
     cache_audio: bool = setting(True, "kit", "the frozen audio encoder runs once per clip per generation batch "
                                              "(exact)")
     cache_features: bool = setting(True, "kit", "a group's G copies of a prompt share one audio load and mel "
@@ -130,6 +143,10 @@ class EmoGRPOConfig(KitTrainerFields, GRPOConfig):
             raise ValueError(f"beta and epsilon must be >= 0, not {cfg.beta} / {cfg.epsilon}")
         if cfg.log_completions_every < 0:
             raise ValueError(f"log_completions_every must be >= 0, not {cfg.log_completions_every}")
+        if cfg.policy_every < 0 or cfg.policy_prefixes < 1 or (cfg.policy_utterances is not None
+                                                                 and cfg.policy_utterances < 1):
+            raise ValueError(f"policy_every must be >= 0, policy_prefixes >= 1 and policy_utterances null or >= 1; "
+                             f"got {cfg.policy_every}, {cfg.policy_prefixes}, {cfg.policy_utterances}")
         rows = cfg.rollout_rows_per_generate
         if rows is not None and (rows < 1 or rows % cfg.num_generations):
             raise ValueError(f"rollout_rows_per_generate ({rows}) must be a positive multiple of num_generations "
@@ -489,6 +506,22 @@ def prompt_rows(rows, prompt_cfg: PromptConfig, corpus: str, condition: str) -> 
              "label": u.label, "candidates": cands, "utt_id": u.utt_id} for u in rows]
 
 
+def policy_callbacks(setup: "GRPOSetup", processor, rows: list) -> list[PolicyCurve]:
+    """The policy curve (`policy_every` > 0): fixed class-balanced subsets of the run's training prompts and of its
+    held-out set, scored under the run's own temperature and reward."""
+    args, run, data = setup.args, setup.run, setup.data
+    if args.policy_every <= 0:
+        return []
+    n = args.policy_utterances
+    sets = {"train": training_subset(f"{run.name}-train", run.corpus, rows, n, args.seed)}
+    held = heldout_set(setup.paths, run.corpus, run.fold, data.heldout_fraction, data.heldout_seed, n)
+    if held is not None:
+        sets["heldout"] = held
+    return [PolicyCurve(sets, processor, setup.prompt, run.condition, args.temperature, setup.reward, run.reward,
+                        args.policy_every, run.policy_csv(setup.paths), args.policy_prefixes,
+                        args.max_completion_length or 128)]
+
+
 def reward_functions(reward_cfg: RewardConfig, condition: str, accuracy: str) -> tuple[list, list[float]]:
     """The configured rewards, plus weight-0 binary accuracy and format terms so that every run logs batch accuracy
     and format-valid rate whatever it optimises."""
@@ -558,7 +591,8 @@ def run_grpo(setup: GRPOSetup, force: bool = False, stop_after_steps: int | None
                                 "03 first (or set experiments.sft_before_grpo: false)")
     args = setup.args
     rows = training_rows(setup.paths, run, args.max_utterances, args.seed, balance=True,
-                         heldout_fraction=setup.data.heldout_fraction, heldout_seed=setup.data.heldout_seed)
+                         heldout_fraction=setup.data.heldout_fraction, heldout_seed=setup.data.heldout_seed,
+                         equal_classes=args.balanced_prompts)
     set_seed(args.seed)  # the new LoRA's random init must not depend on what ran before in this process
     bb = load_backbone(setup.backbone, setup.paths, adapter=adapter, trainable=True)
     if not args.train_modules_to_save:
@@ -567,10 +601,11 @@ def run_grpo(setup: GRPOSetup, force: bool = False, stop_after_steps: int | None
     from datasets import Dataset
 
     dataset = Dataset.from_list(prompt_rows(rows, setup.prompt, run.corpus, run.condition))
-    completions_log = setup.paths.logs / f"{run.name}.completions.jsonl"
+    completions_log = run.completions_log(setup.paths)
     trainer = AudioGRPOTrainer(
         model=bb.model, reward_funcs=setup.rewards[0], args=args, train_dataset=dataset, processing_class=bb.processor,
-        callbacks=run_callbacks(setup, bb.processor, stop_after_steps, jsonl_logs=(completions_log,)),
+        callbacks=run_callbacks(setup, bb.processor, stop_after_steps, jsonl_logs=(completions_log,))
+        + policy_callbacks(setup, bb.processor, rows),
         completions_log=completions_log, log_completions_every=args.log_completions_every,
         cache_audio=args.cache_audio, cache_features=args.cache_features,
     )

@@ -45,17 +45,30 @@ log = get_logger(__name__)
 # Code the trainers run that watches training without changing what is trained (held-out accuracy during training:
 # tested to leave the adapter bit-identical): left out of the training code digest, so that a change to it, or to the
 # generation code it calls, never retrains a finished run.
-TRAINING_OBSERVERS = (f"{__package__}.heldout",)
+TRAINING_OBSERVERS = (f"{__package__}.heldout", f"{__package__}.policy")
 SETTINGS_FILE = "emorl_settings.json"
 
 
+def _per_class(rows: list[Utterance], total: int | None, rng: random.Random) -> list[Utterance]:
+    """The first `total // classes` rows of each class (None: as many as the smallest class has), shuffled."""
+    by_label: dict[str, list[Utterance]] = {}
+    for u in rows:
+        by_label.setdefault(u.label, []).append(u)
+    per = min(map(len, by_label.values())) if total is None else max(1, total // len(by_label))
+    out = [u for lab in sorted(by_label) for u in by_label[lab][:per]]
+    rng.shuffle(out)
+    return out
+
+
 def training_rows(paths: Paths, run: Run, max_utterances: int | None, seed: int, balance: bool = False,
-                  heldout_fraction: float = 0.0, heldout_seed: int = 0) -> list[Utterance]:
+                  heldout_fraction: float = 0.0, heldout_seed: int = 0, equal_classes: bool = False
+                  ) -> list[Utterance]:
     """The training side of a run's split (IEMOCAP: all sessions but the test fold, less the held-out slice
     `data.heldout_fraction` leaves out; MELD: official train, its dev split being the held-out set).
 
     `max_utterances` caps the set for smoke runs: a seeded sample, class-balanced when `balance` (so a small run
-    sees every class), reported by the caller. Order is shuffled deterministically."""
+    sees every class), reported by the caller. `equal_classes` keeps as many of each class as the smallest has (a
+    seeded sample). Order is shuffled deterministically."""
     manifest = paths.manifests / f"{run.corpus}.jsonl"
     if not manifest.exists():
         raise FileNotFoundError(f"{manifest}: no manifest for {run.corpus}; run notebook 01 (or `emorl prepare`) first")
@@ -66,16 +79,10 @@ def training_rows(paths: Paths, run: Run, max_utterances: int | None, seed: int,
     rng = random.Random(seed)
     train = sorted(train, key=lambda u: u.utt_id)
     rng.shuffle(train)
+    if equal_classes:
+        train = _per_class(train, None, rng)
     if max_utterances is not None and len(train) > max_utterances:
-        if balance:
-            by_label: dict[str, list[Utterance]] = {}
-            for u in train:
-                by_label.setdefault(u.label, []).append(u)
-            per = max(1, max_utterances // len(by_label))
-            train = [u for lab in sorted(by_label) for u in by_label[lab][:per]]
-            rng.shuffle(train)
-        else:
-            train = train[:max_utterances]
+        train = _per_class(train, max_utterances, rng) if balance else train[:max_utterances]
     return train
 
 
@@ -478,7 +485,9 @@ def open_run(setup: RunSetup, force: bool) -> tuple[Path, bool]:
         if writer:
             if force or (ckpt.exists() and trained_hash(ckpt) != h):
                 shutil.rmtree(ckpt, ignore_errors=True)
-                run.log_csv(paths).unlink(missing_ok=True)
+            if not last_checkpoint(ckpt):  # training starts from scratch: no row of an older attempt stays
+                for log_file in run.step_logs(paths):
+                    log_file.unlink(missing_ok=True)
             ckpt.mkdir(parents=True, exist_ok=True)
             (ckpt / SETTINGS_FILE).write_text(json.dumps({"settings_hash": h, "run": run.name}))
     return final, False

@@ -11,6 +11,9 @@ Each corpus is written into a temp folder and renamed into place when complete; 
 return at once, and different arguments regenerate. Audio is deterministic by seed (byte-identical wavs).
 The emotion cues are in `voice` (one table per emotion, one per cue); which EmoBox track-2 entries exist at a
 given size is `track2.track2_included(corpus, size)`.
+
+`generate_all` takes one size for every corpus or a mapping {corpus: size} (`..sizes`: corpora not named get
+DEFAULT_SIZE).
 """
 
 from __future__ import annotations
@@ -19,18 +22,19 @@ import json
 import shutil
 import tempfile
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 from ...infra.io import atomic_write_text, file_lock
+from ..sizes import CORPORA, DEFAULT_SIZE, Sizes, check_sizes, size_of
 from . import iemocap, meld, ravdess, savee
 from .clips import default_workers
 from .track2 import track2_included
 
 __all__ = ["generate", "generate_all", "CORPORA", "ROOT_NAMES", "GENERATOR_VERSION", "track2_included",
-           "savee_flat_root"]
+           "savee_flat_root", "Sizes", "DEFAULT_SIZE", "size_of", "check_sizes"]
 
 GENERATOR_VERSION = "2"
-CORPORA: tuple[str, ...] = ("iemocap", "meld", "ravdess", "savee")
 ROOT_NAMES: dict[str, str] = {"iemocap": iemocap.ROOT_NAME, "meld": meld.ROOT_NAME, "ravdess": ravdess.ROOT_NAME,
                               "savee": savee.ROOT_NAME}
 
@@ -66,8 +70,10 @@ def generate(corpus: str, dest: Path, seed: int = 0, size: float = 1.0, workers:
     corpus = corpus.lower()
     if corpus not in ROOT_NAMES:
         raise ValueError(f"unknown corpus {corpus!r}; expected one of {CORPORA}")
-    if not size > 0:
-        raise ValueError(f"size must be > 0, got {size!r}")
+    if isinstance(size, Mapping):
+        raise ValueError(f"generate() writes one corpus at one size, got the mapping {dict(size)!r} "
+                         "(generate_all takes a mapping)")
+    check_sizes(size)
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
     with file_lock(dest / f".{corpus}.lock"):
@@ -110,7 +116,9 @@ def _generate_locked(corpus: str, dest: Path, seed: int, size: float, workers: i
     return roots[0]
 
 
-def generate_all(dest: Path, seed: int = 0, size: float = 1.0, corpora: tuple[str, ...] = CORPORA,
+def generate_all(dest: Path, seed: int = 0, size: Sizes = 1.0, corpora: tuple[str, ...] = CORPORA,
                  workers: int | None = None, force: bool = False) -> dict[str, Path]:
-    """generate() each corpus; corpus -> root."""
-    return {c: generate(c, dest, seed=seed, size=size, workers=workers, force=force) for c in corpora}
+    """generate() each corpus at its size (`size`: one number, or {corpus: size}, see `size_of`); corpus -> root.
+    Each corpus's stamp holds its own size, so a corpus is regenerated only when its own size changes."""
+    check_sizes(size)
+    return {c: generate(c, dest, seed=seed, size=size_of(size, c), workers=workers, force=force) for c in corpora}

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
+import math
 import re
 import zlib
 from pathlib import Path
@@ -153,10 +155,25 @@ def track2_rows(size: float) -> dict[str, list[tuple[int, int, str, str]]]:
     return rows
 
 
+def n_fillers(size: float) -> int:
+    """Filler utterances per split (the two defects included), besides the track-2 rows."""
+    return max(8, int(round(FILLERS_AT_SIZE_1 * size)))
+
+
 def plan(seed: int, size: float) -> dict[str, list[tuple[int, int, str, str]]]:
-    """split -> [(dialogue, utterance, speaker, emotion)] sorted by dialogue and utterance."""
+    """split -> [(dialogue, utterance, speaker, emotion)] sorted by dialogue and utterance.
+
+    Fillers come in batches of 2-4 utterances (ids 0, 1, ...), each batch in a dialogue id of the split not used
+    yet, while there is one. Once every dialogue id of the split is in use (dev has 114: from about size 9.8; test
+    has 280: from about 23), further batches join dialogues drawn at random, under their lowest utterance ids not
+    taken yet, so that any size can be planned and (dialogue, utterance) stays unique per split. A plan that never
+    reaches the second phase (every size up to 9: checked for seeds 0-2) is the plan as it was before that phase
+    existed, draw for draw, so the MELD trees generated before are unchanged.
+    """
+    if not (math.isfinite(size) and size > 0):
+        raise ValueError(f"synthetic MELD: size must be a finite number > 0, got {size!r}")
     rows = track2_rows(size)
-    n_fill = max(8, int(round(FILLERS_AT_SIZE_1 * size)))
+    n_fill = n_fillers(size)
     speakers = sorted(GENDER)
     for split, (_, _, n_dia) in SPLITS.items():
         rng = rng_for(seed, "meld", "plan", split)
@@ -169,13 +186,22 @@ def plan(seed: int, size: float) -> dict[str, list[tuple[int, int, str, str]]]:
             dias.add(d)
         emos = [EMOTIONS[i % len(EMOTIONS)] for i in range(n_fill - len(defect))]
         rng.shuffle(emos)
+        fresh = set(range(n_dia)) - dias  # dialogue ids a batch may still open
         i = 0
-        while i < len(emos):
+        while i < len(emos) and fresh:
             d = int(rng.integers(n_dia))
-            if d in dias:
+            if d not in fresh:
                 continue
-            dias.add(d)
+            fresh.discard(d)
             for u in range(min(int(rng.integers(2, 5)), len(emos) - i)):
+                rows[split].append((d, u, speakers[rng.integers(len(speakers))], emos[i]))
+                taken.add((d, u))
+                i += 1
+        while i < len(emos):  # every dialogue id in use: join one, under utterance ids not taken yet
+            d = int(rng.integers(n_dia))
+            free = (u for u in itertools.count() if (d, u) not in taken)
+            for _ in range(min(int(rng.integers(2, 5)), len(emos) - i)):
+                u = next(free)
                 rows[split].append((d, u, speakers[rng.integers(len(speakers))], emos[i]))
                 taken.add((d, u))
                 i += 1
