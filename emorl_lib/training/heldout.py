@@ -62,55 +62,80 @@ def heldout_scores(backbone: Backbone, test_set: TestSet, prompt: PromptConfig, 
             "tokens": float(np.mean(tokens)), "n": len(rows)}
 
 
-class HeldOutEval(TrainerCallback):
-    """Scores the model on `test_set` before the first step and every `every` steps; rows in `path`.
+class StepCurve(TrainerCallback):
+    """A curve scored on the model during training: before the first step, every `every` steps and at the last;
+    rows in `path`. On resume, rows past the resumed step are dropped (they are recomputed), as the step log does.
+    Subclasses give `score(model, step, max_steps) -> rows` and leave training's RNG and the model's mode as found."""
 
-    On resume, rows past the resumed step are dropped (they are recomputed), as the step log does."""
+    columns: list[str] = []
 
-    def __init__(self, test_set: TestSet, prompt: PromptConfig, condition: str, spec: HeldOutSpec, processor,
-                 every: int, path: Path):
+    def __init__(self, every: int, path: Path):
         if every < 1:
-            raise ValueError(f"HeldOutEval: every must be >= 1, not {every}")
-        self.test_set, self.prompt, self.condition, self.spec = test_set, prompt, condition, spec
-        self.processor, self.every, self.path = processor, every, Path(path)
+            raise ValueError(f"{type(self).__name__}: every must be >= 1, not {every}")
+        self.every, self.path = every, Path(path)
         self.rows: list[dict] = []
 
-    def _evaluate(self, model, step: int) -> None:
+    def score(self, model, step: int, max_steps: int) -> list[dict]:
+        raise NotImplementedError
+
+    def _evaluate(self, model, step: int, max_steps: int) -> None:
         was_training = model.training
         model.eval()
         try:
-            bb = Backbone(model=model, processor=self.processor, config=None, model_dir="")
-            row = {"step": step, **heldout_scores(bb, self.test_set, self.prompt, self.condition, self.spec)}
+            new = self.score(model, step, max_steps)
         finally:
             model.train(was_training)
-        self.rows = [r for r in self.rows if int(float(r["step"])) != step] + [row]
-        write_csv(self.path, self.rows, COLUMNS)
-        log.info("held-out %s at step %d: UA %.3f WA %.3f unparseable %.3f", self.test_set.name, step,
-                 row["ua"], row["wa"], row["unparseable"])
+        self.rows = [r for r in self.rows if int(float(r["step"])) != step] + new
+        extra = sorted({k for r in self.rows for k in r} - set(self.columns))
+        write_csv(self.path, self.rows, self.columns + extra)
 
     def on_train_begin(self, args, state, control, model=None, **kwargs):
         self.rows = read_csv_until(self.path, state.global_step)
         if state.is_world_process_zero and model is not None and not any(
                 int(float(r["step"])) == state.global_step for r in self.rows):
-            self._evaluate(model, state.global_step)
+            self._evaluate(model, state.global_step, state.max_steps)
 
     def on_step_end(self, args, state, control, model=None, **kwargs):
         if not state.is_world_process_zero or model is None:
             return
         step = state.global_step
         if step % self.every == 0 or step == state.max_steps:
-            self._evaluate(model, step)
+            self._evaluate(model, step, state.max_steps)
 
 
-def read_heldout(path: Path):
-    """A run's held-out curve as a DataFrame (None when absent or empty)."""
+class HeldOutEval(StepCurve):
+    """Greedy scores of the model on `test_set` (`heldout_scores`)."""
+
+    columns = COLUMNS
+
+    def __init__(self, test_set: TestSet, prompt: PromptConfig, condition: str, spec: HeldOutSpec, processor,
+                 every: int, path: Path):
+        super().__init__(every, path)
+        self.test_set, self.prompt, self.condition, self.spec = test_set, prompt, condition, spec
+        self.processor = processor
+
+    def score(self, model, step: int, max_steps: int) -> list[dict]:
+        bb = Backbone(model=model, processor=self.processor, config=None, model_dir="")
+        row = {"step": step, **heldout_scores(bb, self.test_set, self.prompt, self.condition, self.spec)}
+        log.info("held-out %s at step %d: UA %.3f WA %.3f unparseable %.3f", self.test_set.name, step,
+                 row["ua"], row["wa"], row["unparseable"])
+        return [row]
+
+
+def read_curve(path: Path, order: tuple[str, ...] = ("step",)):
+    """A curve's CSV (held-out, policy) as a DataFrame sorted by `order` (None when absent or empty)."""
     import pandas as pd
 
     path = Path(path)
     if not path.exists():
         return None
     df = pd.read_csv(path)
-    return None if df.empty else df.sort_values("step")
+    return None if df.empty else df.sort_values(list(order))
+
+
+def read_heldout(path: Path):
+    """A run's held-out curve as a DataFrame (None when absent or empty)."""
+    return read_curve(path)
 
 
 def heldout_summary(curve) -> dict[str, float]:

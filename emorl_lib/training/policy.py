@@ -28,16 +28,17 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
-from transformers import TrainerCallback
 
-from ..data.audio import SAMPLE_RATE, load_16k
+from ..data.audio import load_16k
 from ..data.testsets import TestSet, subsample
-from ..infra.io import read_csv, read_csv_until, write_csv
+from ..infra.io import read_csv
 from ..infra.log import get_logger
 from ..method.parsing import structure_ok
 from ..method.priors import build_prior
 from ..method.prompts import build_messages, canonical_condition, format_target
 from ..method.rewards import RewardConfig, alpha_at, reward_table
+from ..model.generate import encode
+from .heldout import StepCurve, read_curve
 from .sft import AudioSFTCollator
 
 log = get_logger(__name__)
@@ -97,8 +98,7 @@ def completion_ids(processor, text: str) -> list[int]:
 
 def prompt_encoding(processor, messages: list[dict], audio: np.ndarray) -> dict[str, torch.Tensor]:
     """One utterance's generation prompt as the sampler sees it (chat template, assistant header, audio tokens)."""
-    text = processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    enc = processor(text=[text], audio=[audio], sampling_rate=SAMPLE_RATE, return_tensors="pt", padding=True)
+    enc = encode(processor, [messages], [audio])
     return {k: enc[k][0] for k in ("input_ids", "input_features", "feature_attention_mask")}
 
 
@@ -258,22 +258,21 @@ def training_subset(test_set_name: str, corpus: str, rows: list, n: int | None, 
     return TestSet(test_set_name, corpus, subsample(rows, n, seed), False, len(rows))
 
 
-class PolicyCurve(TrainerCallback):
-    """Scores each named set (`policy_scores`) before the first step, every `every` steps and at the last; one row
-    per (step, set) in `path`. IR draws no random numbers and ESR only from a forked RNG, and the model's mode is
-    restored, so training is the same with or without it."""
+class PolicyCurve(StepCurve):
+    """`policy_scores` on each named set, one row per (step, set). IR draws no random numbers and ESR only from a
+    forked RNG, so training is the same with or without it."""
+
+    columns = COLUMNS
 
     def __init__(self, sets: dict[str, TestSet], processor, prompt, condition: str, temperature: float,
                  reward_cfg: RewardConfig | None, accuracy: str, every: int, path: Path, prefixes: int = 4,
                  max_reasoning_tokens: int = 128):
-        if every < 1:
-            raise ValueError(f"PolicyCurve: every must be >= 1, not {every}")
+        super().__init__(every, path)
         self.sets, self.processor, self.prompt, self.condition = sets, processor, prompt, condition
-        self.temperature, self.reward_cfg, self.accuracy, self.every = temperature, reward_cfg, accuracy, every
-        self.path, self.prefixes, self.max_reasoning_tokens = Path(path), prefixes, max_reasoning_tokens
-        self.rows: list[dict[str, Any]] = []
+        self.temperature, self.reward_cfg, self.accuracy = temperature, reward_cfg, accuracy
+        self.prefixes, self.max_reasoning_tokens = prefixes, max_reasoning_tokens
 
-    def score(self, model, step: int, max_steps: int) -> None:
+    def score(self, model, step: int, max_steps: int) -> list[dict[str, Any]]:
         new = []
         for name, ts in self.sets.items():
             sc = policy_scores(model, self.processor, ts, self.prompt, self.condition, self.temperature,
@@ -283,31 +282,12 @@ class PolicyCurve(TrainerCallback):
             log.info("%s at step %d: expected accuracy %.3f, expected UA %.3f, expected reward %.3f, "
                      "canonical mass %.3f", name, step, new[-1]["exp_acc"], new[-1]["exp_ua"],
                      new[-1]["exp_reward"], new[-1]["mass"])
-        self.rows = [r for r in self.rows if int(float(r["step"])) != step] + new
-        extra = sorted({k for r in self.rows for k in r} - set(COLUMNS))
-        write_csv(self.path, self.rows, COLUMNS + extra)
-
-    def on_train_begin(self, args, state, control, model=None, **kwargs):
-        self.rows = read_csv_until(self.path, state.global_step)
-        if state.is_world_process_zero and model is not None and not any(
-                int(float(r["step"])) == state.global_step for r in self.rows):
-            self.score(model, state.global_step, state.max_steps)
-
-    def on_step_end(self, args, state, control, model=None, **kwargs):
-        step = state.global_step
-        if state.is_world_process_zero and model is not None and (step % self.every == 0 or step == state.max_steps):
-            self.score(model, step, state.max_steps)
+        return new
 
 
 def read_policy(path: Path):
     """A run's policy curve as a DataFrame (None when absent or empty)."""
-    import pandas as pd
-
-    path = Path(path)
-    if not path.exists():
-        return None
-    df = pd.read_csv(path)
-    return None if df.empty else df.sort_values(["set", "step"])
+    return read_curve(path, ("set", "step"))
 
 
 def policy_columns(path: Path) -> dict[str, float]:
