@@ -184,7 +184,7 @@ README_TABLES = (  # (file, heading, columns or None for all): what the README s
       "zero_advantage_share_last", "kl_first", "kl_last", "length_first", "length_last"]),
     ("training_runs.csv", "During training, at the start and at the end: greedy held-out UA % (held-out training "
                           "data: MELD dev, IEMOCAP's held-out slice) and the policy's exact expected accuracy % at "
-                          "the sampling temperature on fixed training prompts and expected UA % on the held-out set; "
+                          "the sampling temperature on the training prompts and expected UA % on the held-out set; "
                           "min delta: the lowest logged training expected accuracy minus the start",
      ["run", "steps", "heldout_ua_start", "heldout_ua_end", "train_exp_acc_start", "train_exp_acc_end",
       "train_exp_acc_min_delta", "heldout_exp_ua_start", "heldout_exp_ua_end"]),

@@ -437,6 +437,58 @@ def test_policy_curve_scores_each_set_and_draws_no_random_numbers(tone_profile, 
     assert cols["train_exp_acc_min_delta"] == 0 and cols["heldout_exp_acc_start"] == cols["heldout_exp_acc_end"]
 
 
+def test_reasoning_policy_curve_draws_the_same_prefixes_at_every_step(monkeypatch, tmp_path):
+    """ESR's prefixes are sampled: with a fresh seed per step, two steps of an unchanged policy would differ by the
+    draw alone (SE ~0.7 points on 64 utterances). Common random numbers: the same seed at every step."""
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from emorl_lib.training import policy as P
+
+    seeds = []
+
+    def fake_scores(model, processor, ts, prompt, condition, temperature, reward_cfg, accuracy, progress, prefixes,
+                    max_reasoning_tokens, seed):
+        seeds.append(seed)
+        g = torch.Generator().manual_seed(seed)  # what the forked RNG does with it
+        p = torch.rand(2, 4, generator=g).numpy()
+        return P.PolicyScores(("a", "b", "c", "d"), np.array([0, 1]), p / p.sum(1, keepdims=True),
+                              np.zeros(2), np.zeros(2), 0.0)
+
+    monkeypatch.setattr(P, "policy_scores", fake_scores)
+    curve = P.PolicyCurve({"train": None}, None, None, "ESR", 0.7, None, "eswr", every=1, path=tmp_path / "p.csv")
+    state = SimpleNamespace(global_step=0, max_steps=3, is_world_process_zero=True)
+    model = torch.nn.Linear(1, 1)
+    curve.on_train_begin(None, state, None, model=model)
+    for step in (1, 2, 3):
+        state.global_step = step
+        curve.on_step_end(None, state, None, model=model)
+    assert len(seeds) == 4 and len(set(seeds)) == 1
+    assert len({r["exp_acc"] for r in P.read_policy(tmp_path / "p.csv").to_dict("records")}) == 1
+
+
+def test_policy_curve_scores_every_prompt_for_ir_and_a_subset_for_reasoning(tone_profile):
+    """policy_utterances null: every training prompt and the whole held-out set; ESR/EUR runs (several times an IR
+    point's cost) take reasoning_policy_utterances instead, class-balanced."""
+    from emorl_lib.data.testsets import heldout_set
+    from emorl_lib.training.grpo import policy_callbacks
+    from emorl_lib.training.runs import training_rows
+
+    p = _profile_in(tone_profile, "policy_sets", {"grpo": {"policy_every": 5, "policy_utterances": None,
+                                                           "reasoning_policy_utterances": 4}})
+    d = p.section("data")
+    rows = training_rows(p.paths, GRPO_RUN, None, 0, heldout_fraction=d.heldout_fraction, heldout_seed=d.heldout_seed)
+    held = heldout_set(p.paths, "iemocap", 1, d.heldout_fraction, d.heldout_seed)
+    assert len(rows) > 4 and len(held.rows) > 4
+    [ir] = policy_callbacks(run_setup(p, GRPO_RUN), None, rows)
+    assert [len(ir.sets[k].rows) for k in ("train", "heldout")] == [len(rows), len(held.rows)]
+    [esr] = policy_callbacks(run_setup(p, dataclasses.replace(GRPO_RUN, condition="ESR")), None, rows)
+    for k in ("train", "heldout"):
+        assert len(esr.sets[k].rows) == 4 and {r.label for r in esr.sets[k].rows} == set(LABELS)
+    assert policy_callbacks(run_setup(p.with_overrides({"grpo": {"policy_every": 0}}), GRPO_RUN), None, rows) == []
+
+
 def test_policy_columns_reads_the_two_ends_of_each_set_and_the_lowest_training_point(tmp_path):
     from emorl_lib.training.policy import policy_columns
 

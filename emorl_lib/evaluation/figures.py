@@ -293,7 +293,7 @@ def learning_curves(logs: Mapping[Run, pd.DataFrame], heldout: Mapping[Run, pd.D
                     note: str = "", policy: Mapping[Run, pd.DataFrame] | None = None):
     """GRPO learning curves, one row per training corpus: total reward, sampled batch accuracy (both smoothed over
     `smooth` steps), greedy held-out UA on the validation set and, where a run logged its policy curve
-    (training/policy.py), the exact expected accuracy under the sampling temperature on its fixed training prompts and
+    (training/policy.py), the exact expected accuracy under the sampling temperature on its training prompts and
     the expected UA on the held-out set, against steps; one line per recipe (mean over training seeds, the band
     spanning them). Step 0 of the held-out and policy curves is the SFT start."""
     policy = policy or {}

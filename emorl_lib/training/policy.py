@@ -260,7 +260,9 @@ def training_subset(test_set_name: str, corpus: str, rows: list, n: int | None, 
 
 class PolicyCurve(StepCurve):
     """`policy_scores` on each named set, one row per (step, set). IR draws no random numbers and ESR only from a
-    forked RNG, so training is the same with or without it."""
+    forked RNG, so training is the same with or without it. ESR's prefixes take the same seed at every step (common
+    random numbers): where the policy has not moved they are the same prefixes, so a change between two steps is
+    the policy's and not the draw's."""
 
     columns = COLUMNS
 
@@ -277,7 +279,7 @@ class PolicyCurve(StepCurve):
         for name, ts in self.sets.items():
             sc = policy_scores(model, self.processor, ts, self.prompt, self.condition, self.temperature,
                                self.reward_cfg, self.accuracy, step / max(max_steps, 1), self.prefixes,
-                               self.max_reasoning_tokens, seed=step)
+                               self.max_reasoning_tokens, seed=0)
             new.append({"step": step, "set": name, **sc.summary()})
             log.info("%s at step %d: expected accuracy %.3f, expected UA %.3f, expected reward %.3f, "
                      "canonical mass %.3f", name, step, new[-1]["exp_acc"], new[-1]["exp_ua"],
