@@ -191,6 +191,22 @@ README_TABLES = (  # (file, heading, columns or None for all): what the README s
 )
 
 
+def policy_summary(path: Path) -> str:
+    """One sentence on the collapse check (#21's criterion) over the GRPO runs of `training_runs.csv`: how many end
+    below their start on their training prompts, and which dipped below it at a logged step."""
+    runs = [r for r in read_csv(path) if r.get("train_exp_acc_start") and r.get("train_exp_acc_end")]
+    if not runs:
+        return ""
+    below = [r["run"] for r in runs if float(r["train_exp_acc_end"]) < float(r["train_exp_acc_start"])]
+    dips = [f"{r['run']} ({float(r['train_exp_acc_min_delta']):+.1f})" for r in runs
+            if r.get("train_exp_acc_min_delta") and float(r["train_exp_acc_min_delta"]) < 0]
+    return (f"Of {len(runs)} GRPO runs, {len(runs) - len(below)} end at or above their start on their training "
+            "prompts"
+            + (f" and {len(below)} below it ({', '.join(below)})" if below else "")
+            + "; " + (f"{len(dips)} dipped below the start at a logged step (lowest point minus the start, in "
+                      f"points): {', '.join(dips)}." if dips else "none dipped below the start at a logged step."))
+
+
 def readme_block(profile: str = "default") -> str:
     """The README's results section, generated from the golden tables only."""
     gdir = golden_dir(profile)
@@ -205,6 +221,8 @@ def readme_block(profile: str = "default") -> str:
         table = _md(gdir / name, columns) if (gdir / name).exists() else ""
         if table:
             parts += [f"{heading} (`{name}`):", "", table, ""]
+            if name == "training_runs.csv" and (line := policy_summary(gdir / name)):
+                parts += [line, ""]
     summary = gdir / RUN_SUMMARY
     if summary.exists():
         s = json.loads(summary.read_text())
