@@ -192,8 +192,8 @@ README_TABLES = (  # (file, heading, columns or None for all): what the README s
 
 
 def policy_summary(path: Path) -> str:
-    """One sentence on the collapse check (#21's criterion) over the GRPO runs of `training_runs.csv`: how many end
-    below their start on their training prompts, and which dipped below it at a logged step."""
+    """One sentence on the collapse check over the GRPO runs of `training_runs.csv`: how many end below their start
+    on their training prompts, and which dipped below it at a logged step (GRPO must not lower either)."""
     runs = [r for r in read_csv(path) if r.get("train_exp_acc_start") and r.get("train_exp_acc_end")]
     if not runs:
         return ""

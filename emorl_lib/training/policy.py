@@ -2,7 +2,8 @@
 
 GRPO optimises the EXPECTED reward of the sampling distribution at temperature T. A batch's mean reward covers 4
 prompts and is noise; what says whether a run learns or collapses is how much probability the policy puts on the
-right answer over a FIXED set of utterances (a class-balanced subset of the run's training prompts, its held-out set).
+right answer over a FIXED set of utterances (the run's training prompts or a fixed class-balanced subset of them,
+its held-out set).
 
 IR (a direct answer). The canonical completion of label c is its SFT target token for token (`format_target("IR",
 c)` + <|im_end|>, checked against `AudioSFTCollator` on the first utterance of every call). Teacher forcing gives
