@@ -193,18 +193,21 @@ README_TABLES = (  # (file, heading, columns or None for all): what the README s
 
 def policy_summary(path: Path) -> str:
     """One sentence on the collapse check over the GRPO runs of `training_runs.csv`: how many end below their start
-    on their training prompts, and which dipped below it at a logged step (GRPO must not lower either)."""
+    on their training prompts, and which dipped below it at a logged step (GRPO must not lower either), with the
+    dip's standard error where the points are estimates."""
     runs = [r for r in read_csv(path) if r.get("train_exp_acc_start") and r.get("train_exp_acc_end")]
     if not runs:
         return ""
     below = [r["run"] for r in runs if float(r["train_exp_acc_end"]) < float(r["train_exp_acc_start"])]
-    dips = [f"{r['run']} ({float(r['train_exp_acc_min_delta']):+.1f})" for r in runs
-            if r.get("train_exp_acc_min_delta") and float(r["train_exp_acc_min_delta"]) < 0]
+    dips = [f"{r['run']} ({float(r['train_exp_acc_min_delta']):+.1f}"
+            + (f" ± {float(r['train_exp_acc_min_delta_se']):.1f}" if r.get("train_exp_acc_min_delta_se") else "")
+            + ")" for r in runs if r.get("train_exp_acc_min_delta") and float(r["train_exp_acc_min_delta"]) < 0]
     return (f"Of {len(runs)} GRPO runs, {len(runs) - len(below)} end at or above their start on their training "
             "prompts"
             + (f" and {len(below)} below it ({', '.join(below)})" if below else "")
             + "; " + (f"{len(dips)} dipped below the start at a logged step (lowest point minus the start, in "
-                      f"points): {', '.join(dips)}." if dips else "none dipped below the start at a logged step."))
+                      f"points, ± its standard error where the points sample reasoning prefixes): "
+                      f"{', '.join(dips)}." if dips else "none dipped below the start at a logged step."))
 
 
 def readme_block(profile: str = "default") -> str:

@@ -45,7 +45,7 @@ from .model.backbones import BackboneConfig, audio_window_seconds, is_smoke
 from .training.experiments import ExperimentsConfig, Run, grpo_runs, sft_runs
 from .training.grpo import EmoGRPOConfig, GRPOSetup
 from .training.heldout import HeldOutSpec
-from .training.runs import RunSetup, TrainingSetup
+from .training.runs import REASONING, RunSetup, TrainingSetup, condition_values
 from .training.sft import EmoSFTConfig, SFTSetup
 
 # Each section of a profile and the one class that reads it.
@@ -184,6 +184,9 @@ def validate(prof: Profile) -> Profile:
                           + f"; a profile has the sections {', '.join(SECTIONS)}")
     for key in SECTIONS:
         prof.values(key) if key in TRAINER_SECTIONS else prof.section(key)
+    for key in TRAINER_SECTIONS:  # what the reasoning runs read, checked as its own section
+        if (raw := prof.sections.get(key) or {}).get(REASONING):
+            resolve(SECTIONS[key], condition_values(raw, "ESR"), where=f"{prof._where(key)}.{REASONING}")
     return prof
 
 

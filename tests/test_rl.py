@@ -442,8 +442,6 @@ def test_reasoning_policy_curve_draws_the_same_prefixes_at_every_step(monkeypatc
     draw alone (SE ~0.7 points on 64 utterances). Common random numbers: the same seed at every step."""
     from types import SimpleNamespace
 
-    import numpy as np
-
     from emorl_lib.training import policy as P
 
     seeds = []
@@ -470,13 +468,13 @@ def test_reasoning_policy_curve_draws_the_same_prefixes_at_every_step(monkeypatc
 
 def test_policy_curve_scores_every_prompt_for_ir_and_a_subset_for_reasoning(tone_profile):
     """policy_utterances null: every training prompt and the whole held-out set; ESR/EUR runs (several times an IR
-    point's cost) take reasoning_policy_utterances instead, class-balanced."""
+    point's cost) take the section's reasoning.policy_utterances instead, class-balanced."""
     from emorl_lib.data.testsets import heldout_set
     from emorl_lib.training.grpo import policy_callbacks
     from emorl_lib.training.runs import training_rows
 
     p = _profile_in(tone_profile, "policy_sets", {"grpo": {"policy_every": 5, "policy_utterances": None,
-                                                           "reasoning_policy_utterances": 4}})
+                                                           "reasoning": {"policy_utterances": 4}}})
     d = p.section("data")
     rows = training_rows(p.paths, GRPO_RUN, None, 0, heldout_fraction=d.heldout_fraction, heldout_seed=d.heldout_seed)
     held = heldout_set(p.paths, "iemocap", 1, d.heldout_fraction, d.heldout_seed)
@@ -508,8 +506,14 @@ def test_policy_columns_reads_the_two_ends_of_each_set_and_the_lowest_training_p
     assert cols["train_exp_reward_start"] == pytest.approx(1.6) and cols["heldout_exp_reward_end"] == pytest.approx(1.5)
     assert cols["train_mass_start"] == pytest.approx(98) and cols["train_mass_end"] == pytest.approx(99)
     assert cols["train_exp_acc_min_delta"] == pytest.approx(-5)  # step 10's dip below the start
-    assert "heldout_exp_acc_min_delta" not in cols
+    assert "heldout_exp_acc_min_delta" not in cols and "train_exp_acc_min_delta_se" not in cols  # exact points
     assert policy_columns(tmp_path / "absent.csv") == {}
+    # reasoning points are estimates: the dip carries the two points' standard errors combined
+    path.write_text("step,set,exp_acc,exp_ua,exp_reward,mass,exp_acc_se\n0,train,0.5,0.5,1.5,1,0.03\n"
+                    "5,train,0.45,0.45,1.4,1,0.04\n10,train,0.6,0.6,1.6,1,0.02\n")
+    cols = policy_columns(path)
+    assert cols["train_exp_acc_min_delta"] == pytest.approx(-5) and cols["train_exp_acc_min_delta_se"] == \
+        pytest.approx(5)
     # a run that never dips below its start
     path.write_text("step,set,exp_acc,exp_ua,exp_reward,mass\n0,train,0.5,0.5,1.5,1\n5,train,0.6,0.6,1.6,1\n")
     assert policy_columns(path)["train_exp_acc_min_delta"] == 0
@@ -568,18 +572,27 @@ def test_balanced_prompts_give_every_class_the_smallest_class_count(tmp_path):
     assert {u.utt_id for u in balanced} != {u.utt_id for u in training_rows(paths, run, None, 8, equal_classes=True)}
 
 
-def test_reasoning_runs_warm_up_for_reasoning_max_steps(tone_profile):
-    """sft.reasoning_max_steps: ESR and EUR targets (~90 tokens) get their own SFT length; IR keeps max_steps."""
+def test_reasoning_runs_take_the_sections_reasoning_settings(tone_profile):
+    """A trainer section's `reasoning` mapping: ESR and EUR runs (~90-token targets) read it over the section, IR
+    runs neither read it nor retrain when it changes; its keys and values are checked like the section's own."""
     from emorl_lib.infra.config import ConfigError
     from emorl_lib.profile import load_profile
 
-    prof = _profile_in(tone_profile, "reasoning", {"sft": {"max_steps": 30, "reasoning_max_steps": 70}})
-    steps = {c: run_setup(prof, Run("iemocap", "sft", c, None, 1)).values.max_steps for c in ("IR", "ESR", "EUR")}
-    assert steps == {"IR": 30, "ESR": 70, "EUR": 70}
-    assert run_setup(tone_profile, Run("iemocap", "sft", "ESR", None, 1)).values.max_steps == \
-        run_setup(tone_profile, Run("iemocap", "sft", "IR", None, 1)).values.max_steps
-    with pytest.raises(ConfigError, match="reasoning_max_steps"):
-        load_profile("default", {"sft": {"reasoning_max_steps": 0}})
+    prof = _profile_in(tone_profile, "reasoning", {"sft": {"max_steps": 30, "reasoning": {"max_steps": 70}},
+                                                   "grpo": {"reasoning": {"learning_rate": 2.5e-5}}})
+    sft = {c: run_setup(prof, Run("iemocap", "sft", c, None, 1)) for c in ("IR", "ESR", "EUR")}
+    assert {c: s.values.max_steps for c, s in sft.items()} == {"IR": 30, "ESR": 70, "EUR": 70}
+    assert {c: s.values.reasoning for c, s in sft.items()} == {"IR": None, "ESR": None, "EUR": None}
+    grpo = {c: run_setup(prof, dataclasses.replace(GRPO_RUN, condition=c)) for c in ("IR", "ESR")}
+    assert grpo["ESR"].values.learning_rate == 2.5e-5
+    assert grpo["IR"].values.learning_rate == run_setup(tone_profile, GRPO_RUN).values.learning_rate
+    assert grpo["IR"].digest() == run_setup(tone_profile, GRPO_RUN).digest()  # IR does not retrain
+    esr = dataclasses.replace(GRPO_RUN, condition="ESR")
+    assert grpo["ESR"].digest() != run_setup(tone_profile, esr).digest()
+    for bad, match in (({"max_steps": 0}, "reasoning.*max_steps"), ({"max_stepz": 5}, "max_stepz"),
+                       ({"reasoning": {}}, "reasoning"), ({"learning_rate": "fast"}, "learning_rate")):
+        with pytest.raises(ConfigError, match=match):
+            load_profile("default", {"sft": {"reasoning": bad}})
 
 
 def test_a_run_trained_from_scratch_keeps_no_row_of_an_older_attempt(tone_profile):

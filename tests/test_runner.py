@@ -140,14 +140,14 @@ def test_golden_update_and_readme_block(tmp_path, monkeypatch):
 
 def test_policy_summary_counts_runs_ending_below_their_start_and_names_the_dips(tmp_path):
     path = tmp_path / "training_runs.csv"
-    path.write_text("run,train_exp_acc_start,train_exp_acc_end,train_exp_acc_min_delta\n"
-                    "sft_a,,,\n"                       # SFT rows carry no policy curve
-                    "grpo_a,50.0,55.0,0\n"
-                    "grpo_b,50.0,51.0,-0.4\n"          # a dip it recovered from
-                    "grpo_c,50.0,49.0,-1.0\n")
+    path.write_text("run,train_exp_acc_start,train_exp_acc_end,train_exp_acc_min_delta,train_exp_acc_min_delta_se\n"
+                    "sft_a,,,,\n"                       # SFT rows carry no policy curve
+                    "grpo_a,50.0,55.0,0,\n"
+                    "grpo_b,50.0,51.0,-0.4,0.71\n"     # a dip it recovered from, estimated (reasoning)
+                    "grpo_c,50.0,49.0,-1.0,\n")
     line = golden.policy_summary(path)
     assert line.startswith("Of 3 GRPO runs, 2 end at or above their start") and "1 below it (grpo_c)" in line
-    assert "2 dipped below the start at a logged step" in line and "grpo_b (-0.4), grpo_c (-1.0)" in line
+    assert "2 dipped below the start at a logged step" in line and "grpo_b (-0.4 ± 0.7), grpo_c (-1.0)" in line
     path.write_text("run,train_exp_acc_start,train_exp_acc_end,train_exp_acc_min_delta\ngrpo_a,50,55,0\n")
     assert golden.policy_summary(path).endswith("none dipped below the start at a logged step.")
     path.write_text("run,train_exp_acc_start,train_exp_acc_end\nsft_a,,\n")

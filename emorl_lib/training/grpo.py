@@ -26,7 +26,7 @@ from ..data.testsets import heldout_set
 from ..infra.config import setting
 from ..infra.io import append_jsonl
 from ..infra.log import get_logger
-from ..method.prompts import PromptConfig, build_messages, canonical_condition
+from ..method.prompts import PromptConfig, build_messages
 from ..method.rewards import AccuracyReward, FormatReward, RewardConfig, build_rewards
 from ..model.backbones import load_backbone
 from ..model.rollout import AUDIO_KEYS, GenerationPaths, RolloutCopy, fast_generate
@@ -93,11 +93,6 @@ class EmoGRPOConfig(KitTrainerFields, GRPOConfig):
                                                        "null: all of both", observes=True)
     policy_prefixes: int = setting(4, "kit", "ESR/EUR: reasoning prefixes sampled per utterance for the policy "
                                              "curve", observes=True)
-    reasoning_policy_utterances: int | None = setting(None, "kit", "ESR/EUR runs score this many instead of "
-                                                                   "policy_utterances (each utterance samples "
-                                                                   "policy_prefixes reasoning prefixes: several "
-                                                                   "times an IR point's cost); null: "
-                                                                   "policy_utterances", observes=True)
     cache_audio: bool = setting(True, "kit", "the frozen audio encoder runs once per clip per generation batch "
                                              "(exact)")
     cache_features: bool = setting(True, "kit", "a group's G copies of a prompt share one audio load and mel "
@@ -148,11 +143,10 @@ class EmoGRPOConfig(KitTrainerFields, GRPOConfig):
             raise ValueError(f"beta and epsilon must be >= 0, not {cfg.beta} / {cfg.epsilon}")
         if cfg.log_completions_every < 0:
             raise ValueError(f"log_completions_every must be >= 0, not {cfg.log_completions_every}")
-        if cfg.policy_every < 0 or cfg.policy_prefixes < 1 or any(
-                n is not None and n < 1 for n in (cfg.policy_utterances, cfg.reasoning_policy_utterances)):
-            raise ValueError(f"policy_every must be >= 0, policy_prefixes >= 1 and policy_utterances and "
-                             f"reasoning_policy_utterances null or >= 1; got {cfg.policy_every}, "
-                             f"{cfg.policy_prefixes}, {cfg.policy_utterances}, {cfg.reasoning_policy_utterances}")
+        if cfg.policy_every < 0 or cfg.policy_prefixes < 1 or (cfg.policy_utterances is not None
+                                                               and cfg.policy_utterances < 1):
+            raise ValueError(f"policy_every must be >= 0, policy_prefixes >= 1 and policy_utterances null or >= 1; "
+                             f"got {cfg.policy_every}, {cfg.policy_prefixes}, {cfg.policy_utterances}")
         rows = cfg.rollout_rows_per_generate
         if rows is not None and (rows < 1 or rows % cfg.num_generations):
             raise ValueError(f"rollout_rows_per_generate ({rows}) must be a positive multiple of num_generations "
@@ -514,14 +508,11 @@ def prompt_rows(rows, prompt_cfg: PromptConfig, corpus: str, condition: str) -> 
 
 def policy_callbacks(setup: "GRPOSetup", processor, rows: list) -> list[PolicyCurve]:
     """The policy curve (`policy_every` > 0): the run's training prompts and its held-out set, or fixed
-    class-balanced subsets of them (`policy_utterances`; ESR/EUR: `reasoning_policy_utterances`), scored under the
-    run's own temperature and reward."""
+    class-balanced subsets of them (`policy_utterances`), scored under the run's own temperature and reward."""
     args, run, data = setup.args, setup.run, setup.data
     if args.policy_every <= 0:
         return []
     n = args.policy_utterances
-    if canonical_condition(run.condition) != "IR" and args.reasoning_policy_utterances is not None:
-        n = args.reasoning_policy_utterances
     sets = {"train": training_subset(f"{run.name}-train", run.corpus, rows, n, args.seed)}
     held = heldout_set(setup.paths, run.corpus, run.fold, data.heldout_fraction, data.heldout_seed, n)
     if held is not None:

@@ -296,7 +296,9 @@ def read_policy(path: Path):
 def policy_columns(path: Path) -> dict[str, float]:
     """A run's policy curve at its two ends, per set (percent; rewards as they are), and the collapse check
     `train_exp_acc_min_delta`: the lowest logged expected accuracy on the training prompts minus the start (>= 0:
-    GRPO never lowered it at a logged step)."""
+    GRPO never lowered it at a logged step), and `train_exp_acc_min_delta_se`, its standard error where the points
+    are estimates (reasoning runs sample their prefixes; IR points are exact): the two points' errors combined as if
+    independent, which overstates it a little, the prefixes being drawn with the same seed at every step."""
     path = Path(path)
     if not path.exists():
         return {}
@@ -308,8 +310,11 @@ def policy_columns(path: Path) -> dict[str, float]:
             out[f"{name}_{key}_start"] = round(scale * float(rs[0][key]), 4)
             out[f"{name}_{key}_end"] = round(scale * float(rs[-1][key]), 4)
         if name == "train":
-            out["train_exp_acc_min_delta"] = round(100 * (min(float(r["exp_acc"]) for r in rs)
-                                                          - float(rs[0]["exp_acc"])), 4)
+            low = min(rs, key=lambda r: float(r["exp_acc"]))
+            out["train_exp_acc_min_delta"] = round(100 * (float(low["exp_acc"]) - float(rs[0]["exp_acc"])), 4)
+            if low is not rs[0] and low.get("exp_acc_se") and rs[0].get("exp_acc_se"):
+                se = (float(low["exp_acc_se"]) ** 2 + float(rs[0]["exp_acc_se"]) ** 2) ** 0.5
+                out["train_exp_acc_min_delta_se"] = round(100 * se, 4)
     return out
 
 

@@ -35,7 +35,7 @@ from ..infra.determinism import RuntimeConfig, apply_runtime
 from ..infra.io import atomic_dir, read_csv_until, read_jsonl, write_csv, write_jsonl
 from ..infra.log import get_logger
 from ..infra.paths import Paths
-from ..method.prompts import PromptConfig
+from ..method.prompts import PromptConfig, canonical_condition
 from ..model.backbones import SMOKE_NOTE, BackboneConfig, resolve_dtype
 from .experiments import Run
 from .heldout import HeldOutSpec, heldout_callbacks
@@ -102,6 +102,9 @@ class KitTrainerFields:
     heldout_every: int = setting(0, "kit", "greedy accuracy on the held-out set every N steps, and before the first "
                                            "(<run>.heldout.csv); 0: off. Training is the same either way, so changing "
                                            "it does not retrain a finished run", observes=True)
+    reasoning: dict[str, Any] | None = setting(None, "kit", "settings of this section that ESR/EUR runs take instead "
+                                                            "(their completions run to ~90 tokens against one "
+                                                            "word): a mapping of its fields; null: none")
 
     # Set by the kit from elsewhere, never in the section: where to set them instead.
     SET_ELSEWHERE: ClassVar[dict[str, str]] = {
@@ -116,12 +119,26 @@ class KitTrainerFields:
         """The kit's checks on a section's values (a built config or `infra.config.resolve`d values): what TRL and
         transformers accept and fail on later, or train on nonsense with."""
         check_training_ranges(cfg)
+        if cfg.reasoning:
+            bad = sorted(k for k in cfg.reasoning if k == REASONING or not hasattr(cfg, k))
+            if bad:
+                raise ValueError(f"reasoning: unknown key(s) {bad}; expected settings of this section")
 
     def _kit_post_init(self) -> None:
         """What the kit settles before TRL's and transformers' own __post_init__ (the device setup)."""
         self.check(self)
         self.gradient_checkpointing = False  # set on the model by the backbone loader (backbone.gradient_checkpointing)
         resolve_shared_fields(self)
+
+
+REASONING = "reasoning"
+
+
+def condition_values(section: dict[str, Any], condition: str) -> dict[str, Any]:
+    """A trainer section as a run of `condition` reads it: ESR/EUR runs take its `reasoning` mapping over it, IR
+    runs leave it out (so that changing it retrains only the reasoning runs)."""
+    values = {k: v for k, v in section.items() if k != REASONING}
+    return values | dict(section.get(REASONING) or {}) if canonical_condition(condition) != "IR" else values
 
 
 def check_training_ranges(cfg) -> None:
@@ -404,7 +421,8 @@ class RunSetup:
     stage: ClassVar[str]
 
     def _trainer_values(self) -> dict[str, Any]:
-        return {**self.trainer, **({} if self.run.seed is None else {"seed": self.run.seed})}
+        return {**condition_values(self.trainer, self.run.condition),
+                **({} if self.run.seed is None else {"seed": self.run.seed})}
 
     @cached_property
     def values(self):

@@ -20,7 +20,7 @@ from ..data.labels import candidates as corpus_candidates
 from ..infra.config import setting
 from ..infra.log import get_logger
 from ..method.descriptors import DescriptorConfig, descriptors_path
-from ..method.prompts import build_messages, canonical_condition
+from ..method.prompts import build_messages
 from ..method.rationales import RationaleConfig, sft_targets
 from ..model.backbones import load_backbone
 from .runs import (
@@ -53,17 +53,8 @@ class EmoSFTConfig(KitTrainerFields, TrainingArguments):
     save_steps: float = setting(200, "kit", "checkpoint every N steps: an interrupted run resumes exactly",
                                 observes=True)
     label_names: list[str] | None = setting(["labels"], "kit", "the collator's masked labels")
-    reasoning_max_steps: int | None = setting(None, "kit", "ESR/EUR runs train this many steps instead of max_steps "
-                                                           "(their targets run to ~90 tokens against one word); "
-                                                           "null: max_steps")
 
     RENAMED: ClassVar[dict[str, str]] = {"max_train_samples": "max_utterances"}
-
-    @staticmethod
-    def check(cfg) -> None:
-        KitTrainerFields.check(cfg)
-        if cfg.reasoning_max_steps is not None and cfg.reasoning_max_steps < 1:
-            raise ValueError(f"reasoning_max_steps must be null or >= 1, not {cfg.reasoning_max_steps}")
 
     def __post_init__(self) -> None:
         self._kit_post_init()
@@ -129,11 +120,6 @@ class SFTSetup(RunSetup):
 
     def method_settings(self) -> dict[str, Any]:
         return {"rationale": self.rationale, "descriptors": self.descriptors}
-
-    def _trainer_values(self) -> dict[str, Any]:
-        values = super()._trainer_values()
-        steps = values.get("reasoning_max_steps")
-        return values | ({"max_steps": steps} if steps and canonical_condition(self.run.condition) != "IR" else {})
 
     def manifest(self) -> Path:
         return self.paths.manifests / f"{self.run.corpus}.jsonl"
