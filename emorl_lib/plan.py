@@ -375,8 +375,6 @@ def steps_of(prof, shapes: Shapes, gpu: GPU | None, clip_s: float | None = None)
 
     bcfg = prof.section("backbone")
     ecfg = prof.section("experiments")
-    grpo = prof.values("grpo")
-    sft = prof.values("sft")
     clip = shapes.audio_window_s if clip_s is None else float(clip_s)
     e_w16 = _dtype_bytes(bcfg.dtype, gpu)
     q = bool(bcfg.load_in_4bit)
@@ -389,6 +387,7 @@ def steps_of(prof, shapes: Shapes, gpu: GPU | None, clip_s: float | None = None)
     runs = grpo_runs(ecfg)
     if runs:
         cond = max((r.condition for r in runs), key=order.get)
+        grpo = prof.values("grpo", cond)  # as that condition's runs read it (its `reasoning` settings over it)
         P = prompt_text_tokens(prof, cond) - 1 + audio_tokens(clip, shapes.audio_window_s)
         spg = grpo.steps_per_generation or grpo.gradient_accumulation_steps  # TRL's default (GRPOConfig)
         n_g = grpo.per_device_train_batch_size * spg
@@ -401,7 +400,7 @@ def steps_of(prof, shapes: Shapes, gpu: GPU | None, clip_s: float | None = None)
         out["grpo"] = Step(
             stage="grpo", load_in_4bit=q, double_quant=bcfg.bnb_double_quant, fp32_frozen=fp32_frozen, e_w=e_w,
             e_a=e_a, e_t=e_t, e_l=e_w, gradient_checkpointing=bcfg.gradient_checkpointing,
-            optim=_optimizer(prof, "grpo", gpu), batch=grpo.per_device_train_batch_size, prompt_tokens=P,
+            optim=_optimizer(prof, "grpo", gpu, cond), batch=grpo.per_device_train_batch_size, prompt_tokens=P,
             target_tokens=grpo.max_completion_length, clip_s=clip,
             gradient_accumulation=grpo.gradient_accumulation_steps, generation_batch=n_g, beta=grpo.beta,
             old_logps=old, distinct_clips=max(1, n_g // grpo.num_generations) if grpo.cache_audio else 0,
@@ -415,13 +414,14 @@ def steps_of(prof, shapes: Shapes, gpu: GPU | None, clip_s: float | None = None)
     runs = sft_runs(ecfg)
     if runs:
         cond = max((r.condition for r in runs), key=order.get)
+        sft = prof.values("sft", cond)
         P = prompt_text_tokens(prof, cond) - 1 + audio_tokens(clip, shapes.audio_window_s)
         # the assistant target, at most what evaluation lets the condition generate
         T = prof.section("eval").max_new_tokens[cond] + 2
         out["sft"] = Step(
             stage="sft", load_in_4bit=q, double_quant=bcfg.bnb_double_quant, fp32_frozen=fp32_frozen, e_w=e_w,
             e_a=e_a, e_t=4 if (q or e_w16 == 4) else e_w16, e_l=e_w,
-            gradient_checkpointing=bcfg.gradient_checkpointing, optim=_optimizer(prof, "sft", gpu),
+            gradient_checkpointing=bcfg.gradient_checkpointing, optim=_optimizer(prof, "sft", gpu, cond),
             batch=sft.per_device_train_batch_size, prompt_tokens=P, target_tokens=T, clip_s=clip,
             gradient_accumulation=sft.gradient_accumulation_steps,
             lora_dropout=bcfg.lora.enabled and bcfg.lora.dropout > 0,
@@ -433,11 +433,11 @@ def _bf16(bcfg, gpu: GPU) -> bool:
     return bcfg.dtype == "bfloat16" or (bcfg.dtype == "auto" and gpu.bf16)
 
 
-def _optimizer(prof, stage: str, gpu: GPU | None) -> str:
-    """The stage's optimizer on `gpu`: `auto` resolved for that device."""
+def _optimizer(prof, stage: str, gpu: GPU | None, condition: str | None = None) -> str:
+    """The stage's optimizer on `gpu` (as `condition`'s runs read the section): `auto` resolved for that device."""
     from .training.runs import auto_optimizer
 
-    value = prof.values(stage).optim
+    value = prof.values(stage, condition).optim
     value = getattr(value, "value", value)
     return auto_optimizer(gpu is not None) if value == "auto" else str(value)
 

@@ -150,10 +150,15 @@ class Profile:
                             f"(training_setup); read its settings with values({key!r})")
         return from_dict(SECTIONS[key], self._raw(key), where=self._where(key))
 
-    def values(self, key: str) -> types.SimpleNamespace:
+    def values(self, key: str, condition: str | None = None) -> types.SimpleNamespace:
         """The `key` section's settings as they will be (YAML over the class defaults, checked), without building
-        its class."""
-        return resolve(SECTIONS[key], self._raw(key), where=self._where(key))
+        its class; `condition`: as that condition's runs read a trainer section (ESR/EUR: its `reasoning` mapping
+        over it)."""
+        raw = self._raw(key)
+        if condition is not None and key in TRAINER_SECTIONS:
+            return resolve(SECTIONS[key], condition_values(raw, condition),
+                           where=self._where(key) + (f".{REASONING}" if raw.get(REASONING) else ""))
+        return resolve(SECTIONS[key], raw, where=self._where(key))
 
     @property
     def paths(self) -> Paths:
@@ -185,8 +190,7 @@ def validate(prof: Profile) -> Profile:
     for key in SECTIONS:
         prof.values(key) if key in TRAINER_SECTIONS else prof.section(key)
     for key in TRAINER_SECTIONS:  # what the reasoning runs read, checked as its own section
-        if (raw := prof.sections.get(key) or {}).get(REASONING):
-            resolve(SECTIONS[key], condition_values(raw, "ESR"), where=f"{prof._where(key)}.{REASONING}")
+        prof.values(key, "ESR")
     return prof
 
 

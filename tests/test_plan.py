@@ -136,6 +136,24 @@ def test_a_run_on_a_t4_sizes_itself_keeping_the_recipe(monkeypatch):
     assert P.eval_memory(prof, shapes, P.GPUS["t4"], ev.eval.batch_size).fits(P.GPUS["t4"])
 
 
+def test_the_planner_sizes_the_reasoning_runs_as_they_read_their_section():
+    """A section's `reasoning` settings reach the planner's estimate (the paper's runs reason: ESR), and what the
+    planner sizes from the section cannot be set per condition, where its changes would not reach."""
+    from emorl_lib.infra.config import ConfigError
+    from emorl_lib.profile import load_profile
+
+    prof = load_profile("paper")
+    shapes = P.model_shapes(prof.section("backbone"), prof.paths)
+    base = P.steps_of(prof, shapes, P.GPUS["h100"])["grpo"]
+    longer = prof.with_overrides({"grpo": {"reasoning": {"max_completion_length": 2 * base.target_tokens}}})
+    st = P.steps_of(longer, shapes, P.GPUS["h100"])["grpo"]
+    assert st.target_tokens == 2 * base.target_tokens
+    assert P.memory(shapes, st).peak > P.memory(shapes, base).peak
+    for key in ("per_device_train_batch_size", "rollout_rows_per_generate", "seed"):
+        with pytest.raises(ConfigError, match=f"reasoning.{key}: not set per condition"):
+            prof.with_overrides({"grpo": {"reasoning": {key: 4}}})
+
+
 def test_a_gpu_too_small_stops_before_loading_with_the_planners_table(monkeypatch, capsys):
     """On 8 GiB even the recipe-keeping changes do not fit: `emorl grpo` exits 3 with the planner's table (the
     method-changing options listed, not made) before any weights are loaded."""

@@ -123,6 +123,8 @@ class KitTrainerFields:
             bad = sorted(k for k in cfg.reasoning if k == REASONING or not hasattr(cfg, k))
             if bad:
                 raise ValueError(f"reasoning: unknown key(s) {bad}; expected settings of this section")
+            for k in sorted(set(cfg.reasoning) & set(NOT_PER_CONDITION)):
+                raise ValueError(f"reasoning.{k}: not set per condition: {NOT_PER_CONDITION[k]}")
 
     def _kit_post_init(self) -> None:
         """What the kit settles before TRL's and transformers' own __post_init__ (the device setup)."""
@@ -132,6 +134,14 @@ class KitTrainerFields:
 
 
 REASONING = "reasoning"
+# What a section's `reasoning` mapping may not set: the GPU planner sizes these from the section, and a run's seed is
+# its own.
+NOT_PER_CONDITION = {
+    **{k: "the GPU planner sizes it from the section (plan.fit); set it in the section"
+       for k in ("per_device_train_batch_size", "gradient_accumulation_steps", "steps_per_generation",
+                 "rollout_rows_per_generate")},
+    "seed": "each run's seed is its own (experiments.seeds)",
+}
 
 
 def condition_values(section: dict[str, Any], condition: str) -> dict[str, Any]:
