@@ -211,10 +211,14 @@ def test_sft_targets_read_the_sections_and_describe_the_manifest(tmp_path):
     def targets_of(condition, utts=None):
         return run_setup(prof, Run("savee", "sft", condition, None, 1)).targets(utts)
 
+    cache = tmp_path / "r" / "p" / "manifests" / "savee.descriptors.jsonl"
+    ir = targets_of("IR")  # the label alone: no descriptor computed
+    assert {k: parse_answer(v).label for k, v in ir.items()} == {u.utt_id: u.label for u in rows}
+    assert not cache.exists()
     targets = targets_of("EUR")
     assert all(structure_ok(targets[u.utt_id], "EUR") and parse_answer(targets[u.utt_id]).label == u.label
                for u in rows)
-    assert (tmp_path / "r" / "p" / "manifests" / "savee.descriptors.jsonl").is_file()
+    assert cache.is_file()
     sub = targets_of("ESR", rows[:2])
     assert list(sub) == ["DC_a00", "DC_a01"] and all(structure_ok(x, "ESR") for x in sub.values())
     esr = targets_of("ESR")

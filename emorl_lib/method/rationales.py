@@ -321,9 +321,12 @@ def build_targets(utts: Sequence[Utterance], descriptors: Mapping[str, dict], co
 def sft_targets(manifest: Path, condition: str, descriptors: DescriptorConfig, rationale: RationaleConfig,
                 utts: Sequence[Utterance] | None = None, progress: bool = True) -> dict[str, str]:
     """SFT targets for a prepared corpus: the acoustic descriptors of its manifest (cached beside it) put into words
-    by the `rationale` settings. `utts`: a subset of the manifest (default: all of it)."""
+    by the `rationale` settings. `utts`: a subset of the manifest (default: all of it). IR's target is the label
+    alone: it reads no descriptor, so none is computed for it (every clip's pitch track, seconds a corpus)."""
     from ..data.manifest import read_manifest
 
-    desc = describe_manifest(manifest, descriptors, progress=progress)
     utts = read_manifest(manifest) if utts is None else utts
+    if canonical_condition(condition) == "IR":
+        return build_targets(utts, {}, condition, rationale)
+    desc = describe_manifest(manifest, descriptors, progress=progress)
     return build_targets(utts, desc, condition, rationale)
